@@ -1,0 +1,197 @@
+"""slimformer's command line: run, validate, ls, cp, schema, report, predict.
+
+    slimformer run quickstart                       # a shipped recipe by short name
+    slimformer run my.yaml steps.teacher.epochs=1   # a path, with key=value overrides
+    slimformer validate my.yaml                     # check a recipe without running it
+    slimformer report runs/a runs/b                 # one page comparing runs
+
+`python cli.py ...` does the same from a checkout. User mistakes print one clear message and
+exit with code 2; nothing is written for a recipe that does not validate.
+"""
+
+import argparse
+import json
+import os
+import shlex
+import sys
+from pathlib import Path
+
+EXIT_USER_ERROR = 2
+
+
+def cmd_run(args) -> int:
+    from compress.config import load_recipe
+    from compress.pipeline import run_recipe
+    from eval.report import write_report
+
+    recipe, path = load_recipe(args.recipe, args.overrides)
+    command = "slimformer " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    run_dir = run_recipe(recipe, path, Path(args.runs_dir), command=command, console=console())
+    paths = write_report([run_dir], baseline=recipe.report.baseline)
+    console().print(f"run folder: {run_dir}")
+    print(f"report: {paths['html']}")
+    print(f"report (markdown): {paths['md']}")
+    return 0
+
+
+def cmd_validate(args) -> int:
+    from compress.config import dump_recipe, load_recipe
+
+    recipe, path = load_recipe(args.recipe, args.overrides)
+    if args.print:
+        print(dump_recipe(recipe))
+    print(f"{path}: ok ({len(recipe.steps)} steps: {', '.join(s.kind for s in recipe.steps)})")
+    return 0
+
+
+def cmd_ls(args) -> int:
+    from rich.table import Table
+
+    from compress.config import RECIPES_DIR
+    from compress.data import TASKS
+    from compress.models import ATTENTION
+    from compress.steps import STEPS
+
+    table = Table(title="shipped recipes (slimformer run NAME)")
+    table.add_column("name")
+    table.add_column("purpose")
+    for path in sorted(RECIPES_DIR.glob("*.yaml")):
+        first = path.read_text(encoding="utf-8").splitlines()[:1]
+        table.add_row(path.stem, first[0].lstrip("# ").strip() if first else "")
+    console().print(table)
+    steps = Table(title="step kinds")
+    steps.add_column("kind")
+    steps.add_column("what it does")
+    for kind, spec in STEPS.items():
+        steps.add_row(kind, (spec.config.__doc__ or "").strip().splitlines()[0])
+    console().print(steps)
+    console().print(f"task kinds: {', '.join(TASKS)}")
+    console().print(f"attention kinds: {', '.join(ATTENTION)}")
+    return 0
+
+
+def cmd_cp(args) -> int:
+    from compress.config import resolve_recipe_path
+    from compress.errors import RecipeError
+
+    source = resolve_recipe_path(args.recipe)
+    dest = Path(args.dest)
+    if dest.is_dir():
+        dest = dest / source.name
+    if dest.exists() and not args.force:
+        raise RecipeError(f"{dest} exists; pass --force to overwrite it")
+    dest.write_text(source.read_text(encoding="utf-8"), encoding="utf-8")
+    print(f"copied {source.name} to {dest}")
+    return 0
+
+
+def cmd_schema(args) -> int:
+    from compress.config import recipe_schema
+
+    text = json.dumps(recipe_schema(), indent=2)
+    if args.output:
+        Path(args.output).write_text(text + "\n", encoding="utf-8")
+        print(f"wrote {args.output}")
+    else:
+        print(text)
+    return 0
+
+
+def cmd_report(args) -> int:
+    from eval.report import write_report
+
+    paths = write_report([Path(d) for d in args.run_dirs], out_dir=Path(args.out) if args.out else None, baseline=args.baseline)
+    print(f"report: {paths['html']}")
+    print(f"report (markdown): {paths['md']}")
+    return 0
+
+
+def cmd_predict(args) -> int:
+    """Classify texts with an exported ONNX folder: ONNX Runtime + the saved tokenizer only."""
+    import numpy as np
+    import onnxruntime as ort
+    from transformers import AutoConfig, AutoTokenizer
+
+    from compress.errors import SlimformerError
+
+    folder = Path(args.onnx_dir)
+    if not (folder / "model.onnx").is_file():
+        raise SlimformerError(f"{folder} holds no model.onnx; give a stage's onnx folder, e.g. runs/quickstart/stages/teacher/onnx")
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    config = AutoConfig.from_pretrained(folder)
+    enc = tokenizer(args.texts, padding=True, truncation=True, max_length=config.max_len, return_tensors="np")
+    session = ort.InferenceSession(str(folder / "model.onnx"), providers=["CPUExecutionProvider"])
+    logits = session.run(["logits"], {"input_ids": enc["input_ids"].astype(np.int64), "attention_mask": enc["attention_mask"].astype(np.int64)})[0]
+    probs = np.exp(logits - logits.max(-1, keepdims=True))
+    probs /= probs.sum(-1, keepdims=True)
+    for text, p in zip(args.texts, probs):
+        label = config.id2label[int(p.argmax())]
+        print(json.dumps({"text": text, "label": label, "score": round(float(p.max()), 4)}))
+    return 0
+
+
+def console():
+    from rich.console import Console
+
+    return Console(stderr=True)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="slimformer", description="Make Transformer text classifiers small and fast: train a teacher, compress it, export ONNX, benchmark, report.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("run", help="run a recipe (a path or a shipped recipe's name) with key=value overrides")
+    p.add_argument("recipe")
+    p.add_argument("overrides", nargs="*", help="e.g. steps.teacher.epochs=1 task.max_examples=2000")
+    p.add_argument("--runs-dir", default=os.environ.get("SLIMFORMER_RUNS", "runs"), help="where runs/<name>/ goes (default: ./runs)")
+    p.set_defaults(fn=cmd_run)
+
+    p = sub.add_parser("validate", help="check a recipe without running it")
+    p.add_argument("recipe")
+    p.add_argument("overrides", nargs="*")
+    p.add_argument("--print", action="store_true", help="print the resolved recipe")
+    p.set_defaults(fn=cmd_validate)
+
+    p = sub.add_parser("ls", help="list shipped recipes, step kinds, task kinds and attention kinds")
+    p.set_defaults(fn=cmd_ls)
+
+    p = sub.add_parser("cp", help="copy a shipped recipe to edit it")
+    p.add_argument("recipe")
+    p.add_argument("dest")
+    p.add_argument("--force", action="store_true")
+    p.set_defaults(fn=cmd_cp)
+
+    p = sub.add_parser("schema", help="print the recipe JSON Schema (for editors)")
+    p.add_argument("-o", "--output")
+    p.set_defaults(fn=cmd_schema)
+
+    p = sub.add_parser("report", help="write the report of one run, or one page comparing several")
+    p.add_argument("run_dirs", nargs="+")
+    p.add_argument("--baseline", help="reference stage (run/stage when comparing runs)")
+    p.add_argument("--out", help="folder for a comparison report (default runs/compare-<names>)")
+    p.set_defaults(fn=cmd_report)
+
+    p = sub.add_parser("predict", help="classify texts with an exported ONNX folder")
+    p.add_argument("onnx_dir")
+    p.add_argument("texts", nargs="+")
+    p.set_defaults(fn=cmd_predict)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    args = build_parser().parse_args(argv)
+    from compress.errors import SlimformerError
+
+    try:
+        return args.fn(args)
+    except SlimformerError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print("interrupted: finished steps are kept; run the same command again to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

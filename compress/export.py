@@ -1,0 +1,115 @@
+"""ONNX export with a parity gate, and the `export` step.
+
+Each stage becomes a folder that runs in ONNX Runtime with no slimformer installed, in the
+layout optimum's `ORTModelForSequenceClassification` reads: `model.onnx` + `config.json` +
+tokenizer files. Inputs are `input_ids` and `attention_mask` (int64, (batch, seq_len), both axes
+dynamic up to the model's `max_len`); the output is `logits` (batch, n_classes).
+
+The export uses torch's dynamo-based exporter (`torch.onnx.export(dynamo=True)`, onnxscript
+underneath). Before the folder is moved into place, ONNX Runtime runs it on real validation
+inputs and its logits must match PyTorch's within `atol`; otherwise nothing is written and the
+step fails with the measured difference.
+"""
+
+import logging
+import warnings
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+from pydantic import Field
+
+from compress.config import StepConfig
+from compress.errors import ExportError
+from compress.io import atomic_dir
+from compress.pipeline import register_step
+
+ONNX_FILE = "model.onnx"
+INPUT_NAMES = ("input_ids", "attention_mask")
+
+
+class ExportConfig(StepConfig):
+    """Export the current stage to ONNX and check it against PyTorch."""
+
+    kind: Literal["export"] = "export"
+    opset: int = Field(18, ge=17, le=23)  # ONNX opset of the exported graph
+    atol: float = Field(1e-4, gt=0)  # max |logits_onnx - logits_torch| allowed on the parity inputs
+    parity_samples: int = Field(64, ge=1)  # validation examples the parity check runs on
+
+
+class LogitsOnly(torch.nn.Module):
+    """(input_ids, attention_mask) -> logits, the signature the ONNX graph gets."""
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return self.model(input_ids=input_ids, attention_mask=attention_mask).logits
+
+
+def export_onnx(model: torch.nn.Module, path: Path, sample: tuple[torch.Tensor, torch.Tensor], opset: int = 18) -> Path:
+    """Write `model` to `path` as ONNX with dynamic batch and sequence axes."""
+    model = model.eval().cpu()
+    batch = torch.export.Dim("batch", min=1, max=65536)
+    seq_len = torch.export.Dim("seq_len", min=1, max=model.config.max_len)
+    dynamic = {name: {0: batch, 1: seq_len} for name in INPUT_NAMES}
+    input_ids, attention_mask = sample  # batch and length >= 2, or the tracer specialises them
+    logging.getLogger("torch.onnx").setLevel(logging.ERROR)
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        program = torch.onnx.export(
+            LogitsOnly(model),
+            (input_ids, attention_mask),
+            dynamo=True,
+            opset_version=opset,
+            input_names=list(INPUT_NAMES),
+            output_names=["logits"],
+            dynamic_shapes=dynamic,
+            verbose=False,
+        )
+    program.save(str(path), external_data=False)
+    return path
+
+
+def check_parity(model: torch.nn.Module, onnx_path: Path, input_ids: torch.Tensor, attention_mask: torch.Tensor, atol: float) -> dict:
+    """Run torch and ONNX Runtime on the same inputs; raise ExportError beyond `atol`."""
+    import onnxruntime as ort
+
+    with torch.no_grad():
+        expected = model.eval()(input_ids=input_ids, attention_mask=attention_mask).logits.numpy()
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    got = session.run(["logits"], {"input_ids": input_ids.numpy(), "attention_mask": attention_mask.numpy()})[0]
+    diff = float(np.abs(got - expected).max())
+    report = {"max_abs_diff": diff, "atol": atol, "n": int(input_ids.shape[0]), "argmax_agreement": float((got.argmax(-1) == expected.argmax(-1)).mean())}
+    if not diff <= atol:
+        raise ExportError(f"ONNX parity failed for {onnx_path.parent.name}: max |onnx - torch| = {diff:.3g} > atol {atol:g} on {report['n']} inputs; nothing was written")
+    return report
+
+
+def export_stage(model, tokenizer, out_dir: Path, parity_inputs: tuple[torch.Tensor, torch.Tensor], cfg: ExportConfig) -> dict:
+    """Export, check parity, and move `model.onnx` + config + tokenizer into `out_dir` atomically."""
+    from compress.train import trim
+
+    input_ids, attention_mask = trim(*parity_inputs)
+    with atomic_dir(out_dir) as tmp:
+        try:
+            export_onnx(model, tmp / ONNX_FILE, (input_ids, attention_mask), cfg.opset)
+        except Exception as e:  # the exporter raises many types; the user needs the stage and the cause
+            raise ExportError(f"ONNX export of {out_dir.parent.name} failed: {type(e).__name__}: {str(e)[:2000]}") from e
+        parity = check_parity(model, tmp / ONNX_FILE, input_ids, attention_mask, cfg.atol)
+        model.config.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+    return parity
+
+
+@register_step("export", ExportConfig)
+def export(model, cfg: ExportConfig, ctx):
+    val = ctx.encoded["validation"]
+    n = cfg.parity_samples
+    parity = export_stage(model, ctx.tokenizer, ctx.onnx_dir(), (val["input_ids"][:n], val["attention_mask"][:n]), cfg)
+    ctx.record("onnx_dir", str(ctx.onnx_dir().relative_to(ctx.run_dir)))
+    ctx.record("parity", parity)
+    ctx.record("precision", "fp32")
+    return model

@@ -1,0 +1,95 @@
+"""The `evaluate` and `bench` steps: measure the current stage, the same way for every stage.
+
+`evaluate` scores the stage's ONNX artifact with ONNX Runtime on the test split (and the torch
+model beside it, so a reader sees they agree), plus macro-F1 and agreement with the baseline
+stage's predictions. `bench` times the ONNX artifact (and eager torch) over the recipe's
+`bench:` grid and measures peak memory in a fresh process. Both are thin: the measuring code
+lives in `eval/` so reports and `slimformer bench` use the same timer.
+"""
+
+from typing import Literal
+
+import numpy as np
+import torch
+from pydantic import Field
+
+from compress.config import StepConfig
+from compress.errors import RecipeError
+from compress.export import ONNX_FILE
+from compress.pipeline import register_step
+
+
+class EvaluateConfig(StepConfig):
+    """Score the current stage on a split, on its ONNX artifact when it has one."""
+
+    kind: Literal["evaluate"] = "evaluate"
+    split: Literal["test", "validation"] = "test"
+    batch_size: int = Field(64, ge=1)
+
+
+class BenchStepConfig(StepConfig):
+    """Time the current stage under the recipe's `bench:` protocol."""
+
+    kind: Literal["bench"] = "bench"
+
+
+def baseline_logits(ctx, split: str) -> np.ndarray | None:
+    path = ctx.stage_dir(baseline_stage(ctx)) / f"{split}_logits.npy"
+    return np.load(path, allow_pickle=False) if path.is_file() else None
+
+
+def baseline_stage(ctx) -> str:
+    return ctx.recipe.report.baseline or next(iter(ctx.stage_kinds))
+
+
+@register_step("evaluate", EvaluateConfig)
+def evaluate(model, cfg: EvaluateConfig, ctx):
+    from eval.accuracy import classification_metrics, predict_onnx, predict_torch
+
+    split = ctx.encoded[cfg.split]
+    ids, mask, labels = split["input_ids"], split["attention_mask"], split["labels"].numpy()
+    torch_logits = predict_torch(model, ids, mask, batch_size=cfg.batch_size)
+    onnx_path = ctx.onnx_dir() / ONNX_FILE
+    if onnx_path.is_file():
+        logits = predict_onnx(onnx_path, ids, mask, batch_size=cfg.batch_size, threads=ctx.recipe.bench.threads)
+    else:
+        logits = torch_logits  # no artifact yet: the report marks accuracy as torch-only
+    metrics = classification_metrics(logits, labels, baseline_logits(ctx, cfg.split))
+    np.save(ctx.stage_dir() / f"{cfg.split}_logits.npy", logits.astype(np.float32), allow_pickle=False)
+    if cfg.split == "test":
+        ctx.record("accuracy", metrics["accuracy"] if onnx_path.is_file() else None)
+        ctx.record("accuracy_torch", classification_metrics(torch_logits, labels)["accuracy"])
+        ctx.record("macro_f1", metrics["macro_f1"])
+        ctx.record("agreement", 1.0 if metrics["agreement"] is None else metrics["agreement"])
+        ctx.record("n_test", metrics["n"])
+    else:
+        ctx.record(f"{cfg.split}_accuracy", metrics["accuracy"])
+    ctx.log(event="evaluate", split=cfg.split, **{k: v for k, v in metrics.items() if v is not None})
+    return model
+
+
+@register_step("bench", BenchStepConfig, uses=("bench",))
+def bench(model, cfg: BenchStepConfig, ctx):
+    from eval.bench import bench_onnx, bench_torch, count_params, file_size, peak_memory
+
+    protocol = ctx.recipe.bench
+    seq_lens = protocol.seq_lens or [ctx.recipe.task.seq_len]
+    vocab_size = model.config.vocab_size
+    onnx_path = ctx.onnx_dir() / ONNX_FILE
+    if not onnx_path.is_file():
+        raise RecipeError(f"bench on stage {ctx.stage!r}: it has no ONNX artifact; put an `export` step before `bench`")
+    common = dict(batch_sizes=protocol.batch_sizes, seq_lens=seq_lens, threads=protocol.threads, vocab_size=vocab_size, warmup=protocol.warmup, repeats=protocol.repeats)
+    precision = ctx.results.get(ctx.stage, {}).get("precision", "fp32")
+    latency = bench_onnx(onnx_path, precision=precision, **common)
+    if protocol.torch:
+        latency += bench_torch(model, device="cpu", **common)
+        if torch.cuda.is_available():
+            latency += bench_torch(model, device="cuda", **common)
+            latency += bench_torch(model, device="cuda", dtype=torch.float16, **common)
+    ctx.record("latency", latency)
+    ctx.record("params", count_params(model))
+    ctx.record("onnx_bytes", file_size(onnx_path))
+    if protocol.memory:
+        batch = 8 if 8 in protocol.batch_sizes else max(protocol.batch_sizes)
+        ctx.record("peak_memory", [peak_memory(onnx_path, batch, max(seq_lens), protocol.threads)])
+    return model

@@ -1,0 +1,209 @@
+"""Slimformer: a Transformer encoder classifier built to be cut, swapped and exported.
+
+Read top to bottom: config -> embeddings -> MLP -> block -> classifier. The architecture is
+BERT's encoder (Devlin et al. 2019) with learned positions, pre- or post-LayerNorm blocks
+(Xiong et al. 2020 for pre-LN), mean or [CLS] pooling and a linear classification head.
+
+What makes it compressible: every layer has its own `n_heads`, `ffn_dim` and attention kind in
+the config, so a model whose heads were pruned, FFN narrowed or attention swapped saves and
+reloads exactly with `from_pretrained`. Attention is built from a registry and injected into
+each block; all kinds obey the contract in `attention_registry.py`.
+
+Follows transformers' custom-model convention (PreTrainedConfig + PreTrainedModel registered
+with the Auto classes, see `compress/models/__init__.py`). This file and the `attention_*.py`
+files beside it import only torch and transformers, so a saved folder also loads with
+`trust_remote_code=True` where slimformer is not installed.
+"""
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import PreTrainedConfig, PreTrainedModel
+from transformers.modeling_outputs import SequenceClassifierOutput
+
+from .attention_full import FullAttention  # noqa: F401  (registers "full")
+from .attention_registry import ATTENTION, build_attention
+
+POOLINGS = ("mean", "cls")
+NORMS = ("pre", "post")
+ACTIVATIONS = {"gelu": nn.GELU, "relu": nn.ReLU}
+
+
+class SlimformerConfig(PreTrainedConfig):
+    model_type = "slimformer"
+    attribute_map = {"hidden_size": "dim", "num_hidden_layers": "n_layers", "max_position_embeddings": "max_len"}
+
+    vocab_size: int = 8000
+    max_len: int = 128  # learned positions: the longest input the model accepts
+    dim: int = 128  # width of the residual stream
+    n_layers: int = 2
+    n_heads: int | list[int] = 4  # one int for every layer, or a list with one entry per layer
+    head_dim: int | None = None  # per-head width; default dim // n_heads; kept when heads are pruned
+    ffn_dim: int | list[int] = 512  # hidden width of each layer's MLP; int or per-layer list
+    attention: str | dict | list[dict] = "full"  # kind, {"kind": ..., **args}, or one per layer
+    norm: str = "pre"  # "pre" (LayerNorm inside the residual branch) or "post" (BERT)
+    pooling: str = "mean"  # "mean" over real tokens, or "cls" (the first token)
+    activation: str = "gelu"
+    dropout: float = 0.1
+    attention_dropout: float = 0.0
+    layer_norm_eps: float = 1e-5
+    initializer_range: float = 0.02
+    pad_token_id: int | None = 0
+
+    def __post_init__(self, **kwargs):
+        n = self.n_layers
+        if isinstance(self.n_heads, int):
+            self.n_heads = [self.n_heads] * n
+        if self.head_dim is None:
+            self.head_dim = self.dim // max(self.n_heads[0], 1)
+        if isinstance(self.ffn_dim, int):
+            self.ffn_dim = [self.ffn_dim] * n
+        if isinstance(self.attention, (str, dict)):
+            self.attention = [self.attention] * n
+        self.attention = [{"kind": a} if isinstance(a, str) else dict(a) for a in self.attention]
+        for name in ("n_heads", "ffn_dim", "attention"):
+            if len(getattr(self, name)) != n:
+                raise ValueError(f"{name} has {len(getattr(self, name))} entries; give one per layer ({n})")
+        if self.norm not in NORMS:
+            raise ValueError(f"norm must be one of {NORMS}, got {self.norm!r}")
+        if self.pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {POOLINGS}, got {self.pooling!r}")
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {self.activation!r}")
+        super().__post_init__(**kwargs)
+
+
+class Embeddings(nn.Module):
+    def __init__(self, config: SlimformerConfig):
+        super().__init__()
+        self.tok = nn.Embedding(config.vocab_size, config.dim, padding_idx=config.pad_token_id)
+        self.pos = nn.Embedding(config.max_len, config.dim)
+        self.norm = nn.LayerNorm(config.dim, eps=config.layer_norm_eps)
+        self.drop = nn.Dropout(config.dropout)
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        positions = torch.arange(input_ids.shape[1], device=input_ids.device)  # (T,)
+        x = self.tok(input_ids) + self.pos(positions)[None]  # (B, T, dim)
+        return self.drop(self.norm(x))
+
+
+class MLP(nn.Module):
+    def __init__(self, dim: int, ffn_dim: int, activation: str):
+        super().__init__()
+        self.up_proj = nn.Linear(dim, ffn_dim)
+        self.act = ACTIVATIONS[activation]()
+        self.down_proj = nn.Linear(ffn_dim, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down_proj(self.act(self.up_proj(x)))  # (B, T, dim)
+
+
+class Block(nn.Module):
+    """One encoder layer. `attn` is injected: any registered attention kind fits.
+
+    A layer whose heads (or FFN neurons) were all pruned has `attn` (or `mlp`) set to None and
+    that branch is skipped: the residual stream passes through unchanged.
+    """
+
+    def __init__(self, config: SlimformerConfig, attn: nn.Module | None, ffn_dim: int):
+        super().__init__()
+        self.pre_norm = config.norm == "pre"
+        self.attn = attn
+        self.norm1 = nn.LayerNorm(config.dim, eps=config.layer_norm_eps)
+        self.mlp = MLP(config.dim, ffn_dim, config.activation) if ffn_dim > 0 else None
+        self.norm2 = nn.LayerNorm(config.dim, eps=config.layer_norm_eps)
+        self.drop = nn.Dropout(config.dropout)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        if self.pre_norm:
+            if self.attn is not None:
+                x = x + self.drop(self.attn(self.norm1(x), mask))
+            if self.mlp is not None:
+                x = x + self.drop(self.mlp(self.norm2(x)))
+        else:
+            if self.attn is not None:
+                x = self.norm1(x + self.drop(self.attn(x, mask)))
+            if self.mlp is not None:
+                x = self.norm2(x + self.drop(self.mlp(x)))
+        return x  # (B, T, dim)
+
+
+class SlimformerPreTrainedModel(PreTrainedModel):
+    config_class = SlimformerConfig
+    base_model_prefix = "slimformer"
+    main_input_name = "input_ids"
+    _supports_sdpa = True
+
+    @torch.no_grad()
+    def _init_weights(self, module: nn.Module) -> None:
+        std = self.config.initializer_range
+        if isinstance(module, nn.Linear):
+            module.weight.normal_(0.0, std)
+            if module.bias is not None:
+                module.bias.zero_()
+        elif isinstance(module, nn.Embedding):
+            module.weight.normal_(0.0, std)
+            if module.padding_idx is not None:
+                module.weight[module.padding_idx].zero_()
+        elif isinstance(module, nn.LayerNorm):
+            module.weight.fill_(1.0)
+            module.bias.zero_()
+
+
+class SlimformerForSequenceClassification(SlimformerPreTrainedModel):
+    def __init__(self, config: SlimformerConfig):
+        super().__init__(config)
+        self.embeddings = Embeddings(config)
+        self.layers = nn.ModuleList(
+            Block(config, self.build_layer_attention(config, i), config.ffn_dim[i]) for i in range(config.n_layers)
+        )
+        self.norm = nn.LayerNorm(config.dim, eps=config.layer_norm_eps) if config.norm == "pre" else nn.Identity()
+        self.drop = nn.Dropout(config.dropout)
+        self.classifier = nn.Linear(config.dim, config.num_labels)
+        self.post_init()
+
+    @staticmethod
+    def build_layer_attention(config: SlimformerConfig, i: int) -> nn.Module | None:
+        if config.n_heads[i] == 0:
+            return None
+        return build_attention(config.attention[i], config.dim, config.n_heads[i], config.head_dim, config.attention_dropout)
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.embeddings.tok
+
+    def set_input_embeddings(self, value: nn.Embedding) -> None:
+        self.embeddings.tok = value
+
+    def pool(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        if self.config.pooling == "cls":
+            return x[:, 0]  # (B, dim)
+        if mask is None:
+            return x.mean(dim=1)
+        m = mask.to(x.dtype).unsqueeze(-1)  # (B, T, 1)
+        return (x * m).sum(dim=1) / m.sum(dim=1).clamp(min=1.0)  # (B, dim)
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        output_hidden_states: bool = False,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> SequenceClassifierOutput:
+        if input_ids.shape[1] > self.config.max_len:
+            raise ValueError(f"input has {input_ids.shape[1]} tokens; this model accepts at most max_len={self.config.max_len}")
+        x = self.embeddings(input_ids)  # (B, T, dim)
+        hidden_states = [x]
+        for layer in self.layers:
+            x = layer(x, attention_mask)
+            hidden_states.append(x)
+        x = self.norm(x)
+        logits = self.classifier(self.drop(self.pool(x, attention_mask)))  # (B, n_classes)
+        loss = F.cross_entropy(logits, labels) if labels is not None else None
+        return SequenceClassifierOutput(
+            loss=loss, logits=logits, hidden_states=tuple(hidden_states) if output_hidden_states else None
+        )
+
+
+__all__ = ["ATTENTION", "SlimformerConfig", "SlimformerForSequenceClassification", "SlimformerPreTrainedModel"]

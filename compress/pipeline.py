@@ -1,0 +1,256 @@
+"""The step registry, the run context and the runner.
+
+A step is a function `(model, cfg, ctx) -> model` registered under the `kind` users write in
+YAML, with its config class. Steps that make a new model (train, distill, prune, ...) produce a
+*stage*, saved under `runs/<name>/stages/<stage>/model`; the other steps (export, evaluate,
+bench) act on the current stage. Files and metrics go only through `ctx`.
+
+Each step is fingerprinted by a hash of everything that determines it: the code version, the
+data, the seed, the teacher's shape, every step before it and its own config. A finished step
+leaves a marker `runs/<name>/steps/NN-<name>.json` holding its fingerprint and what it
+recorded; running the recipe again skips every step whose marker matches and resumes at the
+first one that does not (a killed run resumes from the last finished step).
+"""
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from pydantic import BaseModel
+
+import compress
+from compress.io import append_jsonl, atomic_dir, atomic_write_json, atomic_write_text
+
+StepFn = Callable[[Any, Any, "RunContext"], Any]
+
+
+@dataclass(frozen=True)
+class StepSpec:
+    kind: str
+    config: type[BaseModel]
+    fn: StepFn
+    makes_stage: bool  # returns a new model saved as a stage
+    needs_model: bool  # needs a model from an earlier step
+    uses: tuple[str, ...]  # top-level recipe sections the step reads (part of its fingerprint)
+
+
+STEPS: dict[str, StepSpec] = {}
+
+
+def register_step(kind: str, config: type[BaseModel], makes_stage: bool = False, needs_model: bool = True, uses=()):
+    """Register `fn` as the step `kind`; returns `fn` unchanged."""
+
+    def decorator(fn: StepFn) -> StepFn:
+        if kind in STEPS:
+            raise ValueError(f"step kind {kind!r} is registered twice")
+        STEPS[kind] = StepSpec(kind, config, fn, makes_stage, needs_model, tuple(uses))
+        return fn
+
+    return decorator
+
+
+def code_version() -> str:
+    """Hash of the library's source: a code change invalidates cached stages."""
+    h = hashlib.sha256(compress.__version__.encode())
+    for path in sorted(Path(compress.__file__).parent.rglob("*.py")):
+        h.update(path.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def fingerprint(*parts: Any) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+@dataclass
+class RunContext:
+    """What steps share: the recipe, data, tokenizer, teacher, run folder and recorded results."""
+
+    recipe: Any
+    run_dir: Path
+    data: Any  # compress.data.TaskData
+    tokenizer: Any  # transformers.PreTrainedTokenizerFast
+    encoded: dict[str, dict]  # split -> {"input_ids": (N, T), "attention_mask": (N, T), "labels": (N,)}
+    device: str
+    teacher: Any = None  # the model of the first stage, frozen
+    stage: str | None = None  # the current stage's name
+    stage_kinds: dict[str, str] = field(default_factory=dict)  # stage -> kind of the step that made it
+    results: dict[str, dict] = field(default_factory=dict)  # stage -> recorded fields
+    pending: dict[str, Any] = field(default_factory=dict)  # what the running step recorded
+
+    def stage_dir(self, stage: str | None = None) -> Path:
+        return self.run_dir / "stages" / (stage or self.stage)
+
+    def model_dir(self, stage: str | None = None) -> Path:
+        return self.stage_dir(stage) / "model"
+
+    def onnx_dir(self, stage: str | None = None) -> Path:
+        return self.stage_dir(stage) / "onnx"
+
+    def record(self, key: str, value: Any) -> None:
+        """Record a result field of the current stage (goes to results.json and the report)."""
+        self.results.setdefault(self.stage, {})[key] = value
+        self.pending[key] = value
+
+    def log(self, **metrics: Any) -> None:
+        """Append one line to metrics.jsonl, tagged with the current stage."""
+        append_jsonl(self.run_dir / "metrics.jsonl", {"time": round(time.time(), 3), "stage": self.stage, **metrics})
+
+    def save_model(self, model, stage: str) -> None:
+        """Save a stage's model and tokenizer atomically (safetensors + config + model code)."""
+        with atomic_dir(self.model_dir(stage)) as tmp:
+            model.save_pretrained(tmp)
+            self.tokenizer.save_pretrained(tmp)
+
+    def load_model(self, stage: str):
+        from transformers import AutoModelForSequenceClassification
+
+        from compress.models import register_auto_classes
+
+        register_auto_classes()
+        model = AutoModelForSequenceClassification.from_pretrained(self.model_dir(stage))
+        return model.eval()
+
+
+def save_tokenizer(tokenizer, folder: Path) -> None:
+    with atomic_dir(folder) as tmp:
+        tokenizer.save_pretrained(tmp)
+
+
+def prepare_tokenizer(recipe, data, run_dir: Path):
+    """Train the tokenizer on the training split, or reuse the run's if the data is unchanged."""
+    from transformers import AutoTokenizer
+
+    from compress.data import train_tokenizer
+
+    folder = run_dir / "tokenizer"
+    key = fingerprint(data.fingerprint, recipe.task.tokenizer.model_dump(), recipe.task.seq_len, code_version())
+    stamp = folder / "fingerprint.txt"
+    if stamp.is_file() and stamp.read_text() == key:
+        return AutoTokenizer.from_pretrained(folder)
+    tokenizer = train_tokenizer(data.texts["train"], recipe.task.tokenizer, recipe.task.seq_len)
+    with atomic_dir(folder) as tmp:
+        tokenizer.save_pretrained(tmp)
+        (tmp / "fingerprint.txt").write_text(key)
+    return tokenizer
+
+
+def encode_splits(data, tokenizer, seq_len: int) -> dict[str, dict]:
+    from compress.data import encode
+
+    out = {}
+    for split, texts in data.texts.items():
+        enc = encode(tokenizer, texts, seq_len)
+        out[split] = {
+            "input_ids": enc["input_ids"],
+            "attention_mask": enc["attention_mask"],
+            "labels": torch.tensor(data.labels[split], dtype=torch.long),
+            "n_truncated": enc.get("n_truncated", 0),
+        }
+    return out
+
+
+def resolve_device(device: str) -> str:
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        from compress.errors import RecipeError
+
+        raise RecipeError("device: cuda, but torch sees no CUDA device; use device: cpu or auto")
+    return device
+
+
+def run_recipe(recipe, recipe_path: Path | None, runs_dir: Path, command: str = "", console=None) -> Path:
+    """Run every step of `recipe` in `runs_dir/<name>/`, resuming finished steps. Returns the run folder."""
+    from compress.data import load_task
+
+    run_dir = (Path(runs_dir) / recipe.name).resolve()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    say = console.print if console is not None else print
+    from compress.config import dump_recipe
+
+    atomic_write_text(run_dir / "recipe.yaml", f"# resolved recipe; re-run with: slimformer run {run_dir / 'recipe.yaml'}\n" + dump_recipe(recipe))
+    torch.manual_seed(recipe.seed)
+    base_dir = recipe_path.parent if recipe_path else Path.cwd()
+    data = load_task(recipe.task, seed=recipe.seed, base_dir=base_dir)
+    tokenizer = prepare_tokenizer(recipe, data, run_dir)
+    encoded = encode_splits(data, tokenizer, recipe.task.seq_len)
+    ctx = RunContext(recipe, run_dir, data, tokenizer, encoded, resolve_device(recipe.device))
+
+    from eval.env import collect_env
+
+    atomic_write_json(run_dir / "env.json", collect_env(recipe.bench.threads))
+    previous = fingerprint(code_version(), data.fingerprint, recipe.seed, recipe.teacher.model_dump(), recipe.task.model_dump())
+    model = None
+    for index, step in enumerate(recipe.steps):
+        spec = STEPS[step.kind]
+        used = {section: getattr(recipe, section).model_dump() for section in spec.uses}
+        key = fingerprint(previous, step.model_dump(), used)
+        previous = key
+        marker = run_dir / "steps" / f"{index:02d}-{step.kind}-{step.name}.json"
+        if spec.makes_stage:
+            ctx.stage = step.name
+            ctx.stage_kinds[step.name] = step.kind
+        done = json.loads(marker.read_text()) if marker.is_file() else None
+        if done and done.get("fingerprint") == key:
+            say(f"[{index}] {step.kind} {ctx.stage}: cached")
+            ctx.results.setdefault(ctx.stage, {}).update(done["recorded"])
+            if spec.makes_stage:
+                model = ctx.load_model(ctx.stage)
+                if ctx.teacher is None:
+                    ctx.teacher = ctx.load_model(ctx.stage)
+            continue
+        say(f"[{index}] {step.kind} {ctx.stage or ''}".rstrip())
+        ctx.pending = {}
+        started = time.time()
+        model = spec.fn(model, step, ctx)
+        if spec.makes_stage:
+            ctx.save_model(model, ctx.stage)
+            if ctx.teacher is None:
+                ctx.teacher = ctx.load_model(ctx.stage)
+        ctx.log(event="step_done", step=index, kind=step.kind, seconds=round(time.time() - started, 2))
+        atomic_write_json(marker, {"fingerprint": key, "stage": ctx.stage, "kind": step.kind, "recorded": ctx.pending})
+    write_results(ctx, command)
+    return run_dir
+
+
+def write_results(ctx: RunContext, command: str) -> Path:
+    """results.json: one entry per stage, the protocol, and the baseline (see eval/results_schema.json)."""
+    recipe, bench = ctx.recipe, ctx.recipe.bench
+    from eval.env import collect_env
+
+    env = collect_env(bench.threads)
+    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    stages = []
+    for name, kind in ctx.stage_kinds.items():
+        recorded = ctx.results.get(name, {})
+        stages.append({"name": name, "kind": kind, **recorded})
+    results = {
+        "schema_version": 1,
+        "run": recipe.name,
+        "command": command,
+        "protocol": {
+            "task": ctx.data.name,
+            "task_description": ctx.data.description,
+            "split": "test",
+            "n_test": len(ctx.data.labels["test"]),
+            "seq_len": recipe.task.seq_len,
+            "batch_sizes": bench.batch_sizes,
+            "seq_lens": bench.seq_lens or [recipe.task.seq_len],
+            "threads": bench.threads,
+            "warmup": bench.warmup,
+            "repeats": bench.repeats,
+            "devices": devices,
+            "truncated": {split: enc["n_truncated"] for split, enc in ctx.encoded.items()},
+            "versions": env.get("versions", {}),
+            "cpu": env.get("cpu"),
+        },
+        "baseline": recipe.report.baseline or next(iter(ctx.stage_kinds), None),
+        "stages": stages,
+    }
+    path = ctx.run_dir / "results.json"
+    atomic_write_json(path, results)
+    return path

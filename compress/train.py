@@ -1,0 +1,179 @@
+"""The one training loop, and the `train` step that makes the teacher.
+
+An explicit loop (nanoGPT, torchtune): AdamW, linear warm-up then cosine decay, gradient
+clipping, evaluation on the validation split after every epoch, early stopping on validation
+accuracy and the best checkpoint kept. It runs on `accelerate`, so the same recipe scales to
+several processes with `accelerate launch`. What is optimised is a pluggable `loss_fn`:
+teacher training is cross-entropy, fine-tuning is the same, distillation is another loss.
+"""
+
+import copy
+import math
+from typing import Callable, Literal
+
+import torch
+import torch.nn.functional as F
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+from pydantic import Field
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from torch.utils.data import DataLoader, TensorDataset
+
+from compress.config import NAME_PATTERN, StepConfig
+from compress.errors import TrainingError
+from compress.pipeline import register_step
+
+LossFn = Callable[[torch.nn.Module, dict], tuple[torch.Tensor, torch.Tensor]]
+
+
+class TrainConfig(StepConfig):
+    """Train the teacher from scratch on the task's training split."""
+
+    kind: Literal["train"] = "train"
+    epochs: int = Field(5, ge=1, le=10000)  # passes over the training split
+    batch_size: int = Field(64, ge=1, le=65536)
+    lr: float = Field(1e-3, gt=0, le=1.0)  # peak learning rate of AdamW
+    weight_decay: float = Field(0.01, ge=0)
+    warmup: float = Field(0.1, ge=0, lt=1)  # fraction of all steps spent warming up linearly
+    grad_clip: float | None = Field(1.0, gt=0)  # max gradient norm; null to disable
+    patience: int | None = Field(3, ge=1)  # stop after this many epochs without a better val accuracy
+    max_steps: int | None = Field(None, ge=1)  # stop after this many optimiser steps (smoke runs)
+    label_smoothing: float = Field(0.0, ge=0, lt=1)
+    name: str | None = Field("teacher", pattern=NAME_PATTERN)  # the stage this step makes
+
+
+def cross_entropy_loss(label_smoothing: float = 0.0) -> LossFn:
+    def loss_fn(model, batch):
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        return F.cross_entropy(logits, batch["labels"], label_smoothing=label_smoothing), logits
+
+    return loss_fn
+
+
+def trim(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Drop padding columns past the longest real sequence of the batch: (B, T) -> (B, T')."""
+    length = max(int(attention_mask.sum(dim=1).max()), 1)
+    return input_ids[:, :length], attention_mask[:, :length]
+
+
+def make_batch(input_ids, attention_mask, labels) -> dict:
+    input_ids, attention_mask = trim(input_ids, attention_mask)
+    return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
+
+
+@torch.no_grad()
+def predict(model, split: dict, batch_size: int = 256, device: str | torch.device = "cpu") -> torch.Tensor:
+    """Logits (N, n_classes) of `model` on an encoded split, in eval mode."""
+    was_training = model.training
+    model.eval()
+    out = []
+    for start in range(0, len(split["input_ids"]), batch_size):
+        ids, mask = trim(split["input_ids"][start : start + batch_size], split["attention_mask"][start : start + batch_size])
+        out.append(model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.float().cpu())
+    model.train(was_training)
+    return torch.cat(out)
+
+
+def lr_lambda(warmup_steps: int, total_steps: int) -> Callable[[int], float]:
+    def schedule(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        progress = (step - warmup_steps) / max(total_steps - warmup_steps, 1)
+        return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
+
+    return schedule
+
+
+def train(
+    model: torch.nn.Module,
+    train_split: dict,
+    val_split: dict,
+    cfg: TrainConfig,
+    loss_fn: LossFn,
+    *,
+    seed: int,
+    device: str,
+    log: Callable[..., None] = lambda **_: None,
+    desc: str = "train",
+) -> tuple[torch.nn.Module, list[dict]]:
+    """Train `model` to minimise `loss_fn`; return the best-on-validation model and its curve."""
+    set_seed(seed)
+    accelerator = Accelerator(cpu=device == "cpu")
+    dataset = TensorDataset(train_split["input_ids"], train_split["attention_mask"], train_split["labels"])
+    loader = DataLoader(dataset, batch_size=cfg.batch_size, shuffle=True, generator=torch.Generator().manual_seed(seed), drop_last=len(dataset) > cfg.batch_size)
+    decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
+    no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
+    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr)
+    total = cfg.epochs * max(len(loader) // accelerator.num_processes, 1)
+    if cfg.max_steps:
+        total = min(total, cfg.max_steps)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(int(cfg.warmup * total), total))
+    model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
+
+    best_acc, best_state, curve, stale, step = -1.0, None, [], 0, 0
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"), TimeRemainingColumn())
+    with Progress(*columns, disable=not accelerator.is_main_process, transient=False) as progress:
+        bar = progress.add_task(desc, total=total, info="")
+        for epoch in range(1, cfg.epochs + 1):
+            model.train()
+            running, count = 0.0, 0
+            for ids, mask, labels in loader:
+                loss, _ = loss_fn(model, make_batch(ids, mask, labels))
+                if not torch.isfinite(loss):
+                    raise TrainingError(
+                        f"{desc}: loss became {loss.item()} at step {step + 1} (epoch {epoch}); "
+                        f"lower the learning rate (lr is {cfg.lr}) or enable grad_clip"
+                    )
+                optimizer.zero_grad(set_to_none=True)
+                accelerator.backward(loss)
+                if cfg.grad_clip:
+                    accelerator.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                optimizer.step()
+                scheduler.step()
+                step += 1
+                running, count = running + loss.item(), count + 1
+                progress.update(bar, advance=1, info=f"epoch {epoch} loss {running / count:.3f}")
+                if cfg.max_steps and step >= cfg.max_steps:
+                    break
+            unwrapped = accelerator.unwrap_model(model)
+            val_logits = predict(unwrapped, val_split, device=accelerator.device)
+            val_acc = (val_logits.argmax(-1) == val_split["labels"]).float().mean().item()
+            point = {"epoch": epoch, "step": step, "train_loss": round(running / max(count, 1), 5), "val_accuracy": round(val_acc, 5), "lr": scheduler.get_last_lr()[0]}
+            curve.append(point)
+            log(event="epoch", **point)
+            progress.update(bar, info=f"epoch {epoch} loss {point['train_loss']:.3f} val acc {val_acc:.3f}")
+            if val_acc > best_acc:
+                best_acc, stale = val_acc, 0
+                best_state = copy.deepcopy({k: v.detach().cpu() for k, v in unwrapped.state_dict().items()})
+            else:
+                stale += 1
+            if (cfg.patience and stale >= cfg.patience) or (cfg.max_steps and step >= cfg.max_steps):
+                break
+    model = accelerator.unwrap_model(model).cpu()
+    model.load_state_dict(best_state)
+    accelerator.free_memory()
+    return model.eval(), curve
+
+
+@register_step("train", TrainConfig, makes_stage=True, needs_model=False)
+def train_teacher(model, cfg: TrainConfig, ctx):
+    """Build the teacher from the recipe's `teacher:` shape and train it with cross-entropy."""
+    from compress.models import SlimformerForSequenceClassification
+
+    config = ctx.recipe.teacher.build_config(len(ctx.tokenizer), ctx.recipe.task.seq_len, ctx.data.label_names)
+    torch.manual_seed(ctx.recipe.seed)
+    model = SlimformerForSequenceClassification(config)
+    model, curve = train(
+        model,
+        ctx.encoded["train"],
+        ctx.encoded["validation"],
+        cfg,
+        cross_entropy_loss(cfg.label_smoothing),
+        seed=ctx.recipe.seed,
+        device=ctx.device,
+        log=ctx.log,
+        desc=f"train {cfg.name}",
+    )
+    ctx.record("train_curve", curve)
+    ctx.record("val_accuracy", max(p["val_accuracy"] for p in curve))
+    return model

@@ -1,0 +1,88 @@
+"""The environment a run was measured in, for `runs/<name>/env.json`.
+
+Latency numbers mean nothing without the machine, library versions and thread counts
+behind them. Nothing personal is recorded: no hostname, user name or paths.
+"""
+
+import importlib
+import importlib.metadata
+import os
+import platform
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+# distribution names whose versions are recorded; a missing one is recorded as null
+PACKAGES = ("torch", "transformers", "onnx", "onnxruntime", "tokenizers", "numpy")
+CPUINFO = Path("/proc/cpuinfo")
+
+
+def package_version(name: str) -> str | None:
+    """Installed version of a distribution, or None when it is not installed."""
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def slimformer_version() -> str | None:
+    """`compress.__version__`, or None when the library cannot be imported."""
+    try:
+        return importlib.import_module("compress").__version__
+    except (ImportError, AttributeError):
+        return None
+
+
+def cpu_model() -> str:
+    """The CPU's marketing name from /proc/cpuinfo (Linux), else `platform.processor()`."""
+    if CPUINFO.is_file():
+        for line in CPUINFO.read_text(errors="replace").splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name":
+                return value.strip()
+    return platform.processor() or platform.machine()
+
+
+def usable_cores() -> int | None:
+    """Cores this process may run on (its affinity mask where the OS has one)."""
+    affinity = getattr(os, "sched_getaffinity", None)
+    return len(affinity(0)) if affinity else os.cpu_count()
+
+
+def torch_info() -> dict:
+    """torch's intra-op threads and the CUDA device names (empty without CUDA); nulls without torch."""
+    try:
+        import torch
+    except ImportError:
+        return {"torch_threads": None, "cuda_devices": [], "cuda_version": None}
+    n_gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    devices = [torch.cuda.get_device_name(i) for i in range(n_gpus)]
+    return {"torch_threads": torch.get_num_threads(), "cuda_devices": devices, "cuda_version": torch.version.cuda}
+
+
+def ort_providers() -> list[str]:
+    """ONNX Runtime's available execution providers (empty without onnxruntime)."""
+    try:
+        import onnxruntime
+    except ImportError:
+        return []
+    return onnxruntime.get_available_providers()
+
+
+def collect_env(threads: int) -> dict:
+    """Versions, CPU, cores, threads, providers and GPUs, with a UTC timestamp; `threads` is the benchmark setting."""
+    return {
+        "timestamp_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "python": platform.python_version(),
+        "python_implementation": platform.python_implementation(),
+        "platform": platform.platform(),
+        "os": sys.platform,
+        "machine": platform.machine(),
+        "cpu_model": cpu_model(),
+        "n_cores": os.cpu_count(),
+        "n_cores_usable": usable_cores(),
+        "threads": threads,
+        "versions": {**{name: package_version(name) for name in PACKAGES}, "slimformer": slimformer_version()},
+        **torch_info(),
+        "onnxruntime_providers": ort_providers(),
+    }

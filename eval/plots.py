@@ -1,0 +1,130 @@
+"""The report's figures as PNG bytes: accuracy against latency and size, latency against batch, training curves.
+
+Figures are drawn on `matplotlib.figure.Figure` objects with the Agg canvas, never through
+pyplot, so drawing a report changes no global matplotlib state (backend, open figures).
+Each function returns None when it has nothing worth drawing.
+"""
+
+import io
+import math
+from typing import Sequence
+
+from matplotlib.axis import Axis
+from matplotlib.figure import Figure
+from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter
+
+DPI = 110
+
+
+def figure_png(fig: Figure) -> bytes:
+    """The figure as PNG bytes, without the Software metadata that changes with matplotlib's version."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=DPI, metadata={"Software": None})
+    return buffer.getvalue()
+
+
+def plain_number(value: float, _position: float = 0) -> str:
+    return f"{value:g}"
+
+
+def two_and_five(value: float, _position: float = 0) -> str:
+    """Minor log tick labels: 2, 5, 20, 50, 0.2, ... and nothing in between, to keep the axis readable."""
+    mantissa = value / 10 ** math.floor(math.log10(value)) if value > 0 else 0
+    return f"{value:g}" if any(math.isclose(mantissa, m, rel_tol=1e-6) for m in (2, 5)) else ""
+
+
+def plain_log_ticks(axis: Axis) -> None:
+    """Label a log axis 0.5, 1, 2, 5, 10 rather than 5×10⁻¹, 10⁰, 2×10⁰."""
+    axis.set_major_formatter(FuncFormatter(plain_number))
+    axis.set_minor_formatter(FuncFormatter(two_and_five))
+
+
+def pareto_front(costs: Sequence[float], gains: Sequence[float]) -> list[int]:
+    """Indices of the points no other point beats, ordered by cost: lower cost and higher gain are better.
+
+    A point is on the front when every point with lower-or-equal cost has strictly lower gain.
+    """
+    order = sorted(range(len(costs)), key=lambda i: (costs[i], -gains[i]))
+    front: list[int] = []
+    for i in order:
+        if not front or gains[i] > gains[front[-1]]:
+            front.append(i)
+    return front
+
+
+def trade_off(names: list[str], costs: list[float], accuracies: list[float], xlabel: str, log_x: bool) -> bytes | None:
+    """Accuracy (%) against a cost, every stage labelled, the Pareto front drawn as a step line."""
+    if not names:
+        return None
+    fig = Figure(figsize=(6.4, 4.2), layout="constrained")
+    ax = fig.subplots()
+    percent = [100 * a for a in accuracies]
+    ax.scatter(costs, percent, s=36, color="#4c72b0", zorder=3)
+    for name, x, y in zip(names, costs, percent):
+        ax.annotate(name, (x, y), textcoords="offset points", xytext=(5, 4), fontsize=8)
+    front = pareto_front(costs, percent)
+    if len(front) > 1:
+        ax.step([costs[i] for i in front], [percent[i] for i in front], where="post",
+                color="#dd8452", lw=1.5, label="Pareto front", zorder=2)
+        ax.legend(fontsize=8)
+    if log_x:
+        ax.set_xscale("log")
+        plain_log_ticks(ax.xaxis)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("accuracy (ONNX Runtime, %)")
+    ax.grid(True, which="both", alpha=0.3)
+    return figure_png(fig)
+
+
+def accuracy_vs_latency(names: list[str], p50_ms: list[float], accuracies: list[float], setting: str) -> bytes | None:
+    """Accuracy against p50 latency on a log axis, with the Pareto front."""
+    return trade_off(names, p50_ms, accuracies, f"p50 latency, ms (log; {setting})", log_x=True)
+
+
+def accuracy_vs_size(names: list[str], size_mb: list[float], accuracies: list[float]) -> bytes | None:
+    """Accuracy against ONNX file size, with the Pareto front."""
+    return trade_off(names, size_mb, accuracies, "ONNX size, MB (log)", log_x=True)
+
+
+def latency_vs_batch(series: dict[str, list[tuple[int, float]]], setting: str) -> bytes | None:
+    """p50 latency against batch size, one line per stage; None unless some stage has two batch sizes."""
+    series = {name: sorted(points) for name, points in series.items() if points}
+    if not any(len(points) > 1 for points in series.values()):
+        return None
+    fig = Figure(figsize=(6.4, 4.2), layout="constrained")
+    ax = fig.subplots()
+    for name, points in series.items():
+        ax.plot([b for b, _ in points], [ms for _, ms in points], marker="o", label=name)
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.xaxis.set_major_locator(FixedLocator(sorted({b for points in series.values() for b, _ in points})))
+    ax.xaxis.set_major_formatter(FuncFormatter(plain_number))
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    plain_log_ticks(ax.yaxis)
+    ax.set_xlabel("batch size")
+    ax.set_ylabel(f"p50 latency, ms ({setting})")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    return figure_png(fig)
+
+
+def training_curves(curves: dict[str, list[dict]]) -> bytes | None:
+    """Training loss and validation accuracy against step, one line per stage that trained."""
+    curves = {name: points for name, points in curves.items() if points}
+    if not curves:
+        return None
+    fig = Figure(figsize=(10, 3.8), layout="constrained")
+    loss_ax, acc_ax = fig.subplots(1, 2)
+    for name, points in curves.items():
+        for ax, key, scale in ((loss_ax, "train_loss", 1), (acc_ax, "val_accuracy", 100)):
+            xy = [(p.get("step", i), p[key] * scale) for i, p in enumerate(points) if p.get(key) is not None]
+            if xy:
+                ax.plot([x for x, _ in xy], [y for _, y in xy], marker=".", label=name)
+    loss_ax.set_ylabel("training loss")
+    acc_ax.set_ylabel("validation accuracy, %")
+    for ax in (loss_ax, acc_ax):
+        ax.set_xlabel("step")
+        ax.grid(True, alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
+    return figure_png(fig)

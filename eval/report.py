@@ -1,0 +1,404 @@
+"""Reports: every stage of one or more runs against a baseline row, under one stated protocol.
+
+`write_report` reads `runs/<name>/results.json` (schema: `eval/results_schema.json`) and
+writes `report.md` (readable in a pull request; figures as PNG files in `report_files/`)
+and `report.html` (self-contained: figures embedded as base64 PNG, inline CSS, no scripts).
+Sections: protocol, summary table (deltas and ratios vs the baseline, best value per column
+highlighted), warnings, figures, and every latency record in a collapsible table.
+Comparison follows Long Range Arena's rule: like with like, or a warning that it is not.
+"""
+
+import base64
+import html
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from compress.errors import SlimformerError
+from compress.io import atomic_dir, atomic_write_bytes, atomic_write_text
+from eval import plots
+
+HEADLINE_BATCH = 8  # the batch the summary quotes latency at, when benchmarked; else the largest
+SPREAD_LIMIT = 0.2  # std/mean above this: timings too noisy to trust ratios
+MB = 1e6
+PROTOCOL_FIELDS = ("task", "task_description", "split", "n_test", "seq_len", "seq_lens", "batch_sizes",
+                   "threads", "warmup", "repeats", "devices", "cpu")
+LATENCY_FIELDS = ("device", "runtime", "precision", "batch", "seq_len", "threads",
+                  "p50_ms", "p90_ms", "p99_ms", "mean_ms", "std_ms", "throughput_per_s")
+CSS = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1200px;padding:0 1em;color:#222}
+table{border-collapse:collapse;margin:1em 0;font-size:14px}
+th,td{border:1px solid #ccc;padding:4px 8px;text-align:right}th{background:#f3f3f3}
+td:first-child,th:first-child{text-align:left}td.best{font-weight:bold;background:#e6f4ea}
+.warn{background:#fff4e5;border-left:4px solid #f0a030;padding:6px 10px;margin:4px 0}
+img{max-width:100%;margin:1em 0}code{background:#f3f3f3;padding:1px 4px}figure{margin:0}figcaption{font-weight:bold}"""
+
+
+@dataclass
+class Row:
+    """One stage in the report: its display name (`run/stage` when comparing runs) and its results."""
+
+    name: str
+    stage: dict
+
+
+@dataclass
+class Table:
+    """Headers and rows of text cells; a cell marked True is the best of its column."""
+
+    headers: list[str]
+    rows: list[list[tuple[str, bool]]] = field(default_factory=list)
+
+
+@dataclass
+class Column:
+    """A summary column: how to get a row's number, how to print it, and whether more or less is better."""
+
+    header: str
+    value: Callable[[Row], float | None]
+    text: Callable[[float, Row], str]
+    best: Callable[[list[float]], float] | None = None
+
+
+@dataclass
+class Report:
+    """Everything both renderers print, already computed."""
+
+    title: str
+    commands: list[str]
+    protocol: Table
+    caption: str
+    summary: Table
+    warnings: list[str]
+    figures: list[tuple[str, str, bytes]]  # (title, file name, PNG bytes)
+    latency: Table
+
+
+def load_results(run_dir: str | Path) -> dict:
+    """Read and minimally validate `run_dir/results.json`; SlimformerError naming the file when unusable."""
+    path = Path(run_dir) / "results.json"
+    if not path.is_file():
+        raise SlimformerError(f"{path} not found: pass a run folder written by `slimformer run` (runs/<name>)")
+    try:
+        results = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise SlimformerError(f"{path} is not valid JSON ({e}); re-run the pipeline to rewrite it") from e
+    stages = results.get("stages") if isinstance(results, dict) else None
+    if not isinstance(stages, list) or not all(isinstance(s, dict) and s.get("name") and s.get("kind") for s in stages):
+        raise SlimformerError(f"{path} does not match eval/results_schema.json: "
+                              "it needs a 'stages' list whose items have 'name' and 'kind'")
+    if results.get("schema_version", 1) != 1:
+        raise SlimformerError(f"{path} has schema_version {results['schema_version']}; this slimformer reads version 1")
+    return results
+
+
+def run_name(results: dict, run_dir: Path) -> str:
+    return results.get("run") or run_dir.resolve().name
+
+
+def gather_rows(runs: dict[str, dict]) -> list[Row]:
+    """One row per stage; stage names are prefixed `run/` when several runs are compared."""
+    prefix = len(runs) > 1
+    return [Row(f"{run}/{s['name']}" if prefix else s["name"], s)
+            for run, results in runs.items() for s in results["stages"]]
+
+
+def pick_baseline(runs: dict[str, dict], rows: list[Row], baseline: str | None) -> Row:
+    """The row named `baseline` (a bare stage name means the first run's), else the first run's baseline, else row 0."""
+    first_run = next(iter(runs))
+    wanted = baseline or runs[first_run].get("baseline") or rows[0].name
+    by_name = {row.name: row for row in rows}
+    found = by_name.get(wanted) or by_name.get(f"{first_run}/{wanted}")
+    if found is None and baseline is not None:
+        raise SlimformerError(f"baseline {baseline!r} is not a stage; choose one of {sorted(by_name)}")
+    return found or rows[0]
+
+
+def headline_setting(rows: list[Row]) -> tuple[int, int] | None:
+    """The summary's (batch, seq_len) in CPU ONNX Runtime: batch 8 if measured else the largest; largest seq_len."""
+    records = [r for row in rows for r in row.stage.get("latency") or [] if is_headline_kind(r)]
+    if not records:
+        return None
+    batches = {r["batch"] for r in records}
+    return (HEADLINE_BATCH if HEADLINE_BATCH in batches else max(batches)), max(r["seq_len"] for r in records)
+
+
+def is_headline_kind(record: dict) -> bool:
+    """A CPU ONNX Runtime record with a setting (batch, seq_len)."""
+    setting = record.get("batch") and record.get("seq_len")
+    return bool(setting) and record.get("device") == "cpu" and record.get("runtime") == "onnxruntime"
+
+
+def at_setting(records: list[dict] | None, setting: tuple[int, int] | None) -> dict | None:
+    """The first CPU ONNX Runtime record measured at `setting` (batch, seq_len), if any."""
+    matches = [r for r in records or [] if is_headline_kind(r) and (r.get("batch"), r.get("seq_len")) == setting]
+    return matches[0] if matches else None
+
+
+def latency_of(row: Row, setting: tuple[int, int] | None, key: str) -> float | None:
+    record = at_setting(row.stage.get("latency"), setting)
+    return record.get(key) if record else None
+
+
+def memory_of(row: Row, setting: tuple[int, int] | None) -> float | None:
+    """Peak RSS in MB at the headline setting (the first record when there is no latency to set it)."""
+    records = row.stage.get("peak_memory") or []
+    record = at_setting(records, setting) if setting else next(iter(records), None)
+    return record["peak_rss_bytes"] / MB if record and record.get("peak_rss_bytes") is not None else None
+
+
+def ratio(numerator: float | None, denominator: float | None) -> float | None:
+    return numerator / denominator if numerator is not None and denominator else None
+
+
+def count_text(n: float) -> str:
+    """1234567 -> '1.23M'."""
+    for scale, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "K")):
+        if abs(n) >= scale:
+            return f"{n / scale:.3g}{suffix}"
+    return f"{n:.0f}"
+
+
+def summary_columns(base: Row, setting: tuple[int, int] | None) -> list[Column]:
+    """The summary table's columns; deltas and ratios are against `base`."""
+
+    def stage_field(key: str) -> Callable[[Row], float | None]:
+        return lambda row: row.stage.get(key)
+
+    def p50(row: Row) -> float | None:
+        return latency_of(row, setting, "p50_ms")
+
+    def size_mb(row: Row) -> float | None:
+        return row.stage["onnx_bytes"] / MB if row.stage.get("onnx_bytes") is not None else None
+
+    def delta(row: Row) -> float | None:
+        accuracy, base_accuracy = row.stage.get("accuracy"), base.stage.get("accuracy")
+        return None if accuracy is None or base_accuracy is None else 100 * (accuracy - base_accuracy)
+
+    def percent(v: float, row: Row) -> str:
+        return f"{100 * v:.2f}"
+
+    def ms(v: float, row: Row) -> str:
+        return f"{v:.2f}"
+
+    base_params, base_size, base_p50 = base.stage.get("params"), size_mb(base), p50(base)
+    return [
+        Column("Stage", lambda row: row.name, lambda v, row: v),
+        Column("Kind", stage_field("kind"), lambda v, row: v),
+        Column("Accuracy % (ONNX)", stage_field("accuracy"), percent, max),
+        Column("Δ pts", delta, lambda v, row: f"{v:+.2f}"),
+        Column("Accuracy % (torch)", stage_field("accuracy_torch"), percent, max),
+        Column("Macro-F1", stage_field("macro_f1"), lambda v, row: f"{v:.3f}", max),
+        Column("Agreement %", stage_field("agreement"), percent, max),
+        Column("Params", stage_field("params"),
+               lambda v, row: with_ratio(count_text(v), ratio(v, base_params), "×"), min),
+        Column("ONNX MB", size_mb, lambda v, row: with_ratio(f"{v:.2f}", ratio(base_size, v), "× smaller"), min),
+        Column("p50 ms", p50, ms, min),
+        Column("p99 ms", lambda row: latency_of(row, setting, "p99_ms"), ms, min),
+        Column("Speed-up", lambda row: ratio(base_p50, p50(row)), lambda v, row: f"{v:.2f}×", max),
+        Column("Peak RSS MB", lambda row: memory_of(row, setting), lambda v, row: f"{v:.1f}", min),
+    ]
+
+
+def with_ratio(text: str, value: float | None, suffix: str) -> str:
+    return f"{text} ({value:.2f}{suffix})" if value is not None else text
+
+
+def summary_table(rows: list[Row], columns: list[Column]) -> Table:
+    """Cells of every row; the best value of a column is marked when at least two rows have one."""
+    values = [[column.value(row) for column in columns] for row in rows]
+    best = []
+    for j, column in enumerate(columns):
+        present = [v[j] for v in values if v[j] is not None]
+        best.append(column.best(present) if column.best and len(present) > 1 else None)
+    table = Table([column.header for column in columns])
+    for row, row_values in zip(rows, values):
+        cells = zip(columns, row_values, best)
+        table.rows.append([("—", False) if v is None else (c.text(v, row), v == b) for c, v, b in cells])
+    return table
+
+
+def latency_table(rows: list[Row]) -> Table:
+    """Every latency record of every stage."""
+    table = Table(["Stage", *LATENCY_FIELDS])
+    for row in rows:
+        for record in row.stage.get("latency") or []:
+            table.rows.append([(row.name, False)] + [(cell_text(record.get(k)), False) for k in LATENCY_FIELDS])
+    return table
+
+
+def cell_text(value: object) -> str:
+    return "—" if value is None else f"{value:.3f}" if isinstance(value, float) else str(value)
+
+
+def protocol_table(runs: dict[str, dict]) -> Table:
+    """The measurement protocol, one column per run, library versions last."""
+    protocols = [results.get("protocol") or {} for results in runs.values()]
+    versions = [p.get("versions") or {} for p in protocols]
+    table = Table(["", *runs])
+    for key in PROTOCOL_FIELDS:
+        table.rows.append([(key, False)] + [(protocol_text(p.get(key)), False) for p in protocols])
+    for name in sorted({name for v in versions for name in v}):
+        table.rows.append([(name, False)] + [(protocol_text(v.get(name)), False) for v in versions])
+    return table
+
+
+def protocol_text(value: object) -> str:
+    return ", ".join(map(str, value)) if isinstance(value, list) else cell_text(value)
+
+
+def find_warnings(runs: dict[str, dict], rows: list[Row], base: Row) -> list[str]:
+    """Noisy timings, failed parity and protocol differences between runs."""
+    warnings = []
+    for row in rows:
+        records = [r for r in row.stage.get("latency") or [] if r.get("std_ms") is not None and r.get("mean_ms")]
+        spreads = [r["std_ms"] / r["mean_ms"] for r in records]
+        noisy = [s for s in spreads if s > SPREAD_LIMIT]
+        if noisy:
+            warnings.append(f"{row.name}: latency spread std/mean up to {max(noisy):.2f} in {len(noisy)} of "
+                            f"{len(spreads)} records (above {SPREAD_LIMIT}); speed-ups from these timings are not "
+                            "trustworthy: raise repeats or quiet the machine.")
+        diff, atol = (row.stage.get("parity") or {}).get("max_abs_diff"), (row.stage.get("parity") or {}).get("atol")
+        if diff is not None and atol is not None and diff > atol:
+            warnings.append(f"{row.name}: ONNX output differs from torch by {diff:.3g}, above atol {atol:.3g}.")
+    protocols = [results.get("protocol") or {} for results in runs.values()]
+    compared = [k for k in (*PROTOCOL_FIELDS, "versions") if k != "task_description"]
+    differing = [k for k in compared if len({json.dumps(p.get(k), sort_keys=True) for p in protocols}) > 1]
+    if differing:
+        warnings.append(f"runs were measured under different protocols ({', '.join(differing)}): "
+                        "this comparison is not like with like.")
+    if base.stage.get("accuracy") is None:
+        warnings.append(f"baseline {base.name} has no ONNX accuracy, so the Δ column is empty.")
+    return warnings
+
+
+def make_figures(rows: list[Row], setting: tuple[int, int] | None) -> list[tuple[str, str, bytes]]:
+    """The figures that have data: trade-offs, latency against batch, training curves."""
+    label = f"CPU ONNX Runtime, batch {setting[0]}, seq_len {setting[1]}" if setting else ""
+    timed = [(r.name, latency_of(r, setting, "p50_ms"), r.stage.get("accuracy")) for r in rows]
+    timed = [t for t in timed if t[1] and t[2] is not None]
+    sized = [(r.name, r.stage.get("onnx_bytes"), r.stage.get("accuracy")) for r in rows]
+    sized = [(n, b / MB, a) for n, b, a in sized if b and a is not None]
+    by_batch = {r.name: [(x["batch"], x["p50_ms"]) for x in r.stage.get("latency") or []
+                         if is_headline_kind(x) and setting and x["seq_len"] == setting[1]] for r in rows}
+    curves = {r.name: r.stage.get("train_curve") or [] for r in rows}
+    candidates = [
+        ("Accuracy vs latency", "accuracy_vs_latency.png",
+         plots.accuracy_vs_latency(*columns_of(timed), label) if timed else None),
+        ("Accuracy vs size", "accuracy_vs_size.png", plots.accuracy_vs_size(*columns_of(sized)) if sized else None),
+        ("Latency vs batch size", "latency_vs_batch.png",
+         plots.latency_vs_batch(by_batch, f"CPU ONNX Runtime, seq_len {setting[1]}") if setting else None),
+        ("Training curves", "training_curves.png", plots.training_curves(curves)),
+    ]
+    return [(title, name, png) for title, name, png in candidates if png]
+
+
+def columns_of(triples: list[tuple]) -> tuple[list, list, list]:
+    return tuple(map(list, zip(*triples)))
+
+
+def build_report(runs: dict[str, dict], baseline: str | None) -> Report:
+    """Compute every section from the loaded results of each run (keyed by run name)."""
+    rows = gather_rows(runs)
+    if not rows:
+        raise SlimformerError(f"no stages to report in run(s) {', '.join(runs)}: their 'stages' lists are empty")
+    base = pick_baseline(runs, rows, baseline)
+    setting = headline_setting(rows)
+    threads = {str(r.get("threads")) for row in rows for r in row.stage.get("latency") or [] if is_headline_kind(r)}
+    where = (f"CPU, ONNX Runtime, batch {setting[0]}, seq_len {setting[1]}, threads {', '.join(sorted(threads))}"
+             if setting else "no CPU ONNX Runtime timings")
+    caption = (f"Headline latency: {where}. Δ, ratios and speed-up are against {base.name}. "
+               "Best value per column in bold.")
+    return Report(
+        title=" vs ".join(runs),
+        commands=[results["command"] for results in runs.values() if results.get("command")],
+        protocol=protocol_table(runs),
+        caption=caption,
+        summary=summary_table(rows, summary_columns(base, setting)),
+        warnings=find_warnings(runs, rows, base),
+        figures=make_figures(rows, setting),
+        latency=latency_table(rows),
+    )
+
+
+def md_escape(text: str) -> str:
+    return html.escape(text, quote=False).replace("|", "\\|").replace("\n", " ")
+
+
+def md_cell(text: str, best: bool) -> str:
+    return f"**{md_escape(text)}**" if best else md_escape(text)
+
+
+def markdown_table(table: Table) -> list[str]:
+    lines = ["| " + " | ".join(md_escape(h) for h in table.headers) + " |", "|" + "---|" * len(table.headers)]
+    return lines + ["| " + " | ".join(md_cell(*c) for c in row) + " |" for row in table.rows]
+
+
+def render_markdown(report: Report, files_dir: str) -> str:
+    """The Markdown report; figures are linked from `files_dir` (relative to the report)."""
+    lines = [f"# slimformer report: {md_escape(report.title)}", ""]
+    lines += [f"Reproduce: `{c}`" for c in report.commands] + ["", "## Protocol", ""] + markdown_table(report.protocol)
+    lines += ["", "## Summary", "", report.caption, ""] + markdown_table(report.summary) + [""]
+    lines += [f"> ⚠️ {md_escape(w)}  " for w in report.warnings] + [""] * bool(report.warnings)
+    if report.figures:
+        lines += ["## Figures", ""] + [f"![{t}]({files_dir}/{name})" for t, name, _ in report.figures] + [""]
+    lines += ["## All latency records", "", f"<details><summary>{len(report.latency.rows)} records</summary>", ""]
+    return "\n".join(lines + markdown_table(report.latency) + ["", "</details>", ""])
+
+
+def html_cell(text: str, best: bool) -> str:
+    return f'<td class="best">{html.escape(text)}</td>' if best else f"<td>{html.escape(text)}</td>"
+
+
+def html_table(table: Table) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in table.headers)
+    body = "".join("<tr>" + "".join(html_cell(*c) for c in row) + "</tr>\n" for row in table.rows)
+    return f"<table>\n<thead><tr>{head}</tr></thead>\n<tbody>\n{body}</tbody>\n</table>"
+
+
+def render_html(report: Report) -> str:
+    """The self-contained HTML report: inline CSS, figures as base64 PNG data URIs, no scripts."""
+    title = html.escape(report.title)
+    caption = html.escape(report.caption).replace("in bold", "highlighted")
+    parts = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
+             f"<title>slimformer report: {title}</title><style>{CSS}</style></head><body>",
+             f"<h1>slimformer report: {title}</h1>"]
+    parts += [f"<p>Reproduce: <code>{html.escape(c)}</code></p>" for c in report.commands]
+    parts += ["<h2>Protocol</h2>", html_table(report.protocol)]
+    parts += ["<h2>Summary</h2>", f"<p>{caption}</p>", html_table(report.summary)]
+    parts += [f'<p class="warn">⚠️ {html.escape(w)}</p>' for w in report.warnings]
+    if report.figures:
+        parts.append("<h2>Figures</h2>")
+    for t, _, png in report.figures:
+        uri = "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+        t = html.escape(t)
+        parts.append(f'<figure><figcaption>{t}</figcaption><img alt="{t}" src="{uri}"></figure>')
+    parts += ["<h2>All latency records</h2>", f"<details><summary>{len(report.latency.rows)} records</summary>",
+              html_table(report.latency), "</details>", "</body></html>\n"]
+    return "\n".join(parts)
+
+
+def write_report(run_dirs: list[Path], out_dir: Path | None = None, baseline: str | None = None) -> dict[str, Path]:
+    """Write `report.md`, `report.html` and `report_files/*.png`; return their paths (keys md, html, files).
+
+    One run: into its own folder. Several: into `out_dir`, by default `runs/compare-<names>`
+    beside the first run, with stages named `run/stage`. `baseline` names the row that
+    deltas and ratios are against (default: the first run's `baseline`, else its first stage).
+    """
+    run_dirs = [Path(d) for d in run_dirs]
+    if not run_dirs:
+        raise SlimformerError("write_report needs at least one run folder")
+    loaded = [(d, load_results(d)) for d in run_dirs]
+    runs = {run_name(results, d): results for d, results in loaded}
+    if len(runs) < len(loaded):
+        names = [run_name(results, d) for d, results in loaded]
+        raise SlimformerError(f"runs to compare must have distinct names, got {names}")
+    out_dir = out_dir or (run_dirs[0] if len(runs) == 1 else run_dirs[0].parent / f"compare-{'-'.join(runs)}")
+    report = build_report(runs, baseline)
+    paths = {"md": out_dir / "report.md", "html": out_dir / "report.html", "files": out_dir / "report_files"}
+    with atomic_dir(paths["files"]) as files_dir:
+        for _, name, png in report.figures:
+            atomic_write_bytes(files_dir / name, png)
+    atomic_write_text(paths["md"], render_markdown(report, "report_files"))
+    atomic_write_text(paths["html"], render_html(report))
+    return paths

@@ -1,0 +1,164 @@
+"""eval.report: results.json in, self-contained HTML and readable Markdown out."""
+
+import json
+from html.parser import HTMLParser
+from pathlib import Path
+from typing import Callable
+
+import pytest
+
+from compress.errors import SlimformerError
+from eval import load_results, plots, write_report
+from eval.plots import pareto_front
+
+SCHEMA = Path(__file__).resolve().parents[2] / "eval" / "results_schema.json"
+VOID_TAGS = {"meta", "img", "br", "hr", "link", "input"}
+
+
+class Collector(HTMLParser):
+    """Records every tag, image source and text cell, and checks that tags nest properly."""
+
+    def __init__(self):
+        super().__init__()
+        self.open: list[str] = []
+        self.tags: list[str] = []
+        self.images: list[str] = []
+        self.cells: list[str] = []
+        self.in_cell = False
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append(tag)
+        self.images += [value for name, value in attrs if tag == "img" and name == "src"]
+        self.in_cell = tag in ("td", "th")
+        if self.in_cell:
+            self.cells.append("")
+        if tag not in VOID_TAGS:
+            self.open.append(tag)
+
+    def handle_endtag(self, tag):
+        assert self.open and self.open[-1] == tag, f"</{tag}> closes <{self.open[-1] if self.open else None}>"
+        self.open.pop()
+        self.in_cell = False
+
+    def handle_data(self, data):
+        if self.in_cell:
+            self.cells[-1] += data
+
+
+@pytest.fixture
+def fast_figures(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Skip rasterising figures (the slow part) in tests about tables; figures are still built."""
+    monkeypatch.setattr(plots, "figure_png", lambda fig: b"\x89PNG stub")
+
+
+def parse(path: Path) -> Collector:
+    collector = Collector()
+    collector.feed(path.read_text(encoding="utf-8"))
+    collector.close()
+    assert collector.open == []
+    return collector
+
+
+def test_single_run_writes_self_contained_html_and_markdown(make_run: Callable[..., Path]):
+    run_dir = make_run()
+    paths = write_report([run_dir])
+    assert paths["md"] == run_dir / "report.md" and paths["html"] == run_dir / "report.html"
+    page = parse(paths["html"])
+    assert page.images and all(src.startswith("data:image/png;base64,") for src in page.images)
+    assert not {"script", "link", "iframe"} & set(page.tags)  # no JS, no external CSS
+    assert "http" not in "".join(page.images)
+    assert {"teacher", "student", "71.00", "69.25", "-1.75", "4.00×"} <= set(page.cells)
+    html_text = paths["html"].read_text()
+    assert '<td class="best">71.00</td>' in html_text and '<td class="best">2.50</td>' in html_text
+    assert "<details>" in html_text and "hypernym &lt;b&gt;" in html_text
+    assert "std/mean" in html_text  # the student's spread is 1.0 / 2.5 = 0.4
+    markdown = paths["md"].read_text()
+    assert "| teacher | train | **71.00** | +0.00 |" in markdown and "| student | distill | 69.25 | -1.75 |" in markdown
+    figures = sorted(p.name for p in paths["files"].iterdir())
+    assert figures == ["accuracy_vs_latency.png", "accuracy_vs_size.png", "latency_vs_batch.png", "training_curves.png"]
+    assert all(f"report_files/{name}" in markdown for name in figures)
+
+
+def test_stage_with_only_name_and_kind_and_html_in_names(make_run: Callable[..., Path], make_results):
+    results = make_results()
+    results["stages"].append({"name": "<script>alert(1)</script>", "kind": "quantize"})
+    results["stages"][0]["train_curve"] = None
+    paths = write_report([make_run(results=results)])
+    html_text = paths["html"].read_text()
+    assert "<script>" not in html_text and "&lt;script&gt;alert(1)&lt;/script&gt;" in html_text
+    assert "<script>" not in paths["md"].read_text()
+    cells = parse(paths["html"]).cells
+    assert "<script>alert(1)</script>" in cells  # the parsed text is the name itself
+    assert not (paths["files"] / "training_curves.png").exists()
+
+
+def test_results_without_latency_still_report(make_run: Callable[..., Path], fast_figures):
+    results = {"schema_version": 1, "stages": [{"name": "a", "kind": "train", "accuracy": 0.5},
+                                                {"name": "b", "kind": "prune_heads", "accuracy": None}]}
+    paths = write_report([make_run("bare", results)])
+    page = parse(paths["html"])
+    assert {"a", "b", "50.00"} <= set(page.cells)
+    assert page.images == []
+
+
+def test_compare_two_runs(make_run: Callable[..., Path], make_results, fast_figures):
+    other = make_results("tiny")
+    other["stages"][0]["accuracy"] = 0.75
+    first, second = make_run("quickstart"), make_run("tiny", other)
+    paths = write_report([first, second])
+    assert paths["html"].parent == first.parent / "compare-quickstart-tiny"
+    cells = set(parse(paths["html"]).cells)
+    assert {"quickstart/teacher", "quickstart/student", "tiny/teacher", "tiny/student", "+4.00"} <= cells
+    rebased = write_report([first, second], out_dir=first.parent / "cmp", baseline="tiny/teacher")
+    assert "-4.00" in set(parse(rebased["html"]).cells)
+    assert "against tiny/teacher" in rebased["md"].read_text()
+
+
+def test_compare_warns_when_protocols_differ(make_run: Callable[..., Path], make_results, fast_figures):
+    other = make_results("long")
+    other["protocol"]["seq_len"] = 256
+    paths = write_report([make_run("quickstart"), make_run("long", other)])
+    assert "different protocols (seq_len)" in paths["md"].read_text()
+
+
+def test_unknown_baseline_is_an_error(make_run: Callable[..., Path], fast_figures):
+    with pytest.raises(SlimformerError, match="nope.*teacher"):
+        write_report([make_run()], baseline="nope")
+
+
+def test_missing_results_names_the_path(tmp_path: Path):
+    with pytest.raises(SlimformerError, match=str(tmp_path / "results.json")):
+        load_results(tmp_path)
+    with pytest.raises(SlimformerError, match="results.json"):
+        write_report([tmp_path])
+
+
+def test_corrupt_or_misshapen_results_name_the_path(tmp_path: Path):
+    path = tmp_path / "results.json"
+    path.write_text("{not json")
+    with pytest.raises(SlimformerError, match=f"{path}.*not valid JSON"):
+        load_results(tmp_path)
+    path.write_text(json.dumps({"schema_version": 1, "stages": [{"name": "a"}]}))
+    with pytest.raises(SlimformerError, match=f"{path}.*'kind'"):
+        load_results(tmp_path)
+
+
+def test_fixture_matches_schema(make_results):
+    jsonschema = pytest.importorskip("jsonschema")
+    schema = json.loads(SCHEMA.read_text())
+    jsonschema.Draft202012Validator.check_schema(schema)
+    jsonschema.Draft202012Validator(schema).validate(make_results())
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.Draft202012Validator(schema).validate({"schema_version": 1, "stages": [{"name": "a"}]})
+
+
+@pytest.mark.parametrize(
+    ("costs", "gains", "front"),
+    [
+        ([1, 2, 3], [1, 2, 3], [0, 1, 2]),  # each costlier point is better
+        ([1, 2, 3], [3, 2, 1], [0]),  # the cheapest dominates
+        ([2, 1, 3, 3], [5, 4, 5, 6], [1, 0, 3]),  # a tie in gain at higher cost is dominated
+    ],
+)
+def test_pareto_front(costs, gains, front):
+    assert pareto_front(costs, gains) == front

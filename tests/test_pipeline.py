@@ -1,0 +1,94 @@
+"""End to end: every shipped recipe smoke-runs with shrinking overrides; reruns resume from cache."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import cli
+from compress.config import RECIPES_DIR, load_recipe
+
+ROOT = Path(__file__).resolve().parents[1]
+SHIPPED = sorted(RECIPES_DIR.glob("*.yaml"))
+
+SHRINK_MODEL = ["teacher.size=tiny", "teacher.dim=32", "teacher.n_heads=2", "teacher.ffn_dim=64", "teacher.n_layers=2"]
+SHRINK_BENCH = ["bench.batch_sizes=[1,2]", "bench.repeats=3", "bench.warmup=1", "bench.memory=false"]
+SHRINK_TASK = {
+    "wordnet": ["task.max_examples=400", "task.seq_len=24", "task.tokenizer.vocab_size=300"],
+    "listops": ["task.n_train=200", "task.n_validation=30", "task.n_test=30", "task.min_length=5", "task.max_length=30", "task.seq_len=40"],
+    "lookup": ["task.n_train=200", "task.n_validation=30", "task.n_test=30", "task.min_pairs=4", "task.max_pairs=8", "task.seq_len=24"],
+    "files": [],
+}
+
+
+def shrink(path: Path) -> list[str]:
+    recipe, _ = load_recipe(path)
+    steps = [f"steps.{i}.max_steps=3" for i, s in enumerate(recipe.steps) if hasattr(s, "max_steps")]
+    return SHRINK_TASK[recipe.task.kind] + SHRINK_MODEL + SHRINK_BENCH + steps + [f"bench.seq_lens=null"]
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.stem)
+def test_shipped_recipe_smoke_runs(path, tmp_path, capsys):
+    assert cli.main(["run", str(path), *shrink(path), "--runs-dir", str(tmp_path)]) == 0
+    run_dir = tmp_path / path.stem
+    results = json.loads((run_dir / "results.json").read_text())
+    stages = {s["name"]: s for s in results["stages"]}
+    teacher = stages["teacher"]
+    assert 0.0 <= teacher["accuracy"] <= 1.0
+    assert teacher["params"] > 0 and teacher["onnx_bytes"] > 0
+    assert (run_dir / teacher["onnx_dir"] / "model.onnx").is_file()
+    assert {r["runtime"] for r in teacher["latency"]} >= {"onnxruntime", "torch"}
+    assert {(r["batch"], r["device"]) for r in teacher["latency"]} >= {(1, "cpu"), (2, "cpu")}
+    for name in ("report.md", "report.html", "recipe.yaml", "env.json", "metrics.jsonl"):
+        assert (run_dir / name).is_file(), name
+    assert str(run_dir / "report.html") in capsys.readouterr().out
+    # the resolved recipe re-validates as is
+    load_recipe(run_dir / "recipe.yaml")
+
+
+def test_quickstart_end_to_end_and_resume(tmp_path):
+    """The quickstart, shrunk: ONNX accuracy equals torch accuracy; a rerun retrains nothing."""
+    args = ["run", "quickstart", *SHRINK_TASK["wordnet"], *SHRINK_MODEL, "bench.batch_sizes=[1,2]", "bench.repeats=3", "bench.warmup=1",
+            "steps.teacher.epochs=2", "--runs-dir", str(tmp_path)]
+    assert cli.main(args) == 0
+    run_dir = tmp_path / "quickstart"
+    first = json.loads((run_dir / "results.json").read_text())
+    teacher = first["stages"][0]
+    assert teacher["accuracy"] == pytest.approx(teacher["accuracy_torch"], abs=1e-9)
+    assert teacher["parity"]["max_abs_diff"] <= teacher["parity"]["atol"]
+    assert teacher["peak_memory"][0]["peak_rss_bytes"] > 0
+    assert first["protocol"]["task"] == "wordnet" and first["baseline"] == "teacher"
+    weights = run_dir / "stages/teacher/model/model.safetensors"
+    mtime = weights.stat().st_mtime_ns
+
+    assert cli.main(args) == 0
+    second = json.loads((run_dir / "results.json").read_text())
+    assert weights.stat().st_mtime_ns == mtime, "the cached teacher was retrained"
+    assert second["stages"][0]["accuracy"] == teacher["accuracy"]
+    events = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert sum(e.get("event") == "step_done" and e.get("kind") == "train" for e in events) == 1
+    assert not [p for p in run_dir.rglob(".*") if p.name.endswith(".tmp")], "no temporary files left behind"
+
+    # a changed later step reruns from there, and the teacher is still reused
+    assert cli.main([*args, "steps.export.atol=0.001"]) == 0
+    assert weights.stat().st_mtime_ns == mtime
+
+
+def test_cli_errors_exit_2_and_write_nothing(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: bad\ntask: {kind: files, train: missing.csv}\nsteps:\n  - kind: train\n")
+    runs = tmp_path / "runs"
+    done = subprocess.run([sys.executable, str(ROOT / "cli.py"), "run", str(bad), "--runs-dir", str(runs)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2, done.stderr
+    assert "missing.csv" in done.stderr and "Traceback" not in done.stderr
+    assert not (runs / "bad").exists() or not any((runs / "bad").rglob("*.safetensors"))
+    done = subprocess.run([sys.executable, str(ROOT / "cli.py"), "validate", str(bad), "task.seq_len=abc"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2 and "task.seq_len" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_cli_help_and_ls():
+    done = subprocess.run([sys.executable, str(ROOT / "cli.py"), "--help"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and "validate" in done.stdout
+    assert cli.main(["ls"]) == 0
