@@ -40,7 +40,14 @@ def cmd_validate(args) -> int:
     recipe, path = load_recipe(args.recipe, args.overrides)
     if args.print:
         print(dump_recipe(recipe))
-    print(f"{path}: ok ({len(recipe.steps)} steps: {', '.join(s.kind for s in recipe.steps)})")
+    detail = ""
+    if not args.no_data:  # data files, columns and labels are checked too
+        from compress.data import load_task
+
+        data = load_task(recipe.task, seed=recipe.seed, base_dir=path.parent)
+        sizes = "/".join(str(len(data.labels[s])) for s in ("train", "validation", "test"))
+        detail = f"; data: {sizes} train/validation/test examples, {data.n_classes} classes"
+    print(f"{path}: ok ({len(recipe.steps)} steps: {', '.join(s.kind for s in recipe.steps)}{detail})")
     return 0
 
 
@@ -150,6 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("recipe")
     p.add_argument("overrides", nargs="*")
     p.add_argument("--print", action="store_true", help="print the resolved recipe")
+    p.add_argument("--no-data", action="store_true", help="skip loading the task's data (files, columns, labels)")
     p.set_defaults(fn=cmd_validate)
 
     p = sub.add_parser("ls", help="list shipped recipes, step kinds, task kinds and attention kinds")

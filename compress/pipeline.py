@@ -182,7 +182,8 @@ def run_recipe(recipe, recipe_path: Path | None, runs_dir: Path, command: str = 
 
     from eval.env import collect_env
 
-    atomic_write_json(run_dir / "env.json", collect_env(recipe.bench.threads))
+    env = collect_env(recipe.bench.threads)
+    atomic_write_json(run_dir / "env.json", env)
     previous = fingerprint(code_version(), data.fingerprint, recipe.seed, recipe.teacher.model_dump(), recipe.task.model_dump())
     model = None
     for index, step in enumerate(recipe.steps):
@@ -213,16 +214,13 @@ def run_recipe(recipe, recipe_path: Path | None, runs_dir: Path, command: str = 
                 ctx.teacher = ctx.load_model(ctx.stage)
         ctx.log(event="step_done", step=index, kind=step.kind, seconds=round(time.time() - started, 2))
         atomic_write_json(marker, {"fingerprint": key, "stage": ctx.stage, "kind": step.kind, "recorded": ctx.pending})
-    write_results(ctx, command)
+    write_results(ctx, command, env)
     return run_dir
 
 
-def write_results(ctx: RunContext, command: str) -> Path:
+def write_results(ctx: RunContext, command: str, env: dict) -> Path:
     """results.json: one entry per stage, the protocol, and the baseline (see eval/results_schema.json)."""
     recipe, bench = ctx.recipe, ctx.recipe.bench
-    from eval.env import collect_env
-
-    env = collect_env(bench.threads)
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     stages = []
     for name, kind in ctx.stage_kinds.items():
@@ -246,7 +244,8 @@ def write_results(ctx: RunContext, command: str) -> Path:
             "devices": devices,
             "truncated": {split: enc["n_truncated"] for split, enc in ctx.encoded.items()},
             "versions": env.get("versions", {}),
-            "cpu": env.get("cpu"),
+            "cpu": f"{env.get('cpu')} ({env.get('n_cores_usable')} usable cores)",
+            "gpu": ", ".join(env.get("cuda_devices") or []) or None,
         },
         "baseline": recipe.report.baseline or next(iter(ctx.stage_kinds), None),
         "stages": stages,

@@ -78,7 +78,7 @@ def collect_env(threads: int) -> dict:
         "platform": platform.platform(),
         "os": sys.platform,
         "machine": platform.machine(),
-        "cpu_model": cpu_model(),
+        "cpu": cpu_model(),
         "n_cores": os.cpu_count(),
         "n_cores_usable": usable_cores(),
         "threads": threads,

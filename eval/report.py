@@ -322,7 +322,8 @@ def build_report(runs: dict[str, dict], baseline: str | None) -> Report:
 
 
 def md_escape(text: str) -> str:
-    return html.escape(text, quote=False).replace("|", "\\|").replace("\n", " ")
+    """Text safe in a Markdown table cell: no HTML tags, no column breaks, one line."""
+    return text.replace("<", "&lt;").replace("|", "\\|").replace("\n", " ")
 
 
 def md_cell(text: str, best: bool) -> str:

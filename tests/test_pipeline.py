@@ -92,3 +92,15 @@ def test_cli_help_and_ls():
     done = subprocess.run([sys.executable, str(ROOT / "cli.py"), "--help"], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and "validate" in done.stdout
     assert cli.main(["ls"]) == 0
+
+
+def test_validate_checks_data_files_and_columns(tmp_path, capsys):
+    rows = "\n".join(f"example text {i},{'pos' if i % 2 else 'neg'}" for i in range(40))
+    (tmp_path / "train.csv").write_text("sentence,label\n" + rows + "\n")
+    recipe = tmp_path / "mine.yaml"
+    recipe.write_text("name: mine\ntask: {kind: files, train: train.csv}\nsteps:\n  - kind: train\n")
+    assert cli.main(["validate", str(recipe)]) == 2
+    err = capsys.readouterr().err
+    assert "train.csv" in err and "'text'" in err and "sentence" in err
+    assert cli.main(["validate", str(recipe), "task.text_column=sentence"]) == 0
+    assert "2 classes" in capsys.readouterr().out

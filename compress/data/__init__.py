@@ -3,6 +3,7 @@
     data = load_task(cfg, seed=recipe.seed, base_dir=recipe_dir)     # TaskData
     tok = train_tokenizer(data.texts["train"], cfg.tokenizer, cfg.seq_len)
     batch = encode(tok, data.texts["validation"], cfg.seq_len)       # input_ids (N, seq_len)
+    splits = encode_task(data, tok, cfg.seq_len)   # all splits + labels; fills stats["n_truncated"]
 
 Task kinds (one file each, registered in `TASKS`): `listops` (Long Range Arena ListOps),
 `lookup` (key-value associative recall), `wordnet` (WordNet 3.0 definitions -> lexicographer
@@ -14,7 +15,7 @@ from typing import Annotated, Union
 
 from pydantic import Field
 
-from compress.data.task import SPLITS, TASKS, TaskConfigBase, TaskData, load_task, register_task
+from compress.data.task import SPLITS, TASKS, TaskConfigBase, TaskData, encode_task, load_task, register_task
 from compress.data.tokenizer import SPECIAL_TOKENS, TokenizerConfig, encode, train_tokenizer
 
 # importing a task module registers it
@@ -39,6 +40,7 @@ __all__ = [
     "TokenizerConfig",
     "WordNetConfig",
     "encode",
+    "encode_task",
     "evaluate_listops",
     "load_task",
     "register_task",

@@ -34,11 +34,10 @@ from pydantic import Field, model_validator
 
 from compress.data.split import check_fractions, stratified_split
 from compress.data.task import SPLITS, TaskConfigBase, TaskData, make_task_data, register_task
-from compress.data.tokenizer import TokenizerConfig
 from compress.errors import DataError
 
 Format = Literal["csv", "tsv", "jsonl", "json", "parquet"]
-EXTENSIONS: dict[str, str] = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".json": "json", ".parquet": "parquet"}
+EXTENSIONS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".json": "json", ".parquet": "parquet"}
 # our format -> (datasets builder, builder arguments)
 _BUILDERS: dict[str, tuple[str, dict[str, Any]]] = {
     "csv": ("csv", {"encoding": "utf-8-sig"}),
@@ -70,7 +69,6 @@ class FilesConfig(TaskConfigBase):
     # shares of train carved out when validation / test files are not given
     validation_fraction: float = Field(0.1, gt=0.0, lt=1.0)
     test_fraction: float = Field(0.1, gt=0.0, lt=1.0)
-    tokenizer: TokenizerConfig = Field(default_factory=lambda: TokenizerConfig(kind="wordpiece", vocab_size=8000))
 
     @model_validator(mode="after")
     def _check(self) -> "FilesConfig":
@@ -128,7 +126,8 @@ class FilesConfig(TaskConfigBase):
             texts[role] = raw_texts[role]
             labels[role] = [label_id[y] for y in raw_labels[role]]
 
-        carve = {role: getattr(self, f"{role}_fraction") for role in ("validation", "test") if role not in files}
+        fractions = {"validation": self.validation_fraction, "test": self.test_fraction}
+        carve = {role: frac for role, frac in fractions.items() if role not in files}
         if carve:
             parts = stratified_split(labels["train"], carve, seed)
             pool_texts, pool_labels = texts["train"], labels["train"]
@@ -162,10 +161,11 @@ class FilesConfig(TaskConfigBase):
     def _examples(self, rows: "Any", path: Path, role: str) -> tuple[list[str], list[str], bool, int]:
         """Texts and label names of one file, whether all labels are integers, rows dropped."""
         columns = list(rows.column_names)
-        wanted = [self.text_column, self.label_column] + ([self.text_pair_column] if self.text_pair_column else [])
-        for col in wanted:
+        wanted = {self.text_column: "text_column", self.label_column: "label_column"}
+        if self.text_pair_column:
+            wanted[self.text_pair_column] = "text_pair_column"
+        for col, field in wanted.items():
             if col not in columns:
-                field = {self.text_column: "text_column", self.label_column: "label_column"}.get(col, "text_pair_column")
                 raise DataError(
                     f"{role} file {path} has no column {col!r}; columns found: {columns}; "
                     f"set {field}: to the right one"
@@ -246,7 +246,9 @@ def _resolve(path: str, base_dir: Path | None) -> Path:
 def _read_rows(path: Path, fmt: str, role: str) -> tuple[Any, str]:
     """The file as a `datasets.Dataset`, and the sha256 of its bytes."""
     if not path.is_file():
-        hint = "it is a folder; give a file" if path.is_dir() else "check the path (relative paths are resolved against the recipe's folder)"
+        hint = "it is a folder; give a file" if path.is_dir() else (
+            "check the path (relative paths are resolved against the recipe's folder)"
+        )
         raise DataError(f"{role} file {path} not found: {hint}")
     raw = path.read_bytes()
     if fmt != "parquet":

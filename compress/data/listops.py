@@ -15,10 +15,12 @@ as generated for the Long Range Arena (Tay et al. 2021), following LRA's
   their length lies in [`min_length`, `max_length`] (LRA: strictly between 500 and 2000; our
   defaults are short, for a quick teacher) and duplicates are dropped.
 
-Differences from LRA, chosen for reproducibility: no `( )` grouping in the text (LRA's input
-pipeline strips them too); each split is drawn from its own `random.Random` stream seeded by
-(seed, split), so splits are fixed per seed on every platform, and an example already in an
-earlier split is skipped, so validation and test never repeat a training example.
+Differences from LRA: its TSV files wrap every node in `( )` and its input pipeline's tfds
+tokenizer keeps only alphanumeric runs, dropping every bracket, `]` included; we write no
+`( )` and keep `]` as a token, so the text parses unambiguously. Each split is drawn from its
+own `random.Random` stream seeded by (seed, split), so splits are fixed per seed on every
+platform (LRA draws one pool and cuts it), and an example already in an earlier split is
+skipped, so validation and test never repeat a training example.
 `evaluate_listops` is an independent stack-based evaluator of the text, used by the tests.
 """
 
@@ -31,15 +33,14 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
+from compress.data.generated import draw_splits
 from compress.data.task import SPLITS, TaskConfigBase, TaskData, make_task_data, register_task
 from compress.data.tokenizer import TokenizerConfig
-from compress.errors import DataError
 
 OPERATORS = ("[MIN", "[MAX", "[MED", "[SM")
 END = "]"
 VALUE_P = 0.25  # chance that a node below max_depth is an operator (LRA)
 _DIGITS = [str(d) for d in range(10)]
-MAX_FAILED_ATTEMPTS = 100_000  # draws in a row without a new example before giving up (DataError)
 
 
 @register_task("listops")
@@ -78,37 +79,25 @@ class ListOpsConfig(TaskConfigBase):
         return self
 
     def load(self, seed: int, base_dir: Path | None) -> TaskData:
-        sizes = {"train": self.n_train, "validation": self.n_validation, "test": self.n_test}
-        seen: set[str] = set()
-        texts: dict[str, list[str]] = {}
-        labels: dict[str, list[int]] = {}
-        for split in SPLITS:
-            rng = random.Random(f"slimformer/listops/{seed}/{split}")
-            texts[split], labels[split] = [], []
-            failed = 0
-            while len(texts[split]) < sizes[split]:
-                if failed >= MAX_FAILED_ATTEMPTS:
-                    raise DataError(
-                        f"listops: only {len(texts[split])} of {sizes[split]} distinct {split} examples "
-                        f"found with lengths in [{self.min_length}, {self.max_length}]; widen "
-                        "min_length/max_length, raise max_depth/max_args or ask for fewer examples"
-                    )
-                example = generate_tree(rng, self.max_depth, self.max_args, self.max_length)
-                failed += 1
-                if example is None or len(example[0]) < self.min_length:
-                    continue
-                tokens, value = example
-                text = " ".join(tokens)
-                if text in seen:
-                    continue
-                failed = 0
-                seen.add(text)
-                texts[split].append(text)
-                labels[split].append(value)
+        def draw(rng: random.Random) -> tuple[str, int] | None:
+            tree = generate_tree(rng, self.max_depth, self.max_args, self.max_length)
+            if tree is None or len(tree[0]) < self.min_length:
+                return None
+            return " ".join(tree[0]), tree[1]
+
+        texts, labels = draw_splits(
+            "listops",
+            seed,
+            {"train": self.n_train, "validation": self.n_validation, "test": self.n_test},
+            draw,
+            hint="widen min_length/max_length, raise max_depth/max_args or ask for fewer examples",
+        )
         lengths = {}
         for s in SPLITS:
             n_tokens = [t.count(" ") + 1 for t in texts[s]]
-            lengths[s] = {"min": min(n_tokens), "mean": round(statistics.fmean(n_tokens), 2), "max": max(n_tokens)}
+            lengths[s] = {
+                "min": min(n_tokens), "mean": round(statistics.fmean(n_tokens), 2), "max": max(n_tokens)
+            }
         return make_task_data(
             self,
             seed,

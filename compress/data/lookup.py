@@ -17,8 +17,8 @@ Transformer (one layer to attach each value to its key, one to match the query) 
 Keys are the first `n_keys` lowercase letters, drawn without replacement per example; values
 are digits drawn uniformly from 0..`n_values`-1, so classes are balanced in expectation. Text
 length is 2 * `n_pairs` + 2 tokens; `n_pairs` is drawn uniformly from
-[`min_pairs`, `max_pairs`]. Each split has its own `random.Random` stream seeded by
-(seed, split) and repeats no example of an earlier split.
+[`min_pairs`, `max_pairs`]. Splits are drawn by `generated.draw_splits`: one stream per
+(seed, split), no example repeated across splits.
 """
 
 from __future__ import annotations
@@ -30,12 +30,11 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from compress.data.task import SPLITS, TaskConfigBase, TaskData, make_task_data, register_task
+from compress.data.generated import draw_splits
+from compress.data.task import TaskConfigBase, TaskData, make_task_data, register_task
 from compress.data.tokenizer import TokenizerConfig
-from compress.errors import DataError
 
 QUERY = "?"
-MAX_FAILED_ATTEMPTS = 100_000  # draws in a row without a new example before giving up (DataError)
 
 
 @register_task("lookup")
@@ -71,30 +70,14 @@ class LookupConfig(TaskConfigBase):
         return self
 
     def load(self, seed: int, base_dir: Path | None) -> TaskData:
-        sizes = {"train": self.n_train, "validation": self.n_validation, "test": self.n_test}
         keys = string.ascii_lowercase[: self.n_keys]
-        seen: set[str] = set()
-        texts: dict[str, list[str]] = {}
-        labels: dict[str, list[int]] = {}
-        for split in SPLITS:
-            rng = random.Random(f"slimformer/lookup/{seed}/{split}")
-            texts[split], labels[split] = [], []
-            failed = 0
-            while len(texts[split]) < sizes[split]:
-                if failed >= MAX_FAILED_ATTEMPTS:
-                    raise DataError(
-                        f"lookup: only {len(texts[split])} of {sizes[split]} distinct {split} examples "
-                        "exist for these settings; raise n_keys, n_values or max_pairs, or ask for "
-                        "fewer examples"
-                    )
-                text, label = generate_example(rng, keys, self.n_values, self.min_pairs, self.max_pairs)
-                failed += 1
-                if text in seen:
-                    continue
-                failed = 0
-                seen.add(text)
-                texts[split].append(text)
-                labels[split].append(label)
+        texts, labels = draw_splits(
+            "lookup",
+            seed,
+            {"train": self.n_train, "validation": self.n_validation, "test": self.n_test},
+            lambda rng: generate_example(rng, keys, self.n_values, self.min_pairs, self.max_pairs),
+            hint="raise n_keys, n_values or max_pairs, or ask for fewer examples",
+        )
         return make_task_data(
             self,
             seed,

@@ -24,15 +24,13 @@ from typing import Any, Callable, TypeVar
 from pydantic import Field
 
 from compress.config import ConfigBase
-
-from compress.data.tokenizer import TokenizerConfig
+from compress.data.tokenizer import TokenizerConfig, encode
 
 SPLITS = ("train", "validation", "test")
 
 
 class TaskConfigBase(ConfigBase):
     """Fields every task shares. Subclasses add `kind` and their own fields."""
-
 
     # max tokens per example, [CLS] and [SEP] included; longer texts are truncated
     seq_len: int = Field(128, ge=3, le=65536)
@@ -142,6 +140,23 @@ def make_task_data(
         stats=stats,
         fingerprint=h.hexdigest(),
     )
+
+
+def encode_task(data: TaskData, tokenizer: Any, seq_len: int) -> dict[str, dict]:
+    """`encode` every split; record each split's truncation count in `data.stats["n_truncated"]`.
+
+    Returns {split: {"input_ids": (N, seq_len), "attention_mask": (N, seq_len), "labels": (N,)}}.
+    """
+    import torch
+
+    out: dict[str, dict] = {}
+    truncated = data.stats.setdefault("n_truncated", {})
+    for split in SPLITS:
+        enc = encode(tokenizer, data.texts[split], seq_len)
+        truncated[split] = enc.pop("n_truncated")
+        enc["labels"] = torch.tensor(data.labels[split], dtype=torch.long)  # (N,)
+        out[split] = enc
+    return out
 
 
 def _check(data: TaskData) -> None:

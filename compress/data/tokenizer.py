@@ -32,9 +32,9 @@ from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 from pydantic import Field
+from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 
 from compress.config import ConfigBase
-from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 
 if TYPE_CHECKING:  # torch and transformers take seconds to import; configs must load fast
     from transformers import PreTrainedTokenizerFast
@@ -48,7 +48,6 @@ _CONTINUE = "##"  # WordPiece's prefix for pieces inside a word
 
 class TokenizerConfig(ConfigBase):
     """How a task's texts are split into tokens."""
-
 
     # wordpiece / bpe: subwords for natural text; char: symbols for generated tasks
     kind: Literal["wordpiece", "bpe", "char"] = "wordpiece"
@@ -66,7 +65,9 @@ def _train_char(texts: list[str], cfg: TokenizerConfig) -> Tokenizer:
         [pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Split(Regex(_CHAR_PATTERN), "isolated")]
     )
     # ties in frequency are ordered by the token itself, so ids are deterministic
-    trainer = trainers.WordLevelTrainer(vocab_size=cfg.vocab_size, special_tokens=SPECIAL_TOKENS, show_progress=False)
+    trainer = trainers.WordLevelTrainer(
+        vocab_size=cfg.vocab_size, special_tokens=SPECIAL_TOKENS, show_progress=False
+    )
     tok.train_from_iterator(texts, trainer=trainer, length=len(texts))
     return tok
 

@@ -31,7 +31,6 @@ from pydantic import Field, field_validator, model_validator
 
 from compress.data.split import check_fractions, stratified_split
 from compress.data.task import SPLITS, TaskConfigBase, TaskData, make_task_data, register_task
-from compress.data.tokenizer import TokenizerConfig
 from compress.errors import DataError
 
 GLOSSES_PATH = Path(__file__).parent / "wordnet" / "glosses.tsv.xz"
@@ -52,7 +51,6 @@ class WordNetConfig(TaskConfigBase):
     test_fraction: float = Field(0.1, gt=0.0, lt=1.0)
     # definitions average ~12 words
     seq_len: int = Field(64, ge=3, le=65536)
-    tokenizer: TokenizerConfig = Field(default_factory=lambda: TokenizerConfig(kind="wordpiece", vocab_size=8000))
 
     @field_validator("pos")
     @classmethod

@@ -30,36 +30,24 @@ class TinyClassifier(torch.nn.Module):
         return self.head(pooled)  # (B, C)
 
 
-def export_onnx(model: torch.nn.Module, path: Path, dynamo: bool) -> Path:
+def export_onnx(model: torch.nn.Module, path: Path) -> Path:
     """Export with dynamic batch and seq_len axes, inputs `input_ids`/`attention_mask`, output `logits`.
 
-    torch 2.13: the TorchScript exporter (`dynamo=False`, deprecated) takes `dynamic_axes`;
-    the torch.export-based one (`dynamo=True`, the default) takes `dynamic_shapes` with
-    `torch.export.Dim`s and writes the weights to `<name>.data` beside the model.
+    The TorchScript exporter (`dynamo=False`, deprecated in torch 2.13) takes well under a
+    second; the torch.export-based one (`dynamo=True`, `dynamic_shapes=` with
+    `torch.export.Dim`s) works as well but costs ~10 s on first use, and compress/export.py
+    and tests/test_export.py already cover it.
     """
-    ids = torch.randint(5, VOCAB_SIZE, (2, 8))  # batch and seq_len > 1: torch.export specialises sizes 0 and 1
-    names = {"input_names": ["input_ids", "attention_mask"], "output_names": ["logits"]}
-    if dynamo:
-        batch, seq_len = torch.export.Dim("batch"), torch.export.Dim("seq_len")
-        shapes = {"input_ids": {0: batch, 1: seq_len}, "attention_mask": {0: batch, 1: seq_len}}
-        torch.onnx.export(model, (), str(path), kwargs={"input_ids": ids, "attention_mask": torch.ones_like(ids)},
-                          dynamo=True, dynamic_shapes=shapes, **names)
-    else:
-        axes = {"input_ids": {0: "batch", 1: "seq_len"}, "attention_mask": {0: "batch", 1: "seq_len"},
-                "logits": {0: "batch"}}
-        torch.onnx.export(model, (ids, torch.ones_like(ids)), str(path), dynamo=False, dynamic_axes=axes, **names)
+    ids = torch.randint(5, VOCAB_SIZE, (2, 8))  # sizes > 1, so neither looks like a constant to the tracer
+    axes = {"input_ids": {0: "batch", 1: "seq_len"}, "attention_mask": {0: "batch", 1: "seq_len"}, "logits": {0: "batch"}}
+    torch.onnx.export(model, (ids, torch.ones_like(ids)), str(path), dynamo=False, dynamic_axes=axes,
+                      input_names=["input_ids", "attention_mask"], output_names=["logits"])
     return path
 
 
 @pytest.fixture(scope="session")
 def vocab_size() -> int:
     return VOCAB_SIZE
-
-
-@pytest.fixture(scope="session")
-def onnx_exporter() -> Callable[[torch.nn.Module, Path, bool], Path]:
-    """`export_onnx`, for tests that export with the other exporter (test modules never import conftest)."""
-    return export_onnx
 
 
 @pytest.fixture(scope="session")
@@ -70,8 +58,7 @@ def tiny_model() -> TinyClassifier:
 
 @pytest.fixture(scope="session")
 def tiny_onnx(tiny_model: TinyClassifier, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The tiny model exported by the TorchScript exporter (fast: well under a second)."""
-    return export_onnx(tiny_model, tmp_path_factory.mktemp("onnx") / "model.onnx", dynamo=False)
+    return export_onnx(tiny_model, tmp_path_factory.mktemp("onnx") / "model.onnx")
 
 
 def latency(batch: int, p50: float, std: float = 0.1, seq_len: int = 64, runtime: str = "onnxruntime") -> dict:

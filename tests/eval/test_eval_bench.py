@@ -150,12 +150,14 @@ def test_file_size_single_file_and_folder(tiny_onnx: Path):
     assert file_size(tiny_onnx.parent) == tiny_onnx.stat().st_size  # a folder means its model.onnx
 
 
-@pytest.mark.filterwarnings("ignore:# The axis name")
-def test_dynamo_export_with_external_data_benches_and_sizes(tiny_model, tmp_path: Path, vocab_size: int, onnx_exporter):
-    """The torch.export-based exporter (the default in torch 2.13) keeps batch and seq_len dynamic."""
-    path = onnx_exporter(tiny_model, tmp_path / "model.onnx", True)
-    data = path.with_name("model.onnx.data")
-    assert data.is_file()  # weights go to external data by default
-    assert file_size(path) == path.stat().st_size + data.stat().st_size
-    records = bench_onnx(path, [1, 3], [5], threads=1, vocab_size=vocab_size, warmup=0, repeats=2)
-    assert len(records) == 2
+def test_file_size_counts_external_data(tmp_path: Path, vocab_size: int):
+    """The dynamo exporter's default layout: weights in `model.onnx.data` beside `model.onnx`."""
+    path = embedding_onnx(tmp_path / "inline.onnx", vocab_size=vocab_size, dim=64)
+    external = tmp_path / "model.onnx"
+    onnx.save(onnx.load(str(path)), str(external), save_as_external_data=True, location="model.onnx.data",
+              size_threshold=0)
+    data = tmp_path / "model.onnx.data"
+    assert data.stat().st_size >= vocab_size * 64 * 4
+    assert file_size(external) == external.stat().st_size + data.stat().st_size
+    (record,) = bench_onnx(external, [2], [5], threads=1, vocab_size=vocab_size, warmup=0, repeats=2)
+    assert record["p50_ms"] > 0

@@ -12,7 +12,7 @@ def test_collect_env_fields():
     assert env["versions"]["torch"] and env["versions"]["onnxruntime"] and env["versions"]["numpy"]
     assert env["versions"]["slimformer"]
     assert "CPUExecutionProvider" in env["onnxruntime_providers"]
-    assert env["n_cores"] >= 1 and env["cpu_model"]
+    assert env["n_cores"] >= 1 and env["cpu"]
     assert env["timestamp_utc"].endswith("+00:00")
     assert isinstance(env["cuda_devices"], list)
     text = json.dumps(env)  # serialisable as is
