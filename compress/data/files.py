@@ -140,11 +140,10 @@ class FilesConfig(TaskConfigBase):
                 texts[role] = [pool_texts[i] for i in idx]
                 labels[role] = [pool_labels[i] for i in idx]
 
-        stem = train_file.stem
         return make_task_data(
             self,
             seed,
-            name=stem,
+            name=train_file.stem,
             texts=texts,
             labels=labels,
             label_names=names,
@@ -158,7 +157,7 @@ class FilesConfig(TaskConfigBase):
             file_hashes=file_hashes,
         )
 
-    def _examples(self, rows: "Any", path: Path, role: str) -> tuple[list[str], list[str], bool, int]:
+    def _examples(self, rows: Any, path: Path, role: str) -> tuple[list[str], list[str], bool, int]:
         """Texts and label names of one file, whether all labels are integers, rows dropped."""
         columns = list(rows.column_names)
         wanted = {self.text_column: "text_column", self.label_column: "label_column"}
@@ -232,7 +231,7 @@ def _label_name(label: Any) -> tuple[str | None, bool]:
     if isinstance(label, float):
         return (str(int(label)), True) if label.is_integer() else ("", False)
     if isinstance(label, str):
-        return (label, False) if label.strip() else (None, False)
+        return (label.strip(), False) if label.strip() else (None, False)  # "pos " is "pos"
     return "", False
 
 

@@ -34,7 +34,7 @@ class TaskConfigBase(ConfigBase):
 
     # max tokens per example, [CLS] and [SEP] included; longer texts are truncated
     seq_len: int = Field(128, ge=3, le=65536)
-    # how texts become ids; each task sets a default that suits it
+    # how texts become ids; wordpiece/8000 unless a task sets a default that suits it better
     tokenizer: TokenizerConfig = Field(default_factory=TokenizerConfig)
     # data seed; None = use the recipe's seed
     seed: int | None = None

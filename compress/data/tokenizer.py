@@ -51,7 +51,8 @@ class TokenizerConfig(ConfigBase):
 
     # wordpiece / bpe: subwords for natural text; char: symbols for generated tasks
     kind: Literal["wordpiece", "bpe", "char"] = "wordpiece"
-    # vocabulary size incl. the 5 special tokens (for char: an upper bound)
+    # vocabulary size incl. the 5 special tokens (char: an upper bound; wordpiece: never below
+    # 5 + 2 x the training alphabet, which it keeps whole)
     vocab_size: int = Field(8000, ge=16, le=1_000_000)
     # lowercase (and, for wordpiece/bpe, strip accents) before splitting
     lowercase: bool = True
@@ -82,7 +83,9 @@ def _train_bpe(texts: list[str], cfg: TokenizerConfig) -> Tokenizer:
         ]
     )
     tok.decoder = decoders.Metaspace(replacement=_WORD_START, prepend_scheme="always", split=True)
-    trainer = trainers.BpeTrainer(vocab_size=cfg.vocab_size, special_tokens=SPECIAL_TOKENS, show_progress=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=cfg.vocab_size, special_tokens=SPECIAL_TOKENS, show_progress=False
+    )
     tok.train_from_iterator(texts, trainer=trainer, length=len(texts))
     return tok
 
@@ -104,7 +107,7 @@ def _train_wordpiece(texts: list[str], cfg: TokenizerConfig) -> Tokenizer:
         if piece not in seen:
             seen.add(piece)
             merged.append(piece)
-    pieces += merged[: max(cfg.vocab_size - len(pieces), 0)]  # the latest merges go first
+    pieces += merged[: max(cfg.vocab_size - len(pieces), 0)]  # drop the latest merges to fit
     tok = Tokenizer(
         models.WordPiece(
             vocab={p: i for i, p in enumerate(pieces)}, unk_token="[UNK]", continuing_subword_prefix=_CONTINUE
@@ -167,7 +170,7 @@ def encode(tokenizer: "PreTrainedTokenizerFast", texts: list[str], seq_len: int)
     backend = Tokenizer.from_str(tokenizer.backend_tokenizer.to_str())
     backend.enable_truncation(max_length=seq_len)
     backend.enable_padding(length=seq_len, pad_id=tokenizer.pad_token_id, pad_token=tokenizer.pad_token)
-    encodings = backend.encode_batch(list(texts), add_special_tokens=True)
+    encodings = backend.encode_batch_fast(list(texts), add_special_tokens=True)  # no char offsets
     input_ids = np.array([e.ids for e in encodings], dtype=np.int64).reshape(-1, seq_len)  # (N, seq_len)
     attention_mask = np.array([e.attention_mask for e in encodings], dtype=np.int64).reshape(-1, seq_len)
     full = np.flatnonzero(attention_mask[:, -1] == 1)  # only texts that fill seq_len can overflow
