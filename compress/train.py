@@ -39,6 +39,7 @@ class TrainConfig(StepConfig):
     patience: int | None = Field(3, ge=1)  # stop after this many epochs without a better val accuracy
     max_steps: int | None = Field(None, ge=1)  # stop after this many optimiser steps (smoke runs)
     label_smoothing: float = Field(0.0, ge=0, lt=1)
+    group_by_length: bool = True  # batch examples of similar length: less padding, same data per epoch
     name: str | None = Field("teacher", pattern=NAME_PATTERN)  # the stage this step makes
 
 
@@ -74,6 +75,42 @@ def predict(model, split: dict, batch_size: int = 256, device: str | torch.devic
     return torch.cat(out)
 
 
+class LengthGroupedBatches(torch.utils.data.Sampler):
+    """Shuffled batches of examples of similar length.
+
+    Each epoch: a seeded permutation is cut into pools of `pool` batches, each pool is sorted by
+    length and cut into batches, and the batch order is shuffled. Every example is seen once per
+    epoch as with plain shuffling, but batches are trimmed to their own longest example, which
+    on natural text cuts the padded tokens by 2-3x (the "bucketing" of fairseq and AllenNLP).
+    """
+
+    def __init__(self, lengths: torch.Tensor, batch_size: int, seed: int, pool: int = 50):
+        self.lengths, self.batch_size, self.seed, self.pool = lengths, batch_size, seed, pool
+        self.epoch = 0
+
+    def __iter__(self):
+        g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        self.epoch += 1
+        order = torch.randperm(len(self.lengths), generator=g)
+        batches = []
+        for start in range(0, len(order), self.batch_size * self.pool):
+            chunk = order[start : start + self.batch_size * self.pool]
+            chunk = chunk[torch.argsort(self.lengths[chunk], descending=True, stable=True)]
+            batches += [chunk[i : i + self.batch_size].tolist() for i in range(0, len(chunk), self.batch_size)]
+        for i in torch.randperm(len(batches), generator=g).tolist():
+            yield batches[i]
+
+    def __len__(self) -> int:
+        return -(-len(self.lengths) // self.batch_size)
+
+
+def make_loader(split: dict, cfg: "TrainConfig", seed: int) -> DataLoader:
+    dataset = TensorDataset(split["input_ids"], split["attention_mask"], split["labels"])
+    if cfg.group_by_length:
+        return DataLoader(dataset, batch_sampler=LengthGroupedBatches(split["attention_mask"].sum(dim=1), cfg.batch_size, seed))
+    return DataLoader(dataset, batch_size=cfg.batch_size, shuffle=True, generator=torch.Generator().manual_seed(seed))
+
+
 def lr_lambda(warmup_steps: int, total_steps: int) -> Callable[[int], float]:
     def schedule(step: int) -> float:
         if step < warmup_steps:
@@ -99,8 +136,7 @@ def train(
     """Train `model` to minimise `loss_fn`; return the best-on-validation model and its curve."""
     set_seed(seed)
     accelerator = Accelerator(cpu=device == "cpu")
-    dataset = TensorDataset(train_split["input_ids"], train_split["attention_mask"], train_split["labels"])
-    loader = DataLoader(dataset, batch_size=cfg.batch_size, shuffle=True, generator=torch.Generator().manual_seed(seed), drop_last=len(dataset) > cfg.batch_size)
+    loader = make_loader(train_split, cfg, seed)
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
     no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
     optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr)
