@@ -5,6 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import jsonschema
 import pytest
 
 import cli
@@ -34,6 +35,8 @@ def test_shipped_recipe_smoke_runs(path, tmp_path, capsys):
     assert cli.main(["run", str(path), *shrink(path), "--runs-dir", str(tmp_path)]) == 0
     run_dir = tmp_path / path.stem
     results = json.loads((run_dir / "results.json").read_text())
+    schema = json.loads((ROOT / "eval" / "results_schema.json").read_text())
+    jsonschema.validate(results, schema)
     stages = {s["name"]: s for s in results["stages"]}
     teacher = stages["teacher"]
     assert 0.0 <= teacher["accuracy"] <= 1.0
