@@ -27,7 +27,7 @@ SHRINK_TASK = {
 def shrink(path: Path) -> list[str]:
     recipe, _ = load_recipe(path)
     steps = [f"steps.{i}.max_steps=3" for i, s in enumerate(recipe.steps) if hasattr(s, "max_steps")]
-    return SHRINK_TASK[recipe.task.kind] + SHRINK_MODEL + SHRINK_BENCH + steps + [f"bench.seq_lens=null"]
+    return SHRINK_TASK[recipe.task.kind] + SHRINK_MODEL + SHRINK_BENCH + steps + ["bench.seq_lens=null"]
 
 
 @pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.stem)

@@ -14,10 +14,27 @@ from __future__ import annotations
 import random
 from typing import Callable
 
-from compress.data.task import SPLITS
+from pydantic import Field
+
+from compress.data.task import SPLITS, TaskConfigBase
+from compress.data.tokenizer import TokenizerConfig
 from compress.errors import DataError
 
 MAX_FAILED_DRAWS = 100_000  # draws in a row without a new example before giving up
+
+
+class GeneratedTaskConfig(TaskConfigBase):
+    """Fields every generated task shares: split sizes and a symbol-level tokenizer."""
+
+    # examples per split
+    n_train: int = Field(20000, ge=1)
+    n_validation: int = Field(2000, ge=1)
+    n_test: int = Field(2000, ge=1)
+    # one token per symbol; symbols keep their case
+    tokenizer: TokenizerConfig = Field(default_factory=lambda: TokenizerConfig(kind="char", lowercase=False))
+
+    def sizes(self) -> dict[str, int]:
+        return {"train": self.n_train, "validation": self.n_validation, "test": self.n_test}
 
 
 def draw_splits(

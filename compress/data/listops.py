@@ -33,9 +33,8 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from compress.data.generated import draw_splits
-from compress.data.task import SPLITS, TaskConfigBase, TaskData, make_task_data, register_task
-from compress.data.tokenizer import TokenizerConfig
+from compress.data.generated import GeneratedTaskConfig, draw_splits
+from compress.data.task import SPLITS, TaskData, make_task_data, register_task
 
 OPERATORS = ("[MIN", "[MAX", "[MED", "[SM")
 END = "]"
@@ -44,14 +43,10 @@ _DIGITS = [str(d) for d in range(10)]
 
 
 @register_task("listops")
-class ListOpsConfig(TaskConfigBase):
+class ListOpsConfig(GeneratedTaskConfig):
     """ListOps as in the Long Range Arena, with short default lengths."""
 
     kind: Literal["listops"] = "listops"
-    # examples per split
-    n_train: int = Field(20000, ge=1)
-    n_validation: int = Field(2000, ge=1)
-    n_test: int = Field(2000, ge=1)
     # deepest nesting; the root is depth 1 (LRA: 10)
     max_depth: int = Field(10, ge=2, le=100)
     # most arguments per operator, at least 2 (LRA: 10)
@@ -59,8 +54,6 @@ class ListOpsConfig(TaskConfigBase):
     # shortest and longest example in tokens, [CLS]/[SEP] not counted (LRA: 500 and 2000)
     min_length: int = Field(10, ge=1)
     max_length: int = Field(100, ge=4)
-    # one token per symbol; operators keep their case
-    tokenizer: TokenizerConfig = Field(default_factory=lambda: TokenizerConfig(kind="char", lowercase=False))
 
     @model_validator(mode="after")
     def _check_lengths(self) -> "ListOpsConfig":
@@ -88,7 +81,7 @@ class ListOpsConfig(TaskConfigBase):
         texts, labels = draw_splits(
             "listops",
             seed,
-            {"train": self.n_train, "validation": self.n_validation, "test": self.n_test},
+            self.sizes(),
             draw,
             hint="widen min_length/max_length, raise max_depth/max_args or ask for fewer examples",
         )

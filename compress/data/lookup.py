@@ -30,22 +30,17 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from compress.data.generated import draw_splits
-from compress.data.task import TaskConfigBase, TaskData, make_task_data, register_task
-from compress.data.tokenizer import TokenizerConfig
+from compress.data.generated import GeneratedTaskConfig, draw_splits
+from compress.data.task import TaskData, make_task_data, register_task
 
 QUERY = "?"
 
 
 @register_task("lookup")
-class LookupConfig(TaskConfigBase):
+class LookupConfig(GeneratedTaskConfig):
     """Key-value lookup (associative recall) over letters and digits."""
 
     kind: Literal["lookup"] = "lookup"
-    # examples per split
-    n_train: int = Field(20000, ge=1)
-    n_validation: int = Field(2000, ge=1)
-    n_test: int = Field(2000, ge=1)
     # how many distinct keys exist (the first n_keys letters a..z)
     n_keys: int = Field(26, ge=2, le=26)
     # how many values exist (digits 0..n_values-1) = number of classes
@@ -53,8 +48,6 @@ class LookupConfig(TaskConfigBase):
     # key-value pairs per example, drawn uniformly in [min_pairs, max_pairs]
     min_pairs: int = Field(8, ge=2)
     max_pairs: int = Field(24, ge=2)
-    # one token per symbol
-    tokenizer: TokenizerConfig = Field(default_factory=lambda: TokenizerConfig(kind="char", lowercase=False))
 
     @model_validator(mode="after")
     def _check_pairs(self) -> "LookupConfig":
@@ -74,7 +67,7 @@ class LookupConfig(TaskConfigBase):
         texts, labels = draw_splits(
             "lookup",
             seed,
-            {"train": self.n_train, "validation": self.n_validation, "test": self.n_test},
+            self.sizes(),
             lambda rng: generate_example(rng, keys, self.n_values, self.min_pairs, self.max_pairs),
             hint="raise n_keys, n_values or max_pairs, or ask for fewer examples",
         )
