@@ -138,21 +138,6 @@ def prepare_tokenizer(recipe, data, run_dir: Path):
     return tokenizer
 
 
-def encode_splits(data, tokenizer, seq_len: int) -> dict[str, dict]:
-    from compress.data import encode
-
-    out = {}
-    for split, texts in data.texts.items():
-        enc = encode(tokenizer, texts, seq_len)
-        out[split] = {
-            "input_ids": enc["input_ids"],
-            "attention_mask": enc["attention_mask"],
-            "labels": torch.tensor(data.labels[split], dtype=torch.long),
-            "n_truncated": enc.get("n_truncated", 0),
-        }
-    return out
-
-
 def resolve_device(device: str) -> str:
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
@@ -165,23 +150,23 @@ def resolve_device(device: str) -> str:
 
 def run_recipe(recipe, recipe_path: Path | None, runs_dir: Path, command: str = "", console=None) -> Path:
     """Run every step of `recipe` in `runs_dir/<name>/`, resuming finished steps. Returns the run folder."""
-    from compress.data import load_task
+    from compress.config import dump_recipe
+    from compress.data import encode_task, load_task
+    from eval.env import collect_env
+
+    say = console.print if console is not None else print
+    # everything that can fail on bad input runs before the first file is written
+    device = resolve_device(recipe.device)
+    base_dir = recipe_path.parent if recipe_path else Path.cwd()
+    data = load_task(recipe.task, seed=recipe.seed, base_dir=base_dir)
 
     run_dir = (Path(runs_dir) / recipe.name).resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
-    say = console.print if console is not None else print
-    from compress.config import dump_recipe
-
     atomic_write_text(run_dir / "recipe.yaml", f"# resolved recipe; re-run with: slimformer run {run_dir / 'recipe.yaml'}\n" + dump_recipe(recipe))
     torch.manual_seed(recipe.seed)
-    base_dir = recipe_path.parent if recipe_path else Path.cwd()
-    data = load_task(recipe.task, seed=recipe.seed, base_dir=base_dir)
     tokenizer = prepare_tokenizer(recipe, data, run_dir)
-    encoded = encode_splits(data, tokenizer, recipe.task.seq_len)
-    ctx = RunContext(recipe, run_dir, data, tokenizer, encoded, resolve_device(recipe.device))
-
-    from eval.env import collect_env
-
+    encoded = encode_task(data, tokenizer, recipe.task.seq_len)
+    ctx = RunContext(recipe, run_dir, data, tokenizer, encoded, device)
     env = collect_env(recipe.bench.threads)
     atomic_write_json(run_dir / "env.json", env)
     previous = fingerprint(code_version(), data.fingerprint, recipe.seed, recipe.teacher.model_dump(), recipe.task.model_dump())
@@ -242,7 +227,7 @@ def write_results(ctx: RunContext, command: str, env: dict) -> Path:
             "warmup": bench.warmup,
             "repeats": bench.repeats,
             "devices": devices,
-            "truncated": {split: enc["n_truncated"] for split, enc in ctx.encoded.items()},
+            "truncated": ctx.data.stats.get("n_truncated", {}),
             "versions": env.get("versions", {}),
             "cpu": f"{env.get('cpu')} ({env.get('n_cores_usable')} usable cores)",
             "gpu": ", ".join(env.get("cuda_devices") or []) or None,
