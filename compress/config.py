@@ -171,6 +171,9 @@ class RecipeBase(ConfigBase):
                     raise ValueError(f"steps[{i}]: stage name {step.name!r} is used twice; give each stage its own `name`")
                 stages.add(step.name)
                 has_model = True
+        for i, step in enumerate(self.steps):
+            if hasattr(step, "check_recipe"):  # cross-step rules a step kind owns (quantize: needs an export)
+                step.check_recipe(self.steps, i)
         seq_len = self.task.seq_len
         too_long = [t for t in self.bench.seq_lens or [] if t > seq_len]
         if too_long:
@@ -193,6 +196,20 @@ def resolve_recipe_path(recipe: str | Path) -> Path:
         return shipped
     names = ", ".join(sorted(p.stem for p in RECIPES_DIR.glob("*.yaml")))
     raise RecipeError(f"recipe {str(recipe)!r} is neither a file nor a shipped recipe; shipped: {names}")
+
+
+class StrictLoader(yaml.SafeLoader):
+    """PyYAML's safe loader (no tags that build objects), refusing duplicate keys instead of keeping the last."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if isinstance(key, (str, int, float, bool)) and key in seen:
+                raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}: keep one of them", key_node.start_mark)
+            if isinstance(key, (str, int, float, bool)):
+                seen.add(key)
+        return super().construct_mapping(node, deep=deep)
 
 
 def yaml_lines(text: str) -> dict[tuple, int]:
@@ -221,12 +238,14 @@ def yaml_lines(text: str) -> dict[tuple, int]:
 
 def parse_yaml(text: str, source: str) -> dict:
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=StrictLoader)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(e, "problem", None) or str(e)
         raise RecipeError(f"{source}:{where}: YAML syntax error: {problem}") from None
+    except RecursionError:
+        raise RecipeError(f"{source}: YAML nested too deeply") from None
     if not isinstance(data, dict):
         raise RecipeError(f"{source}: a recipe is a YAML mapping with keys name, task, steps, ...; got {type(data).__name__}")
     return data

@@ -36,18 +36,19 @@ class StepSpec:
     makes_stage: bool  # returns a new model saved as a stage
     needs_model: bool  # needs a model from an earlier step
     uses: tuple[str, ...]  # top-level recipe sections the step reads (part of its fingerprint)
+    saves_model: bool = True  # its stage has a torch model; False (quantize): ONNX only, the parent's model stays current
 
 
 STEPS: dict[str, StepSpec] = {}
 
 
-def register_step(kind: str, config: type[BaseModel], makes_stage: bool = False, needs_model: bool = True, uses=()):
+def register_step(kind: str, config: type[BaseModel], makes_stage: bool = False, needs_model: bool = True, uses=(), saves_model: bool = True):
     """Register `fn` as the step `kind`; returns `fn` unchanged."""
 
     def decorator(fn: StepFn) -> StepFn:
         if kind in STEPS:
             raise ValueError(f"step kind {kind!r} is registered twice")
-        STEPS[kind] = StepSpec(kind, config, fn, makes_stage, needs_model, tuple(uses))
+        STEPS[kind] = StepSpec(kind, config, fn, makes_stage, needs_model, tuple(uses), saves_model)
         return fn
 
     return decorator
@@ -148,6 +149,22 @@ def resolve_device(device: str) -> str:
     return device
 
 
+def outputs_exist(ctx: RunContext, spec: StepSpec, done: dict) -> bool:
+    """A finished step's folders are still there (a kill between two renames can lose one)."""
+    folders = [ctx.model_dir()] if spec.makes_stage and spec.saves_model else []
+    if "onnx_dir" in done.get("recorded", {}):
+        folders.append(ctx.run_dir / done["recorded"]["onnx_dir"])
+    return all(f.is_dir() for f in folders)
+
+
+def remove_stale_temporaries(run_dir: Path) -> None:
+    """Delete what a killed run left half-written: hidden `.*.tmp` files and folders (see compress/io.py)."""
+    import shutil
+
+    for path in sorted(run_dir.rglob(".*.tmp"), reverse=True):
+        shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
+
+
 def run_recipe(recipe, recipe_path: Path | None, runs_dir: Path, command: str = "", console=None) -> Path:
     """Run every step of `recipe` in `runs_dir/<name>/`, resuming finished steps. Returns the run folder."""
     from compress.config import dump_recipe
@@ -162,6 +179,7 @@ def run_recipe(recipe, recipe_path: Path | None, runs_dir: Path, command: str = 
 
     run_dir = (Path(runs_dir) / recipe.name).resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(run_dir)
     atomic_write_text(run_dir / "recipe.yaml", f"# resolved recipe; re-run with: slimformer run {run_dir / 'recipe.yaml'}\n" + dump_recipe(recipe))
     torch.manual_seed(recipe.seed)
     tokenizer = prepare_tokenizer(recipe, data, run_dir)
@@ -181,10 +199,10 @@ def run_recipe(recipe, recipe_path: Path | None, runs_dir: Path, command: str = 
             ctx.stage = step.name
             ctx.stage_kinds[step.name] = step.kind
         done = json.loads(marker.read_text()) if marker.is_file() else None
-        if done and done.get("fingerprint") == key:
+        if done and done.get("fingerprint") == key and outputs_exist(ctx, spec, done):
             say(f"[{index}] {step.kind} {ctx.stage}: cached")
             ctx.results.setdefault(ctx.stage, {}).update(done["recorded"])
-            if spec.makes_stage:
+            if spec.makes_stage and spec.saves_model:
                 model = ctx.load_model(ctx.stage)
                 if ctx.teacher is None:
                     ctx.teacher = ctx.load_model(ctx.stage)
@@ -193,7 +211,7 @@ def run_recipe(recipe, recipe_path: Path | None, runs_dir: Path, command: str = 
         ctx.pending = {}
         started = time.time()
         model = spec.fn(model, step, ctx)
-        if spec.makes_stage:
+        if spec.makes_stage and spec.saves_model:
             ctx.save_model(model, ctx.stage)
             if ctx.teacher is None:
                 ctx.teacher = ctx.load_model(ctx.stage)

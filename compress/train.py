@@ -154,14 +154,20 @@ def train(
             model.train()
             running, count = 0.0, 0
             for ids, mask, labels in loader:
-                loss, _ = loss_fn(model, make_batch(ids, mask, labels))
-                if not torch.isfinite(loss):
+                try:
+                    loss, _ = loss_fn(model, make_batch(ids, mask, labels))
+                    if not torch.isfinite(loss):
+                        raise TrainingError(
+                            f"{desc}: loss became {loss.item()} at step {step + 1} (epoch {epoch}); "
+                            f"lower the learning rate (lr is {cfg.lr}) or enable grad_clip"
+                        )
+                    optimizer.zero_grad(set_to_none=True)
+                    accelerator.backward(loss)
+                except torch.cuda.OutOfMemoryError:
                     raise TrainingError(
-                        f"{desc}: loss became {loss.item()} at step {step + 1} (epoch {epoch}); "
-                        f"lower the learning rate (lr is {cfg.lr}) or enable grad_clip"
-                    )
-                optimizer.zero_grad(set_to_none=True)
-                accelerator.backward(loss)
+                        f"{desc}: out of GPU memory at step {step + 1} with batch_size {cfg.batch_size}; "
+                        f"lower batch_size (e.g. {max(cfg.batch_size // 2, 1)}) or task.seq_len"
+                    ) from None
                 if cfg.grad_clip:
                     accelerator.clip_grad_norm_(model.parameters(), cfg.grad_clip)
                 optimizer.step()
