@@ -1,9 +1,10 @@
-"""slimformer's command line: run, validate, ls, cp, schema, report, predict.
+"""slimformer's command line: run, validate, ls, cp, schema, report, bench, predict.
 
     slimformer run quickstart                       # a shipped recipe by short name
     slimformer run my.yaml steps.teacher.epochs=1   # a path, with key=value overrides
     slimformer validate my.yaml                     # check a recipe without running it
     slimformer report runs/a runs/b                 # one page comparing runs
+    slimformer bench --scaling                      # attention latency/memory against length
 
 `python cli.py ...` does the same from a checkout. User mistakes print one clear message and
 exit with code 2; nothing is written for a recipe that does not validate.
@@ -113,6 +114,31 @@ def cmd_report(args) -> int:
     return 0
 
 
+def cmd_bench(args) -> int:
+    """`bench --scaling`: latency and peak memory against sequence length for every attention kind."""
+    from pydantic import ValidationError
+
+    from compress.errors import SlimformerError
+    from eval.scaling import ScalingConfig, run_scaling
+
+    if not args.scaling:
+        raise SlimformerError("bench needs --scaling (a stage's own benchmark is the `bench` step of a recipe)")
+    fields = {"lengths": args.lengths, "kinds": args.kinds, "threads": args.threads, "repeats": args.repeats, "warmup": args.warmup}
+    try:
+        cfg = ScalingConfig(**{k: v for k, v in fields.items() if v is not None}, memory=not args.no_memory)
+    except ValidationError as e:
+        raise SlimformerError("bench --scaling: " + "; ".join(f"--{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors())) from None
+    out = Path(args.out)
+    command = "slimformer " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    run_scaling(cfg, out, command=command, say=console().print)
+    if (out / "results.json").is_file():  # a run folder: its report gets the scaling plots
+        from eval.report import write_report
+
+        write_report([out])
+    print(f"scaling: {out / 'scaling.md'}")
+    return 0
+
+
 def cmd_predict(args) -> int:
     """Classify texts with an exported ONNX folder: ONNX Runtime + the saved tokenizer only."""
     import numpy as np
@@ -178,6 +204,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--baseline", help="reference stage (run/stage when comparing runs)")
     p.add_argument("--out", help="folder for a comparison report (default runs/compare-<names>)")
     p.set_defaults(fn=cmd_report)
+
+    p = sub.add_parser("bench", help="--scaling: latency and memory against sequence length, full vs efficient attention")
+    p.add_argument("--scaling", action="store_true", help="run the attention scaling benchmark")
+    p.add_argument("--lengths", type=int, nargs="+", help="sequence lengths (default 512 1024 2048 4096 8192)")
+    p.add_argument("--kinds", nargs="+", help="attention kinds (default: full bigbird linformer performer)")
+    p.add_argument("--threads", type=int, help="intra-op threads (default 2)")
+    p.add_argument("--repeats", type=int, help="timed calls per length (default 5)")
+    p.add_argument("--warmup", type=int, help="untimed calls per length (default 1)")
+    p.add_argument("--no-memory", action="store_true", help="skip the fresh-process peak-memory probes")
+    p.add_argument("--out", default="runs/scaling", help="output folder (default runs/scaling); a run folder gets the plots in its report")
+    p.set_defaults(fn=cmd_bench)
 
     p = sub.add_parser("predict", help="classify texts with an exported ONNX folder")
     p.add_argument("onnx_dir")

@@ -59,17 +59,18 @@ def export_onnx(model: torch.nn.Module, path: Path, sample: tuple[torch.Tensor, 
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
-        program = torch.onnx.export(
-            LogitsOnly(model),
-            (input_ids, attention_mask),
-            dynamo=True,
-            opset_version=opset,
-            input_names=list(INPUT_NAMES),
-            output_names=["logits"],
-            dynamic_shapes=dynamic,
-            verbose=False,
-        )
-    program.save(str(path), external_data=False)
+        if getattr(model, "onnx_dynamo", True):
+            program = torch.onnx.export(
+                LogitsOnly(model).eval(), (input_ids, attention_mask), dynamo=True, opset_version=opset,
+                input_names=list(INPUT_NAMES), output_names=["logits"], dynamic_shapes=dynamic, verbose=False,
+            )
+            program.save(str(path), external_data=False)
+        else:  # models torch.export specialises (bidirectional RNNs fix the length); the TorchScript exporter keeps it dynamic
+            axes = {name: {0: "batch", 1: "seq_len"} for name in INPUT_NAMES} | {"logits": {0: "batch"}}
+            torch.onnx.export(
+                LogitsOnly(model).eval(), (input_ids, attention_mask), str(path), dynamo=False, opset_version=opset,
+                input_names=list(INPUT_NAMES), output_names=["logits"], dynamic_axes=axes,
+            )
     return path
 
 

@@ -2,9 +2,10 @@
 
 `evaluate` scores the stage's ONNX artifact with ONNX Runtime on the test split (and the torch
 model beside it, so a reader sees they agree), plus macro-F1 and agreement with the baseline
-stage's predictions. `bench` times the ONNX artifact (and eager torch) over the recipe's
-`bench:` grid and measures peak memory in a fresh process. Both are thin: the measuring code
-lives in `eval/` so reports and `slimformer bench` use the same timer.
+stage's predictions (an ONNX-only int8 stage: with its fp32 parent's; no torch accuracy).
+`bench` times the ONNX artifact (and eager torch) over the recipe's `bench:` grid and
+measures peak memory in a fresh process. Both are thin: the measuring code lives in `eval/`
+so reports and `slimformer bench` use the same timer.
 """
 
 from typing import Literal
@@ -42,23 +43,44 @@ def baseline_stage(ctx) -> str:
     return ctx.recipe.report.baseline or next(iter(ctx.stage_kinds))
 
 
+def onnx_only(ctx) -> bool:
+    """The current stage has no torch model of its own (quantize): `model` is its fp32 parent's."""
+    from compress.pipeline import STEPS
+
+    return not STEPS[ctx.stage_kinds[ctx.stage]].saves_model
+
+
+def parent_logits(ctx, split: str, batch_size: int) -> np.ndarray:
+    """The fp32 parent's logits on `split`: saved by its evaluate step, else run on its ONNX artifact."""
+    from eval.accuracy import predict_onnx
+
+    parent = ctx.results[ctx.stage]["parent"]
+    path = ctx.stage_dir(parent) / f"{split}_logits.npy"
+    if path.is_file():
+        return np.load(path, allow_pickle=False)
+    data = ctx.encoded[split]
+    return predict_onnx(ctx.onnx_dir(parent) / ONNX_FILE, data["input_ids"], data["attention_mask"], batch_size=batch_size, threads=ctx.recipe.bench.threads)
+
+
 @register_step("evaluate", EvaluateConfig)
 def evaluate(model, cfg: EvaluateConfig, ctx):
     from eval.accuracy import classification_metrics, predict_onnx, predict_torch
 
     split = ctx.encoded[cfg.split]
     ids, mask, labels = split["input_ids"], split["attention_mask"], split["labels"].numpy()
-    torch_logits = predict_torch(model, ids, mask, batch_size=cfg.batch_size)
+    quantized = onnx_only(ctx)  # int8: agreement is with its fp32 parent, and there is no torch accuracy
+    torch_logits = None if quantized else predict_torch(model, ids, mask, batch_size=cfg.batch_size)
     onnx_path = ctx.onnx_dir() / ONNX_FILE
     if onnx_path.is_file():
         logits = predict_onnx(onnx_path, ids, mask, batch_size=cfg.batch_size, threads=ctx.recipe.bench.threads)
     else:
         logits = torch_logits  # no artifact yet: the report marks accuracy as torch-only
-    metrics = classification_metrics(logits, labels, baseline_logits(ctx, cfg.split))
+    reference = parent_logits(ctx, cfg.split, cfg.batch_size) if quantized else baseline_logits(ctx, cfg.split)
+    metrics = classification_metrics(logits, labels, reference)
     np.save(ctx.stage_dir() / f"{cfg.split}_logits.npy", logits.astype(np.float32), allow_pickle=False)
     if cfg.split == "test":
         ctx.record("accuracy", metrics["accuracy"] if onnx_path.is_file() else None)
-        ctx.record("accuracy_torch", classification_metrics(torch_logits, labels)["accuracy"])
+        ctx.record("accuracy_torch", None if quantized else classification_metrics(torch_logits, labels)["accuracy"])
         ctx.record("macro_f1", metrics["macro_f1"])
         ctx.record("agreement", 1.0 if metrics["agreement"] is None else metrics["agreement"])
         ctx.record("n_test", metrics["n"])
@@ -82,8 +104,9 @@ def bench(model, cfg: BenchStepConfig, ctx):
     precision = ctx.results.get(ctx.stage, {}).get("precision", "fp32")
     latency = bench_onnx(onnx_path, precision=precision, **common)
     if protocol.torch:
-        latency += bench_torch(model, device="cpu", **common)
-        if torch.cuda.is_available():
+        if not onnx_only(ctx):  # an int8 stage is an ONNX Runtime CPU artifact: no eager torch row of its own
+            latency += bench_torch(model, device="cpu", **common)
+        if torch.cuda.is_available():  # on GPU, fp32 and fp16 of the stage (for int8: of its fp32 parent)
             latency += bench_torch(model, device="cuda", **common)
             latency += bench_torch(model, device="cuda", dtype=torch.float16, **common)
     ctx.record("latency", latency)

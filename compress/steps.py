@@ -1,7 +1,8 @@
 """Importing this module registers every pipeline step (one file per method)."""
 
-from compress import export, measure, train  # noqa: F401
+from compress import distill, export, measure, prune, quantize, train  # noqa: F401
 
+from compress.attention import swap  # noqa: F401
 from compress.pipeline import STEPS
 
 __all__ = ["STEPS"]

@@ -17,19 +17,18 @@ from accelerate import Accelerator
 from accelerate.utils import set_seed
 from pydantic import Field
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import DataLoader
 
-from compress.config import NAME_PATTERN, StepConfig
+from compress.config import NAME_PATTERN, ConfigBase, StepConfig
 from compress.errors import TrainingError
 from compress.pipeline import register_step
 
 LossFn = Callable[[torch.nn.Module, dict], tuple[torch.Tensor, torch.Tensor]]
 
 
-class TrainConfig(StepConfig):
-    """Train the teacher from scratch on the task's training split."""
+class OptimConfig(ConfigBase):
+    """How a model is optimised: shared by every step that trains (train, distill, recovery)."""
 
-    kind: Literal["train"] = "train"
     epochs: int = Field(5, ge=1, le=10000)  # passes over the training split
     batch_size: int = Field(64, ge=1, le=65536)
     lr: float = Field(1e-3, gt=0, le=1.0)  # peak learning rate of AdamW
@@ -38,8 +37,14 @@ class TrainConfig(StepConfig):
     grad_clip: float | None = Field(1.0, gt=0)  # max gradient norm; null to disable
     patience: int | None = Field(3, ge=1)  # stop after this many epochs without a better val accuracy
     max_steps: int | None = Field(None, ge=1)  # stop after this many optimiser steps (smoke runs)
-    label_smoothing: float = Field(0.0, ge=0, lt=1)
     group_by_length: bool = True  # batch examples of similar length: less padding, same data per epoch
+
+
+class TrainConfig(StepConfig, OptimConfig):
+    """Train the teacher from scratch on the task's training split."""
+
+    kind: Literal["train"] = "train"
+    label_smoothing: float = Field(0.0, ge=0, lt=1)
     name: str | None = Field("teacher", pattern=NAME_PATTERN)  # the stage this step makes
 
 
@@ -55,11 +60,6 @@ def trim(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.T
     """Drop padding columns past the longest real sequence of the batch: (B, T) -> (B, T')."""
     length = max(int(attention_mask.sum(dim=1).max()), 1)
     return input_ids[:, :length], attention_mask[:, :length]
-
-
-def make_batch(input_ids, attention_mask, labels) -> dict:
-    input_ids, attention_mask = trim(input_ids, attention_mask)
-    return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
 
 
 @torch.no_grad()
@@ -104,11 +104,34 @@ class LengthGroupedBatches(torch.utils.data.Sampler):
         return -(-len(self.lengths) // self.batch_size)
 
 
-def make_loader(split: dict, cfg: "TrainConfig", seed: int) -> DataLoader:
-    dataset = TensorDataset(split["input_ids"], split["attention_mask"], split["labels"])
+def make_loader(split: dict, cfg: OptimConfig, seed: int) -> DataLoader:
+    """Batches of every tensor in `split` (input_ids, attention_mask, labels, and extras such as teacher_logits)."""
+    keys = [k for k, v in split.items() if isinstance(v, torch.Tensor)]
+    dataset = KeyedTensors({k: split[k] for k in keys})
     if cfg.group_by_length:
-        return DataLoader(dataset, batch_sampler=LengthGroupedBatches(split["attention_mask"].sum(dim=1), cfg.batch_size, seed))
-    return DataLoader(dataset, batch_size=cfg.batch_size, shuffle=True, generator=torch.Generator().manual_seed(seed))
+        sampler = LengthGroupedBatches(split["attention_mask"].sum(dim=1), cfg.batch_size, seed)
+        return DataLoader(dataset, batch_sampler=sampler, collate_fn=dataset.collate)
+    g = torch.Generator().manual_seed(seed)
+    return DataLoader(dataset, batch_size=cfg.batch_size, shuffle=True, generator=g, collate_fn=dataset.collate)
+
+
+class KeyedTensors(torch.utils.data.Dataset):
+    """Rows of several same-length tensors, batched into a dict with padding trimmed."""
+
+    def __init__(self, tensors: dict[str, torch.Tensor]):
+        self.tensors = tensors
+
+    def __len__(self) -> int:
+        return len(self.tensors["input_ids"])
+
+    def __getitem__(self, i: int) -> int:
+        return i
+
+    def collate(self, indices: list[int]) -> dict[str, torch.Tensor]:
+        index = torch.tensor(indices)
+        batch = {k: v[index] for k, v in self.tensors.items()}
+        batch["input_ids"], batch["attention_mask"] = trim(batch["input_ids"], batch["attention_mask"])
+        return batch
 
 
 def lr_lambda(warmup_steps: int, total_steps: int) -> Callable[[int], float]:
@@ -125,7 +148,7 @@ def train(
     model: torch.nn.Module,
     train_split: dict,
     val_split: dict,
-    cfg: TrainConfig,
+    cfg: OptimConfig,
     loss_fn: LossFn,
     *,
     seed: int,
@@ -153,9 +176,9 @@ def train(
         for epoch in range(1, cfg.epochs + 1):
             model.train()
             running, count = 0.0, 0
-            for ids, mask, labels in loader:
+            for batch in loader:
                 try:
-                    loss, _ = loss_fn(model, make_batch(ids, mask, labels))
+                    loss, _ = loss_fn(model, batch)
                     if not torch.isfinite(loss):
                         raise TrainingError(
                             f"{desc}: loss became {loss.item()} at step {step + 1} (epoch {epoch}); "

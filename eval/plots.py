@@ -128,3 +128,46 @@ def training_curves(curves: dict[str, list[dict]]) -> bytes | None:
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=8)
     return figure_png(fig)
+
+
+def head_importance(rounds: list[dict], title: str) -> bytes | None:
+    """Layer-by-head importance heatmaps, one panel per pruning round; heads already removed (and unselected layers) blank."""
+    import numpy as np
+
+    panels = [r for r in rounds if any(row for row in r.get("scores") or [])]
+    if not panels:
+        return None
+    width = max(len(row or []) for r in panels for row in r["scores"])
+    fig = Figure(figsize=(min(3.2 * len(panels) + 1.2, 12), 0.45 * len(panels[0]["scores"]) + 1.6), layout="constrained")
+    axes = fig.subplots(1, len(panels), squeeze=False)[0]
+    for ax, r in zip(axes, panels):
+        grid = np.full((len(r["scores"]), width), np.nan)
+        for i, row in enumerate(r["scores"]):
+            for h, v in enumerate(row or []):
+                grid[i, h] = np.nan if v is None else v
+        image = ax.imshow(grid, cmap="viridis", aspect="auto")
+        ax.set_title(f"round {r['round']}", fontsize=9)
+        ax.set_xlabel("head")
+        ax.set_ylabel("layer")
+        ax.set_xticks(range(width))
+        ax.set_yticks(range(grid.shape[0]))
+        fig.colorbar(image, ax=ax, shrink=0.8)
+    fig.suptitle(title, fontsize=10)
+    return figure_png(fig)
+
+
+def sensitivity(data: dict, title: str) -> bytes | None:
+    """Accuracy (%, before recovery) against the fraction of units removed, one line per importance method."""
+    curves = {m: acc for m, acc in (data.get("accuracy") or {}).items() if acc}
+    if not curves:
+        return None
+    fig = Figure(figsize=(6.4, 4.2), layout="constrained")
+    ax = fig.subplots()
+    for method, acc in curves.items():
+        ax.plot([100 * f for f in data["fractions"]], [100 * a for a in acc], marker="o", label=method)
+    ax.set_xlabel(f"{data.get('unit', 'units')} removed, % of {data.get('n_units', '?')}")
+    ax.set_ylabel(f"{data.get('split', 'validation')} accuracy before recovery, %")
+    ax.set_title(title, fontsize=10)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    return figure_png(fig)

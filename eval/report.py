@@ -23,7 +23,7 @@ HEADLINE_BATCH = 8  # the batch the summary quotes latency at, when benchmarked;
 SPREAD_LIMIT = 0.2  # std/mean above this: timings too noisy to trust ratios
 MB = 1e6
 PROTOCOL_FIELDS = ("task", "task_description", "split", "n_test", "seq_len", "seq_lens", "batch_sizes",
-                   "threads", "warmup", "repeats", "devices", "cpu")
+                   "truncated", "threads", "warmup", "repeats", "devices", "cpu")  # truncated: texts cut at seq_len, per split
 LATENCY_FIELDS = ("device", "runtime", "precision", "batch", "seq_len", "threads",
                   "p50_ms", "p90_ms", "p99_ms", "mean_ms", "std_ms", "throughput_per_s")
 CSS = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1200px;padding:0 1em;color:#222}
@@ -244,6 +244,8 @@ def protocol_table(runs: dict[str, dict]) -> Table:
 
 
 def protocol_text(value: object) -> str:
+    if isinstance(value, dict):
+        return ", ".join(f"{k} {v}" for k, v in value.items())
     return ", ".join(map(str, value)) if isinstance(value, list) else cell_text(value)
 
 
@@ -290,6 +292,14 @@ def make_figures(rows: list[Row], setting: tuple[int, int] | None) -> list[tuple
          plots.latency_vs_batch(by_batch, f"CPU ONNX Runtime, seq_len {setting[1]}") if setting else None),
         ("Training curves", "training_curves.png", plots.training_curves(curves)),
     ]
+    for r in rows:  # pruning stages: head importance per round, and the sensitivity sweep
+        slug = "".join(c if c.isalnum() or c in "-_" else "_" for c in r.name)
+        scores = r.stage.get("head_importance") or {}
+        candidates.append((f"Head importance: {r.name} ({scores.get('method')})", f"head_importance_{slug}.png",
+                           plots.head_importance(scores.get("rounds") or [], f"{r.name}: {scores.get('method')} importance") if scores else None))
+        sweep = r.stage.get("sensitivity")
+        candidates.append((f"Pruning sensitivity: {r.name}", f"sensitivity_{slug}.png",
+                           plots.sensitivity(sweep, f"parent of {r.name}, masked, no recovery") if sweep else None))
     return [(title, name, png) for title, name, png in candidates if png]
 
 
@@ -396,6 +406,11 @@ def write_report(run_dirs: list[Path], out_dir: Path | None = None, baseline: st
         raise SlimformerError(f"runs to compare must have distinct names, got {names}")
     out_dir = out_dir or (run_dirs[0] if len(runs) == 1 else run_dirs[0].parent / f"compare-{'-'.join(runs)}")
     report = build_report(runs, baseline)
+    for folder in dict.fromkeys([out_dir, *run_dirs]):  # `slimformer bench --scaling --out RUN_DIR` left scaling plots here
+        if (folder / "scaling.json").is_file():
+            from eval.scaling import figures as scaling_figures
+
+            report.figures += scaling_figures(json.loads((folder / "scaling.json").read_text(encoding="utf-8")))
     paths = {"md": out_dir / "report.md", "html": out_dir / "report.html", "files": out_dir / "report_files"}
     with atomic_dir(paths["files"]) as files_dir:
         for _, name, png in report.figures:

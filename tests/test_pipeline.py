@@ -27,6 +27,7 @@ SHRINK_TASK = {
 def shrink(path: Path) -> list[str]:
     recipe, _ = load_recipe(path)
     steps = [f"steps.{i}.max_steps=3" for i, s in enumerate(recipe.steps) if hasattr(s, "max_steps")]
+    steps += [f"steps.{i}.recover.max_steps=3" for i, s in enumerate(recipe.steps) if hasattr(s, "recover")]
     return SHRINK_TASK[recipe.task.kind] + SHRINK_MODEL + SHRINK_BENCH + steps + ["bench.seq_lens=null"]
 
 

@@ -10,28 +10,44 @@ and `slimformer validate` needs only the sizes and the attention registry.
 
 from typing import Any
 
+from .attention_bigbird import BigBirdAttention  # noqa: F401  (registers "bigbird")
 from .attention_full import FullAttention  # noqa: F401  (registers "full")
+from .attention_linformer import LinformerAttention  # noqa: F401  (registers "linformer")
+from .attention_performer import PerformerAttention  # noqa: F401  (registers "performer")
 from .attention_registry import ATTENTION, build_attention, register_attention
 from .sizes import SIZES
 
-MODEL_NAMES = ("SlimformerConfig", "SlimformerForSequenceClassification", "SlimformerPreTrainedModel")
+MODEL_NAMES = {
+    "SlimformerConfig": "modeling_slimformer",
+    "SlimformerForSequenceClassification": "modeling_slimformer",
+    "SlimformerPreTrainedModel": "modeling_slimformer",
+    "SlimRNNConfig": "modeling_rnn",
+    "SlimRNNForSequenceClassification": "modeling_rnn",
+}
 
 
-def register_auto_classes():
+def register_auto_classes() -> None:
+    """Register both model families (Transformer, and the BoE/GRU/LSTM students) with the Auto classes."""
     from transformers import AutoConfig, AutoModelForSequenceClassification
 
-    from . import modeling_slimformer as m
+    from . import modeling_rnn, modeling_slimformer
 
-    AutoConfig.register(m.SlimformerConfig.model_type, m.SlimformerConfig, exist_ok=True)
-    AutoModelForSequenceClassification.register(m.SlimformerConfig, m.SlimformerForSequenceClassification, exist_ok=True)
-    m.SlimformerConfig.register_for_auto_class()
-    m.SlimformerForSequenceClassification.register_for_auto_class("AutoModelForSequenceClassification")
-    return m
+    for config, model in (
+        (modeling_slimformer.SlimformerConfig, modeling_slimformer.SlimformerForSequenceClassification),
+        (modeling_rnn.SlimRNNConfig, modeling_rnn.SlimRNNForSequenceClassification),
+    ):
+        AutoConfig.register(config.model_type, config, exist_ok=True)
+        AutoModelForSequenceClassification.register(config, model, exist_ok=True)
+        config.register_for_auto_class()
+        model.register_for_auto_class("AutoModelForSequenceClassification")
 
 
 def __getattr__(name: str) -> Any:
     if name in MODEL_NAMES:
-        return getattr(register_auto_classes(), name)
+        import importlib
+
+        register_auto_classes()
+        return getattr(importlib.import_module(f".{MODEL_NAMES[name]}", __name__), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 

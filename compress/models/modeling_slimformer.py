@@ -21,7 +21,10 @@ from torch import nn
 from transformers import PreTrainedConfig, PreTrainedModel
 from transformers.modeling_outputs import SequenceClassifierOutput
 
+from .attention_bigbird import BigBirdAttention  # noqa: F401  (registers "bigbird")
 from .attention_full import FullAttention  # noqa: F401  (registers "full")
+from .attention_linformer import LinformerAttention  # noqa: F401  (registers "linformer")
+from .attention_performer import PerformerAttention  # noqa: F401  (registers "performer")
 from .attention_registry import ATTENTION, build_attention
 
 POOLINGS = ("mean", "cls")

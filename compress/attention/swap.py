@@ -1,0 +1,181 @@
+"""Swap a model's attention for an efficient kind, then recover accuracy by distilling from the full-attention teacher.
+
+`swap_attention_` replaces the attention of the selected layers in place: each new module is
+built with the layer's current head count, takes the old module's `q_proj`/`k_proj`/`v_proj`/
+`out_proj` weights (and any extra tensor of the same name and shape), and only the new kind's
+extras start fresh (Linformer's E/F, Performer's features, BigBird's random layout);
+`model.config.attention[i]` is updated in the same call, so the model saves and reloads exactly.
+
+The `swap_attention` step then trains the swapped model with the one training loop and a
+distillation loss (Hinton et al. 2015, "Distilling the Knowledge in a Neural Network"): KL
+divergence to the teacher's temperature-softened logits, scaled by T^2 (`compress.losses`),
+plus cross-entropy on the labels; the teacher's logits on the training split are computed once. The kinds: BigBird (Zaheer et al. 2020), Linformer (Wang et al. 2020), Performer
+(Choromanski et al. 2021); see `compress/models/attention_*.py`.
+"""
+
+import copy
+import fnmatch
+import inspect
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from pydantic import Field, ValidationInfo, field_validator, model_validator
+
+from compress.config import NAME_PATTERN, StepConfig
+from compress.errors import RecipeError
+from compress.losses import soft_target_loss
+from compress.models import ATTENTION, build_attention
+from compress.pipeline import register_step
+from compress.train import OptimConfig, cross_entropy_loss, predict, train
+
+PROJECTIONS = ("q_proj", "k_proj", "v_proj", "out_proj")
+CONTRACT_ARGS = ("dim", "n_heads", "head_dim", "dropout")  # every kind's constructor takes these; the model supplies them
+
+
+class RecoverConfig(OptimConfig):
+    """Training after the swap: the one training loop, distilling from the teacher (or on labels alone)."""
+
+    epochs: int = Field(3, ge=0, le=10000)  # passes over the training split; 0 = no recovery
+    lr: float = Field(5e-4, gt=0, le=1.0)  # peak learning rate of AdamW
+    distill_from: Literal["teacher", "none"] = "teacher"  # teacher: soft targets from the first stage; none: labels only
+    temperature: float = Field(2.0, gt=0, le=100)  # softens both distributions in the KL term
+    alpha: float = Field(0.5, ge=0, le=1)  # weight of the KL term; (1 - alpha) goes to cross-entropy on the labels
+
+
+class SwapAttentionConfig(StepConfig):
+    """Swap the attention of selected layers for another kind and recover accuracy by distillation."""
+
+    kind: Literal["swap_attention"] = "swap_attention"
+    to: str  # the attention kind to swap in: bigbird | linformer | performer | full
+    args: dict[str, Any] = Field(default_factory=dict)  # that kind's arguments, e.g. {k: 128} for linformer
+    layers: list[str] = Field(default_factory=lambda: ["*"], min_length=1)  # globs over layer indices or names: "*", "0", "layers.1"
+    source: Literal["current", "teacher"] = "current"  # swap the current stage's model, or a copy of the teacher
+    recover: RecoverConfig = Field(default_factory=RecoverConfig)
+    name: str | None = Field(None, pattern=NAME_PATTERN)  # the stage this step makes; default: the kind swapped in
+
+    @model_validator(mode="after")
+    def default_name(self):
+        if self.name is None:
+            self.name = self.to
+        return self
+
+    @field_validator("to")
+    @classmethod
+    def known_kind(cls, to: str) -> str:
+        if to not in ATTENTION:
+            raise ValueError(f"unknown attention kind {to!r}; choose one of {sorted(ATTENTION)}")
+        return to
+
+    @field_validator("args")
+    @classmethod
+    def known_args(cls, args: dict, info: ValidationInfo) -> dict:
+        if info.data.get("to") in ATTENTION:
+            check_args(info.data["to"], args)
+        return args
+
+
+def kind_args(kind: str) -> list[str]:
+    """The arguments a kind takes beyond the contract's (dim, n_heads, head_dim, dropout)."""
+    return [p for p in inspect.signature(ATTENTION[kind].__init__).parameters if p not in ("self", *CONTRACT_ARGS)]
+
+
+def check_args(kind: str, args: dict) -> None:
+    """ValueError naming unknown arguments, or the kind's own complaint about a bad value."""
+    valid = kind_args(kind)
+    unknown = [a for a in args if a not in valid]
+    if unknown:
+        raise ValueError(f"{kind} has no argument(s) {unknown}; valid: {', '.join(valid) or 'none'}")
+    try:
+        ATTENTION[kind](dim=8, n_heads=1, head_dim=8, **args)  # a tiny build: bad values fail here, not mid-run
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{kind} args {args}: {e}") from None
+
+
+def select_layers(model, patterns: list[str]) -> list[int]:
+    """Indices of layers with attention whose index (`0`) or name (`layers.0`, `layers.0.attn`) matches a glob."""
+    chosen = []
+    for i, layer in enumerate(model.layers):
+        names = (str(i), f"layers.{i}", f"layers.{i}.attn")
+        if layer.attn is not None and any(fnmatch.fnmatchcase(n, p) for n in names for p in patterns):
+            chosen.append(i)
+    return chosen
+
+
+def swap_attention_(model, to: str, args: dict | None = None, layers: list[str] | tuple[str, ...] = ("*",)):
+    """Swap the attention of the layers matching `layers` for kind `to` with `args`, in place; returns `model`.
+
+    Arguments a kind takes but `args` leaves out are filled from the model: `max_len` (Linformer)
+    from `config.max_len`; `seed` (BigBird, Performer) becomes `args.get("seed", 0) + layer index`,
+    so layers draw different random layouts/features. Raises RecipeError when nothing matches.
+    """
+    args = dict(args or {})
+    if to not in ATTENTION:
+        raise RecipeError(f"unknown attention kind {to!r}; choose one of {sorted(ATTENTION)}")
+    chosen = select_layers(model, list(layers))
+    if not chosen:
+        raise RecipeError(f"layers {list(layers)} match no layer with attention; layers are 0..{len(model.layers) - 1} (or layers.0, ...)")
+    takes = kind_args(to)
+    config = model.config
+    for i in chosen:
+        old = model.layers[i].attn
+        spec = {"kind": to, **args}
+        if "max_len" in takes and "max_len" not in args:
+            spec["max_len"] = config.max_len
+        if "seed" in takes:
+            spec["seed"] = int(args.get("seed", 0)) + i
+        weight = old.q_proj.weight
+        new = build_attention(spec, config.dim, old.n_heads, config.head_dim, config.attention_dropout).to(weight.device, weight.dtype)
+        wanted = new.state_dict()
+        state = {k: v for k, v in old.state_dict().items() if k in wanted and wanted[k].shape == v.shape}
+        missing = new.load_state_dict(state, strict=False).missing_keys
+        lost = [k for k in missing if k.split(".")[0] in PROJECTIONS]
+        assert not lost, f"layer {i}: {lost} did not carry over from {type(old).__name__}; only the new kind's extras may start fresh"
+        new.train(old.training)
+        model.layers[i].attn = new
+        config.attention[i] = spec
+    return model
+
+
+def distillation_loss(teacher: torch.nn.Module, temperature: float = 2.0, alpha: float = 0.5):
+    """loss_fn for `train`: alpha * T^2 * KL(teacher_T || student_T) + (1 - alpha) * CE(student, labels).
+
+    Uses the batch's precomputed `teacher_logits` when present, else runs the teacher (eval, no grad).
+    """
+
+    def loss_fn(model, batch):
+        ids, mask = batch["input_ids"], batch["attention_mask"]
+        logits = model(input_ids=ids, attention_mask=mask).logits  # (B, n_classes)
+        target = batch.get("teacher_logits")
+        if target is None:
+            with torch.no_grad():
+                target = teacher.eval().to(ids.device)(input_ids=ids, attention_mask=mask).logits
+        hard = F.cross_entropy(logits, batch["labels"])
+        return alpha * soft_target_loss(logits, target, temperature) + (1.0 - alpha) * hard, logits
+
+    return loss_fn
+
+
+@register_step("swap_attention", SwapAttentionConfig, makes_stage=True)
+def swap_attention(model, cfg: SwapAttentionConfig, ctx):
+    """Swap attention in the current model (or a copy of the teacher), then recover with distillation."""
+    model = copy.deepcopy(ctx.teacher) if cfg.source == "teacher" else model
+    swap_attention_(model, cfg.to, cfg.args, cfg.layers)
+    val = ctx.encoded["validation"]
+    before = (predict(model, val).argmax(-1) == val["labels"]).float().mean().item()
+    ctx.record("swap", {"to": cfg.to, "layers": select_layers(model, cfg.layers), "attention": model.config.attention})
+    ctx.record("val_accuracy_before_recovery", round(before, 5))
+    ctx.log(event="swap_attention", to=cfg.to, val_accuracy_before_recovery=before)
+    r = cfg.recover
+    if r.epochs == 0:
+        return model.eval()
+    split = dict(ctx.encoded["train"])
+    if r.distill_from == "teacher":
+        split["teacher_logits"] = predict(ctx.teacher, split)  # once, not every epoch
+        loss = distillation_loss(ctx.teacher, r.temperature, r.alpha)
+    else:
+        loss = cross_entropy_loss()
+    model, curve = train(model, split, val, r, loss, seed=ctx.recipe.seed, device=ctx.device, log=ctx.log, desc=f"recover {cfg.name}")
+    ctx.record("train_curve", curve)
+    ctx.record("val_accuracy", max(p["val_accuracy"] for p in curve))
+    return model

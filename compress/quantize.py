@@ -1,0 +1,386 @@
+"""The `quantize` step: int8 ONNX artifacts made with ONNX Runtime's own quantization tools.
+
+Post-training quantization of an exported stage (Jacob et al. 2018, "Quantization and Training
+of Neural Networks for Efficient Integer-Arithmetic-Only Inference"): weights are stored as int8
+with a scale per tensor or per output channel; activations are quantized either at run time from
+each batch's range (`mode: dynamic`) or with ranges fixed beforehand by running calibration
+examples from the training split (`mode: static`; minmax, entropy (KL divergence, as in
+TensorRT's calibrator) or percentile). `torch.ao.quantization` is not used: it is deprecated
+and its int8 models do not export to ONNX.
+
+Before quantizing, the graph may be fused by `onnxruntime.transformers.optimizer` (LayerNorm,
+SkipLayerNorm, BiasGelu, Attention where the graph matches its patterns; the fusions that
+happened are recorded) and is always prepared by `quant_pre_process` (shape inference, basic
+graph optimisations). Nodes are first renamed `<module path>/<node>` from the `name_scopes`
+metadata the dynamo exporter writes, so `exclude` globs over module names (`classifier*`,
+`layers.0.*`) pick the nodes they came from; excluded nodes stay fp32.
+
+The stage made here is ONNX only (no torch model): `model.onnx` + the parent's config and
+tokenizer files, written atomically. Later `evaluate`/`bench` steps measure that artifact;
+the next model-making step starts again from the parent's torch model.
+"""
+
+import ast
+import contextlib
+import fnmatch
+import io
+import shutil
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+from pydantic import Field, model_validator
+
+from compress.config import NAME_PATTERN, ConfigBase, StepConfig
+from compress.errors import RecipeError
+from compress.export import ONNX_FILE
+from compress.io import atomic_dir
+from compress.pipeline import STEPS, register_step
+
+QUANT_TYPES = {"int8": "QInt8", "uint8": "QUInt8"}
+CALIBRATION_METHODS = {"minmax": "MinMax", "entropy": "Entropy", "percentile": "Percentile"}
+GEMM_SUFFIX = "_MatMul"  # quantize_dynamic's name for the MatMul it makes of a Gemm
+
+
+class CalibrationConfig(ConfigBase):
+    """Where static quantization gets its activation ranges: examples of the training split."""
+
+    method: Literal[tuple(CALIBRATION_METHODS)] = "minmax"  # minmax | entropy (KL) | percentile
+    samples: int = Field(512, ge=1)  # training examples run through the model (seeded sample; all if fewer)
+    batch_size: int = Field(32, ge=1)  # examples per calibration batch (each trimmed to its longest)
+    percentile: float = Field(99.999, gt=90, le=100)  # method percentile: the range keeps this % of values
+
+
+class QuantizeConfig(StepConfig):
+    """Quantize a stage's ONNX artifact to int8 with ONNX Runtime (a new, ONNX-only stage)."""
+
+    kind: Literal["quantize"] = "quantize"
+    name: str | None = Field("int8", pattern=NAME_PATTERN)  # the stage this step makes
+    parent: str | None = Field(None, pattern=NAME_PATTERN)  # stage to quantize; default: the current model's stage
+    mode: Literal["dynamic", "static"] = "dynamic"  # dynamic: activation ranges per batch at run time; static: calibrated
+    format: Literal["qdq", "qoperator"] = "qdq"  # static only: Q/DQ pairs around float ops, or QLinear* ops
+    per_channel: bool = True  # one weight scale per output channel instead of per tensor
+    weight_type: Literal[tuple(QUANT_TYPES)] = "int8"
+    activation_type: Literal[tuple(QUANT_TYPES)] = "uint8"  # static only; u8 activations x s8 weights is the fast CPU path
+    weight_symmetric: bool = True  # zero point 0 for weights
+    activation_symmetric: bool = False  # static only: symmetric activation ranges around 0
+    reduce_range: bool = False  # 7-bit weights: avoids int16 overflow on CPUs without VNNI, costs accuracy
+    # ONNX ops to quantize; default MatMul + Gather (the embedding tables), + Attention (fused) when dynamic
+    op_types: list[str] | None = Field(None, min_length=1)
+    activation_matmuls: bool = False  # also quantize MatMuls of two activations (attention scores, context)
+    exclude: list[str] = Field(["classifier*"])  # globs over module paths / node names kept in fp32
+    optimize: bool = True  # fuse with onnxruntime.transformers.optimizer before quantizing
+    calibration: CalibrationConfig | None = Field(default_factory=CalibrationConfig)  # static only
+    check_samples: int = Field(64, ge=1)  # validation examples on which int8 logits are compared with fp32
+
+    @model_validator(mode="after")
+    def check_modes(self):
+        if self.mode == "static" and self.calibration is None:
+            raise ValueError("mode: static needs calibration data: set calibration: {method: minmax, samples: 512}, "
+                             "or use mode: dynamic")
+        if self.mode == "dynamic" and self.activation_symmetric:
+            raise ValueError("activation_symmetric applies to mode: static; dynamic activations are always asymmetric uint8")
+        from onnxruntime.quantization import registry
+
+        if self.mode == "dynamic":
+            supported, where = registry.IntegerOpsRegistry, "mode dynamic"
+        else:
+            supported = registry.QDQRegistry if self.format == "qdq" else registry.QLinearOpsRegistry
+            where = f"mode static, format {self.format}"
+        if self.op_types is None:
+            self.op_types = ["MatMul", "Gather"] + (["Attention"] if self.mode == "dynamic" else [])
+        unknown = [op for op in self.op_types if op not in supported]
+        if unknown:
+            raise ValueError(f"op_types {unknown} cannot be quantized in {where}; ONNX Runtime supports: {sorted(supported)}")
+        return self
+
+    def check_recipe(self, steps: list, index: int) -> None:
+        """Cross-step rules, called by the recipe validator: a parent with an ONNX artifact, no export after."""
+        parent, model_stages, exported = stage_history(steps, index, self.parent)
+        where = f"steps[{index}] (quantize {self.name!r})"
+        if parent not in model_stages:
+            raise ValueError(f"{where}: parent {parent!r} is not an earlier stage with a torch model; "
+                             f"choose one of {model_stages}")
+        if parent not in exported:
+            raise ValueError(f"{where}: stage {parent!r} has no ONNX artifact to quantize; "
+                             f"put an `export` step after the step that makes {parent!r}, before this one")
+        for j in range(index + 1, len(steps)):
+            if STEPS[steps[j].kind].makes_stage:
+                break
+            if steps[j].kind == "export":
+                raise ValueError(f"steps[{j}] (export) would overwrite the int8 artifact of stage {self.name!r}; "
+                                 "remove it (a quantized stage is already ONNX)")
+
+
+def stage_history(steps: list, index: int, parent: str | None = None) -> tuple[str | None, list[str], set[str]]:
+    """(parent, stages with a torch model, stages exported) as of `steps[index]`.
+
+    The default parent is the stage whose torch model is current: the last model-saving stage
+    (an earlier quantize stage is skipped, so two quantize steps in a row share their parent).
+    """
+    current, model_stages, exported = None, [], set()
+    for step in steps[:index]:
+        spec = STEPS[step.kind]
+        if spec.makes_stage:
+            current = step.name
+            if spec.saves_model:
+                model_stages.append(step.name)
+        if step.kind == "export":
+            exported.add(current)
+    return parent or (model_stages[-1] if model_stages else None), model_stages, exported
+
+
+# --------------------------------------------------------------------------- node names and selection
+
+
+def module_of(node) -> str:
+    """The module path a node came from (`layers.0.attn.q_proj`), from the dynamo exporter's metadata; '' if none."""
+    meta = {entry.key: entry.value for entry in node.metadata_props}
+    try:
+        scopes = ast.literal_eval(meta.get("pkg.torch.onnx.name_scopes", "[]"))
+    except (ValueError, SyntaxError):
+        return ""
+    modules = [s for s in scopes[:-1] if s]  # the last entry is the op itself
+    # the export wraps the model as `model` (compress.export.LogitsOnly): drop that prefix
+    return modules[-1].removeprefix("model").lstrip(".") if modules else ""
+
+
+def name_nodes_by_module_(proto) -> None:
+    """Rename each node `<module path>/<name>` in place, so names survive fusion and read like the model."""
+    for node in proto.graph.node:
+        module = module_of(node)
+        if module and not node.name.startswith(module + "/"):
+            node.name = f"{module}/{node.name}"
+
+
+def split_unsqueezes_(proto) -> int:
+    """Rewrite `Unsqueeze(x, axes=[a, b])` as two one-axis Unsqueezes, in place; returns how many.
+
+    Same values; the exporter folds `mask[:, None, None, :]` into one node, while ONNX Runtime's
+    attention fusion looks for BERT's two (`Mul <- Sub <- Cast <- Unsqueeze <- Unsqueeze`).
+    """
+    from onnx import helper, numpy_helper
+
+    constants = {t.name: numpy_helper.to_array(t) for t in proto.graph.initializer if t.data_type == 7}  # int64
+    nodes, count = [], 0
+    for node in proto.graph.node:
+        axes = constants.get(node.input[1]) if node.op_type == "Unsqueeze" and len(node.input) == 2 else None
+        if axes is None or axes.size != 2 or (axes < 0).any():
+            nodes.append(node)
+            continue
+        first, second = (numpy_helper.from_array(np.array([a], np.int64), f"{node.name}_axes{i}")
+                         for i, a in enumerate(sorted(axes.tolist())))
+        proto.graph.initializer.extend([first, second])
+        middle = f"{node.output[0]}_unsqueezed"
+        nodes.append(helper.make_node("Unsqueeze", [node.input[0], first.name], [middle], name=f"{node.name}_0"))
+        nodes.append(helper.make_node("Unsqueeze", [middle, second.name], list(node.output), name=f"{node.name}_1"))
+        count += 1
+    del proto.graph.node[:]
+    proto.graph.node.extend(nodes)
+    used = {i for n in proto.graph.node for i in n.input}
+    unused = [t for t in proto.graph.initializer if t.name not in used]
+    for tensor in unused:  # the replaced two-axis constants
+        proto.graph.initializer.remove(tensor)
+    return count
+
+
+def matches(name: str, globs: list[str]) -> bool:
+    """Whether a node name, or the module path before its '/', matches any glob."""
+    module = name.rsplit("/", 1)[0] if "/" in name else name
+    return any(fnmatch.fnmatchcase(name, g) or fnmatch.fnmatchcase(module, g) for g in globs)
+
+
+def candidates(proto, op_types: list[str], activation_matmuls: bool, dynamic: bool) -> list:
+    """Nodes the quantizer may touch: an op in `op_types` with a float weight, or any MatMul with `activation_matmuls`.
+
+    `quantize_dynamic` rewrites every Gemm as MatMul + Add (`<gemm>_MatMul`), so with MatMul
+    quantized dynamically Gemms are candidates too.
+    """
+    ops = set(op_types) | ({"Gemm"} if dynamic and "MatMul" in op_types else set())
+    weights = {t.name for t in proto.graph.initializer if t.data_type == 1}  # float32
+    return [n for n in proto.graph.node if n.op_type in ops
+            and (any(i in weights for i in n.input) or activation_matmuls and n.op_type == "MatMul")]
+
+
+def aliases(node) -> list[tuple[str, str]]:
+    """(name, op) a node may have after quantization when kept fp32: itself, or a Gemm's MatMul rewrite."""
+    return [(node.name, node.op_type)] + ([(f"{node.name}{GEMM_SUFFIX}", "MatMul")] if node.op_type == "Gemm" else [])
+
+
+def quantized_nodes(nodes: list, after) -> dict[str, list[str]]:
+    """Split `nodes` (of the graph before quantization) into those `after` quantized and those kept fp32.
+
+    A node is fp32 in `after` when a node of the same name and op still exists there with no
+    input from a DequantizeLinear and no integer initializer; quantizers rename or rewire the others.
+    """
+    integer = {t.name for t in after.graph.initializer if t.data_type in (2, 3)}  # uint8, int8
+    dequantized = {o for n in after.graph.node if n.op_type == "DequantizeLinear" for o in n.output}
+    same = {(n.name, n.op_type): n for n in after.graph.node}
+    out = {"quantized": [], "fp32": []}
+    for node in nodes:
+        kept = next((same[alias] for alias in aliases(node) if alias in same), None)
+        fp32 = kept is not None and not any(i in dequantized or i in integer for i in kept.input)
+        out["fp32" if fp32 else "quantized"].append(node.name)
+    return out
+
+
+# --------------------------------------------------------------------------- calibration
+
+
+def calibration_batches(split: dict, cfg: CalibrationConfig, seed: int) -> list[dict[str, np.ndarray]]:
+    """A seeded sample of `cfg.samples` examples as ONNX feeds, batch by batch, each trimmed to its longest."""
+    from compress.train import trim
+
+    if cfg is None or len(split["input_ids"]) == 0:
+        raise RecipeError("quantize mode: static needs calibration data, and the training split is empty; use mode: dynamic")
+    n = min(cfg.samples, len(split["input_ids"]))
+    order = torch.randperm(len(split["input_ids"]), generator=torch.Generator().manual_seed(seed))[:n]
+    batches = []
+    for start in range(0, n, cfg.batch_size):
+        rows = order[start : start + cfg.batch_size]
+        ids, mask = trim(split["input_ids"][rows], split["attention_mask"][rows])
+        batches.append({"input_ids": ids.numpy().astype(np.int64), "attention_mask": mask.numpy().astype(np.int64)})
+    return batches
+
+
+def data_reader(batches: list[dict[str, np.ndarray]]):
+    """ONNX Runtime's CalibrationDataReader over ready batches."""
+    from onnxruntime.quantization import CalibrationDataReader
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.batches = iter(batches)
+
+        def get_next(self):
+            return next(self.batches, None)
+
+    return Reader()
+
+
+# --------------------------------------------------------------------------- quantize an ONNX file
+
+
+def optimize_graph(src: Path, dst: Path, attention: bool = True) -> dict[str, int]:
+    """Fuse with ONNX Runtime's transformer optimizer (model_type bert, heads and width auto-detected).
+
+    `attention=False` leaves attention unfused (static quantization cannot quantize the fused
+    op's weights). Returns the fusions that happened, `{op: count}` (those with count 0 dropped).
+    """
+    import onnxruntime as ort
+    from onnxruntime.transformers.fusion_options import FusionOptions
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    ort.set_default_logger_severity(3)  # errors only: its graph optimiser warns about every unused constant
+    options = FusionOptions("bert")
+    options.enable_attention = attention
+    optimized = optimize_model(str(src), model_type="bert", num_heads=0, hidden_size=0, optimization_options=options)
+    optimized.save_model_to_file(str(dst))
+    return {op: n for op, n in optimized.get_fused_operator_statistics().items() if n}
+
+
+def quantize_onnx(src: Path, dst: Path, cfg: QuantizeConfig, calibration: list[dict] | None = None) -> dict:
+    """Quantize the fp32 ONNX model `src` into `dst` per `cfg`; returns what was done (fusions, nodes)."""
+    import onnx
+    from onnxruntime.quantization import (
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quant_pre_process,
+        quantize_dynamic,
+        quantize_static,
+    )
+
+    if cfg.mode == "static" and not calibration:
+        raise RecipeError("quantize mode: static needs calibration data (calibration.samples >= 1 training examples); "
+                          "or use mode: dynamic")
+    work = dst.parent / f".{dst.stem}.work"
+    work.mkdir(parents=True, exist_ok=True)
+    try:
+        proto = onnx.load(str(src))
+        name_nodes_by_module_(proto)
+        if cfg.optimize:
+            split_unsqueezes_(proto)
+        named = work / "named.onnx"
+        onnx.save(proto, str(named))
+        fusions = optimize_graph(named, work / "optimized.onnx", attention=cfg.mode == "dynamic") if cfg.optimize else {}
+        prepared = work / "prepared.onnx"
+        quant_pre_process(str(work / "optimized.onnx" if cfg.optimize else named), str(prepared))
+        touched = candidates(onnx.load(str(prepared)), cfg.op_types, cfg.activation_matmuls, cfg.mode == "dynamic")
+        excluded = [n.name for n in touched if matches(n.name, cfg.exclude)]
+        common = {
+            "op_types_to_quantize": cfg.op_types,
+            "per_channel": cfg.per_channel,
+            "reduce_range": cfg.reduce_range,
+            "weight_type": getattr(QuantType, QUANT_TYPES[cfg.weight_type]),
+            "nodes_to_exclude": [name for n in touched if n.name in excluded for name, _ in aliases(n)],
+            "extra_options": {"WeightSymmetric": cfg.weight_symmetric, "MatMulConstBOnly": not cfg.activation_matmuls},
+        }
+        if cfg.mode == "dynamic":
+            quantize_dynamic(str(prepared), str(dst), **common)
+        else:
+            method = getattr(CalibrationMethod, CALIBRATION_METHODS[cfg.calibration.method])
+            common["extra_options"] |= {"ActivationSymmetric": cfg.activation_symmetric}
+            if cfg.calibration.method == "percentile":
+                common["extra_options"]["CalibPercentile"] = cfg.calibration.percentile
+            with contextlib.redirect_stdout(io.StringIO()):  # the histogram calibrators print progress
+                quantize_static(
+                    str(prepared), str(dst), data_reader(calibration),
+                    quant_format=QuantFormat.QDQ if cfg.format == "qdq" else QuantFormat.QOperator,
+                    activation_type=getattr(QuantType, QUANT_TYPES[cfg.activation_type]),
+                    calibrate_method=method,
+                    **common,
+                )
+        nodes = quantized_nodes(touched, onnx.load(str(dst)))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return {"mode": cfg.mode, "format": cfg.format if cfg.mode == "static" else None, "fusions": fusions,
+            "n_quantized": len(nodes["quantized"]), "excluded": excluded, "kept_fp32": nodes["fp32"],
+            "calibration_samples": sum(len(b["input_ids"]) for b in calibration or [])}
+
+
+def compare_logits(fp32: Path, int8: Path, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> dict:
+    """Max and mean |int8 - fp32| of the logits and argmax agreement, on the given inputs."""
+    from eval.accuracy import predict_onnx
+
+    a = predict_onnx(fp32, input_ids, attention_mask, threads=1)
+    b = predict_onnx(int8, input_ids, attention_mask, threads=1)
+    return {"max_abs_diff": float(np.abs(a - b).max()), "mean_abs_diff": float(np.abs(a - b).mean()),
+            "argmax_agreement": float((a.argmax(-1) == b.argmax(-1)).mean()), "n": len(a)}
+
+
+def quantize_stage(parent_dir: Path, out_dir: Path, cfg: QuantizeConfig, calibration: list[dict] | None,
+                   check_inputs: tuple) -> dict:
+    """Write `out_dir` atomically: the quantized `model.onnx` + every other file of `parent_dir` (config, tokenizer)."""
+    from compress.train import trim
+
+    with atomic_dir(out_dir) as tmp:
+        summary = quantize_onnx(parent_dir / ONNX_FILE, tmp / ONNX_FILE, cfg, calibration)
+        for path in parent_dir.iterdir():
+            if path.name != ONNX_FILE and path.is_file():
+                shutil.copy2(path, tmp / path.name)
+        summary["check"] = compare_logits(parent_dir / ONNX_FILE, tmp / ONNX_FILE, *trim(*check_inputs))
+    return summary
+
+
+@register_step("quantize", QuantizeConfig, makes_stage=True, saves_model=False)
+def quantize(model, cfg: QuantizeConfig, ctx):
+    from eval.bench import file_size
+
+    index = next((i for i, step in enumerate(ctx.recipe.steps) if step is cfg), len(ctx.recipe.steps))
+    parent = stage_history(ctx.recipe.steps, index, cfg.parent)[0]
+    source = ctx.onnx_dir(parent)
+    if parent is None or not (source / ONNX_FILE).is_file():
+        raise RecipeError(f"quantize {cfg.name!r}: stage {parent!r} has no ONNX artifact ({source / ONNX_FILE}); "
+                          "put an `export` step before `quantize`")
+    calibration = calibration_batches(ctx.encoded["train"], cfg.calibration, ctx.recipe.seed) if cfg.mode == "static" else None
+    val = ctx.encoded["validation"]
+    check = (val["input_ids"][: cfg.check_samples], val["attention_mask"][: cfg.check_samples])
+    summary = quantize_stage(source, ctx.onnx_dir(), cfg, calibration, check)
+    ctx.record("parent", parent)
+    ctx.record("precision", "int8")
+    ctx.record("onnx_dir", str(ctx.onnx_dir().relative_to(ctx.run_dir)))
+    ctx.record("onnx_bytes", file_size(ctx.onnx_dir()))
+    ctx.record("quantization", summary)
+    ctx.log(event="quantize", parent=parent, fusions=summary["fusions"], n_quantized=summary["n_quantized"], **summary["check"])
+    return model  # the parent's torch model stays current for later model-making steps

@@ -1,0 +1,271 @@
+"""The scaling benchmark: latency and peak memory against sequence length, full attention vs each efficient kind.
+
+`slimformer bench --scaling` builds one small untrained classifier per attention kind (same
+shape, same seed, `max_len` = the longest length), exports each to ONNX once with a dynamic
+sequence axis (and checks parity), then at batch 1 and fixed threads times every length in
+ONNX Runtime on CPU with `eval.bench.bench_onnx`, measures peak memory with
+`eval.bench.peak_memory` (a fresh process per point), and on a CUDA machine also times eager
+torch on the GPU. It writes `scaling.json`, log-log plots and `scaling.md` into one folder;
+`eval/report.py` draws the same plots into a run's report when the run folder has `scaling.json`.
+
+The crossover length of a kind is where its latency curve meets full attention's, interpolated
+in log-log space between the two measured lengths that bracket it (Long Range Arena reports
+speed and memory against length the same way: Tay et al. 2021, "Long Range Arena").
+"""
+
+import math
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field
+
+from compress.config import ConfigBase
+from compress.io import atomic_write_bytes, atomic_write_json, atomic_write_text
+from eval import plots
+
+SCALING_FILE = "scaling.json"
+KINDS = ("full", "bigbird", "linformer", "performer")
+MB = 1e6
+
+
+class ScalingConfig(ConfigBase):
+    """What the scaling benchmark measures; the CLI flags of `slimformer bench --scaling` set these fields."""
+
+    lengths: list[Annotated[int, Field(ge=8, le=65536)]] = Field(default_factory=lambda: [512, 1024, 2048, 4096, 8192])  # lengths timed
+    kinds: list[str] = Field(default_factory=lambda: list(KINDS))  # attention kinds compared; `full` is the reference
+    threads: int = Field(2, ge=1, le=256)  # intra-op threads for ONNX Runtime (and torch)
+    warmup: int = Field(1, ge=0)  # untimed calls per length
+    repeats: int = Field(5, ge=1)  # timed calls per length
+    memory: bool = True  # peak memory per length, each in a fresh process
+    dim: int = Field(128, ge=8)  # the benchmark model's shape (untrained: timing does not depend on weights)
+    n_layers: int = Field(2, ge=1)
+    n_heads: int = Field(4, ge=1)
+    ffn_dim: int = Field(512, ge=1)
+    vocab_size: int = Field(256, ge=8)
+    # each kind's arguments; linformer's max_len is set to the longest length
+    args: dict[str, dict] = Field(default_factory=lambda: {
+        "bigbird": {"block": 64, "window": 3, "n_global": 1, "n_random": 2},
+        "linformer": {"k": 128},
+        "performer": {"n_features": 128},
+    })
+
+    def model_post_init(self, _context) -> None:
+        from compress.errors import RecipeError
+        from compress.models import ATTENTION
+
+        unknown = [k for k in self.kinds if k not in ATTENTION]
+        if unknown:
+            raise RecipeError(f"unknown attention kind(s) {unknown}; choose from {sorted(ATTENTION)}")
+        self.lengths = sorted(set(self.lengths))
+
+    def attention(self, kind: str) -> dict:
+        spec = {"kind": kind, **self.args.get(kind, {})}
+        if kind == "linformer":
+            spec["max_len"] = max(self.lengths)
+        return spec
+
+
+def build_model(cfg: ScalingConfig, kind: str):
+    """The benchmark classifier for `kind`, seed 0, in eval mode."""
+    import torch
+
+    from compress.models import SlimformerConfig, SlimformerForSequenceClassification
+
+    config = SlimformerConfig(vocab_size=cfg.vocab_size, max_len=max(cfg.lengths), dim=cfg.dim, n_layers=cfg.n_layers,
+                              n_heads=cfg.n_heads, ffn_dim=cfg.ffn_dim, attention=cfg.attention(kind), num_labels=2, dropout=0.0)
+    torch.manual_seed(0)
+    return SlimformerForSequenceClassification(config).eval()
+
+
+def export_kind(model, path: Path) -> dict:
+    """Export with a dynamic sequence axis and check parity on a short padded batch."""
+    import torch
+
+    from compress.export import check_parity, export_onnx
+
+    g = torch.Generator().manual_seed(0)
+    n = min(200, model.config.max_len)
+    ids = torch.randint(5, model.config.vocab_size, (2, n), generator=g)
+    mask = torch.ones_like(ids)
+    mask[1, (3 * n) // 4 :] = 0
+    export_onnx(model, path, (ids, mask))
+    return check_parity(model, path, ids, mask, atol=1e-4)
+
+
+def crossover(lengths: list[int], full_ms: list[float], kind_ms: list[float]) -> dict:
+    """Where `kind` becomes faster than full and stays so: {"length", "status"}.
+
+    status "crossed": interpolated length between two measured ones; "below_range": already
+    faster at the shortest length; "not_reached": not faster at the longest length.
+    """
+    ratios = [f / k for f, k in zip(full_ms, kind_ms)]
+    slower = [i for i, r in enumerate(ratios) if r <= 1.0]
+    if not slower:
+        return {"length": lengths[0], "status": "below_range"}
+    j = slower[-1]
+    if j == len(lengths) - 1:
+        return {"length": None, "status": "not_reached"}
+    x0, x1, y0, y1 = math.log(lengths[j]), math.log(lengths[j + 1]), math.log(ratios[j]), math.log(ratios[j + 1])
+    return {"length": round(math.exp(x0 + (0.0 - y0) * (x1 - x0) / (y1 - y0))), "status": "crossed"}
+
+
+def series(records: list[dict], key: str, **match) -> dict[str, list[tuple[int, float]]]:
+    """kind -> sorted (seq_len, value) of the records matching `match`."""
+    out: dict[str, list[tuple[int, float]]] = {}
+    for r in records:
+        if all(r.get(k) == v for k, v in match.items()) and r.get(key) is not None:
+            out.setdefault(r["kind"], []).append((r["seq_len"], r[key]))
+    return {kind: sorted(points) for kind, points in out.items()}
+
+
+def summarise(data: dict) -> dict:
+    """Per kind and runtime: crossover length, and speed-up / memory ratio vs full at each length."""
+    summary: dict[str, dict] = {}
+    runtimes = {(r["runtime"], r["device"]) for r in data["latency"]}
+    memory = series(data["memory"], "peak_rss_bytes")
+    for runtime, device in sorted(runtimes):
+        timed = series(data["latency"], "p50_ms", runtime=runtime, device=device)
+        full = dict(timed.get("full", []))
+        for kind, points in timed.items():
+            if kind == "full" or not full:
+                continue
+            common = [(n, full[n], ms) for n, ms in points if n in full]
+            if not common:
+                continue
+            entry = summary.setdefault(kind, {})
+            lengths, full_ms, kind_ms = map(list, zip(*common))
+            entry[f"{runtime}_{device}"] = {
+                "crossover": crossover(lengths, full_ms, kind_ms),
+                "speedup": {str(n): round(f / k, 3) for n, f, k in common},
+            }
+    full_memory = dict(memory.get("full", []))
+    for kind, points in memory.items():
+        if kind != "full" and full_memory:
+            summary.setdefault(kind, {})["memory_ratio"] = {str(n): round(b / full_memory[n], 4) for n, b in points if n in full_memory}
+    return summary
+
+
+def log_log(curves: dict[str, list[tuple[int, float]]], ylabel: str, title: str) -> bytes | None:
+    """One line per kind on log-log axes; None when no kind has two points."""
+    curves = {k: v for k, v in curves.items() if v}
+    if not any(len(v) > 1 for v in curves.values()):
+        return None
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter
+
+    fig = Figure(figsize=(6.4, 4.2), layout="constrained")
+    ax = fig.subplots()
+    for kind, points in curves.items():
+        ax.plot([n for n, _ in points], [y for _, y in points], marker="o", label=kind, lw=2.5 if kind == "full" else 1.5)
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.xaxis.set_major_locator(FixedLocator(sorted({n for v in curves.values() for n, _ in v})))
+    ax.xaxis.set_major_formatter(FuncFormatter(plots.plain_number))
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    plots.plain_log_ticks(ax.yaxis)
+    ax.set_xlabel("sequence length (tokens, batch 1)")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=10)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    return plots.figure_png(fig)
+
+
+def figures(data: dict) -> list[tuple[str, str, bytes]]:
+    """(title, file name, PNG) of the scaling plots that have data: CPU ONNX Runtime, GPU torch, peak memory."""
+    threads = data["protocol"]["threads"]
+    crossings = {kind: entry.get("onnxruntime_cpu", {}).get("crossover", {}) for kind, entry in data.get("summary", {}).items()}
+    crossing_text = ", ".join(f"{k} {c['length'] if c.get('length') else '>' + str(max(data['protocol']['lengths']))}"
+                              for k, c in crossings.items() if c)
+    candidates = [
+        (f"Latency vs length, ONNX Runtime CPU, {threads} threads (crossover: {crossing_text or 'n/a'})", "scaling_latency_cpu.png",
+         log_log(series(data["latency"], "p50_ms", runtime="onnxruntime", device="cpu"), "p50 latency, ms", f"ONNX Runtime CPU, {threads} threads")),
+        ("Latency vs length, torch GPU", "scaling_latency_gpu.png",
+         log_log(series(data["latency"], "p50_ms", runtime="torch", device="cuda"), "p50 latency, ms", "torch, CUDA")),
+        ("Peak memory vs length, ONNX Runtime CPU (fresh process)", "scaling_memory.png",
+         log_log({k: [(n, b / MB) for n, b in v] for k, v in series(data["memory"], "peak_rss_bytes").items()}, "peak RSS, MB", "ONNX Runtime CPU")),
+    ]
+    return [(title, name, png) for title, name, png in candidates if png]
+
+
+def markdown(data: dict, pngs: list[tuple[str, str, bytes]]) -> str:
+    """scaling.md: the protocol, p50 latency and peak memory per kind and length, crossovers and ratios, the plots."""
+    p = data["protocol"]
+    lengths = p["lengths"]
+    protocol = (f"Model: {p['model']}; batch 1; threads {p['threads']}; warmup {p['warmup']}, repeats {p['repeats']}; "
+                f"CPU {p.get('cpu')}; versions {p.get('versions')}.")
+    lines = ["# Attention scaling benchmark", "", f"Command: `{data.get('command', '')}`", "", protocol, ""]
+    cpu = series(data["latency"], "p50_ms", runtime="onnxruntime", device="cpu")
+    memory = series(data["memory"], "peak_rss_bytes")
+    header = "| kind | args | " + " | ".join(f"{n}" for n in lengths) + " |"
+    for title, table, fmt in (("p50 latency, ms (ONNX Runtime, CPU)", cpu, "{:.1f}"), ("peak RSS, MB (fresh process)", memory, None)):
+        lines += [f"## {title}", "", header, "|" + "---|" * (len(lengths) + 2)]
+        for kind in p["kinds"]:
+            values = dict(table.get(kind, []))
+            cells = [(fmt.format(values[n]) if fmt else f"{values[n] / MB:.0f}") if n in values else "—" for n in lengths]
+            lines.append(f"| {kind} | `{p['attention'][kind]}` | " + " | ".join(cells) + " |")
+        lines.append("")
+    lines += ["## Against full attention", "", "| kind | runtime | crossover length | speed-up at each length | peak memory / full |", "|---|---|---|---|---|"]
+    for kind, entry in data["summary"].items():
+        ratio = ", ".join(f"{n}: {r:.3f}" for n, r in entry.get("memory_ratio", {}).items())
+        for key, value in entry.items():
+            if key != "memory_ratio":
+                c = value["crossover"]
+                speedups = ", ".join(f"{n}: {s:.2f}×" for n, s in value["speedup"].items())
+                lines.append(f"| {kind} | {key} | {c['length'] or '—'} ({c['status']}) | {speedups} | {ratio} |")
+    lines += [""] + [f"![{t}]({name})" for t, name, _ in pngs] + [""]
+    return "\n".join(lines)
+
+
+def run_scaling(cfg: ScalingConfig, out_dir: Path, command: str = "", say: Callable[[str], None] = print) -> dict:
+    """Measure every kind at every length; write scaling.json, the plots and scaling.md into `out_dir`."""
+    import torch
+
+    from eval.bench import bench_onnx, bench_torch, count_params, peak_memory
+    from eval.env import collect_env
+
+    out_dir = Path(out_dir)
+    onnx_dir = out_dir / "onnx"
+    onnx_dir.mkdir(parents=True, exist_ok=True)
+    env = collect_env(cfg.threads)
+    latency, memory, params, parity = [], [], {}, {}
+    for kind in cfg.kinds:
+        model = build_model(cfg, kind)
+        path = onnx_dir / f"{kind}.onnx"
+        say(f"{kind}: export")
+        parity[kind] = export_kind(model, path)
+        params[kind] = count_params(model)
+        say(f"{kind}: ONNX Runtime CPU, lengths {cfg.lengths}")
+        for record in bench_onnx(path, [1], cfg.lengths, cfg.threads, cfg.vocab_size, warmup=cfg.warmup, repeats=cfg.repeats):
+            latency.append({"kind": kind, **record})
+        if torch.cuda.is_available():
+            say(f"{kind}: torch CUDA")
+            gpu = bench_torch(model, [1], cfg.lengths, cfg.threads, cfg.vocab_size, warmup=cfg.warmup, repeats=cfg.repeats, device="cuda")
+            latency += [{"kind": kind, **record} for record in gpu]
+        if cfg.memory:
+            for n in cfg.lengths:
+                memory.append({"kind": kind, **peak_memory(path, 1, n, cfg.threads)})
+            say(f"{kind}: peak memory " + ", ".join(f"{m['seq_len']}: {m['peak_rss_bytes'] / MB:.0f} MB" for m in memory if m["kind"] == kind))
+    data = {
+        "command": command,
+        "protocol": {
+            "lengths": cfg.lengths, "kinds": cfg.kinds, "batch": 1, "threads": cfg.threads, "warmup": cfg.warmup, "repeats": cfg.repeats,
+            "model": f"dim {cfg.dim}, {cfg.n_layers} layers, {cfg.n_heads} heads, ffn {cfg.ffn_dim}, vocab {cfg.vocab_size}, untrained",
+            "attention": {kind: cfg.attention(kind) for kind in cfg.kinds},
+            "cpu": f"{env.get('cpu')} ({env.get('n_cores_usable')} usable cores)",
+            "gpu": ", ".join(env.get("cuda_devices") or []) or None,
+            "versions": env.get("versions", {}),
+        },
+        "params": params,
+        "parity": parity,
+        "latency": latency,
+        "memory": memory,
+    }
+    data["summary"] = summarise(data)
+    pngs = figures(data)
+    for _, name, png in pngs:
+        atomic_write_bytes(out_dir / name, png)
+    atomic_write_json(out_dir / SCALING_FILE, data)
+    atomic_write_text(out_dir / "scaling.md", markdown(data, pngs))
+    return data

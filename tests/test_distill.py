@@ -1,0 +1,177 @@
+"""Distillation: each loss is 0 for an identical student and positive otherwise; gradients reach
+only the student; students of another width, head count or kind train and export with parity."""
+
+import copy
+
+import pytest
+import torch
+
+from compress.distill import Capture, DistillConfig, Distiller, augment, default_layer_map, distill_loss, init_from_teacher_
+from compress.export import ExportConfig, export_stage
+from compress.losses import hidden_loss, relation_loss, soft_target_loss
+from compress.models import SlimformerConfig, SlimformerForSequenceClassification, SlimRNNConfig, SlimRNNForSequenceClassification
+
+
+def teacher_model(**kw):
+    torch.manual_seed(0)
+    base = dict(vocab_size=60, max_len=24, dim=32, n_layers=2, n_heads=4, ffn_dim=64, num_labels=3, dropout=0.0)
+    return SlimformerForSequenceClassification(SlimformerConfig(**{**base, **kw})).eval()
+
+
+def batch(n=4, seq_len=10):
+    g = torch.Generator().manual_seed(1)
+    ids = torch.randint(5, 60, (n, seq_len), generator=g)
+    mask = torch.ones_like(ids)
+    mask[0, 6:] = 0
+    ids[mask == 0] = 0
+    return {"input_ids": ids, "attention_mask": mask, "labels": torch.tensor([0, 1, 2, 0][:n])}
+
+
+def test_soft_and_hidden_losses_zero_for_identical_positive_otherwise():
+    x = torch.randn(4, 3)
+    assert soft_target_loss(x, x, 2.0).item() == pytest.approx(0.0, abs=1e-6)
+    assert soft_target_loss(x, x + torch.randn(4, 3), 2.0).item() > 0
+    h, mask = torch.randn(2, 5, 8), torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]])
+    assert hidden_loss(h, h, mask).item() == 0.0
+    assert hidden_loss(h, h + 1, mask).item() == pytest.approx(1.0)
+    changed = h.clone()
+    changed[0, 3:] += 100.0  # padded positions do not count
+    assert hidden_loss(h, changed, mask).item() == 0.0
+
+
+@pytest.mark.parametrize("relations", [1, 2, 4])
+def test_relation_loss_zero_for_identical_positive_otherwise(relations):
+    q, k = torch.randn(2, 6, 8), torch.randn(2, 6, 8)
+    mask = torch.tensor([[1, 1, 1, 1, 0, 0], [1] * 6])
+    assert relation_loss((q, k), (q, k), mask, relations).item() == pytest.approx(0.0, abs=1e-6)
+    assert relation_loss((q, k), (q, torch.randn(2, 6, 8)), mask, relations).item() > 0
+    # different widths (4 vs 8 per token) compare through relation heads
+    assert relation_loss((q[..., :4], k[..., :4]), (q, k), mask, 2).item() > 0
+
+
+def distill_cfg(**losses):
+    return DistillConfig(losses={"logits": 1.0, "hard": 0.5, "hidden": 1.0, "attention": 1.0, **losses}, attention_form="value_relation")
+
+
+def test_all_losses_zero_when_student_equals_teacher():
+    teacher = teacher_model()
+    student = copy.deepcopy(teacher)
+    cfg = distill_cfg(hard=0.0)
+    distiller = Distiller(student, teacher, [0, 1], cfg)
+    loss, _ = distill_loss(teacher, [0, 1], cfg)(distiller, batch())
+    assert loss.item() == pytest.approx(0.0, abs=1e-5)
+
+
+def test_gradients_reach_the_student_only_across_widths_and_heads():
+    teacher = teacher_model(n_layers=4)
+    student = teacher_model(dim=16, n_heads=2, head_dim=8, ffn_dim=32)
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    cfg = distill_cfg()
+    layer_map = default_layer_map(2, 4)
+    assert layer_map == [1, 3]
+    distiller = Distiller(student, teacher, layer_map, cfg)
+    loss, logits = distill_loss(teacher, layer_map, cfg)(distiller, batch())
+    assert loss.item() > 0 and logits.shape == (4, 3)
+    loss.backward()
+    assert all(p.grad is None for p in teacher.parameters())
+    assert all(p.grad is not None for n, p in distiller.named_parameters() if "pos" not in n and "tok" not in n)
+    assert isinstance(distiller.proj[0], torch.nn.Linear) and distiller.proj[0].weight.shape == (32, 16)
+
+
+def test_distilled_student_learns_from_the_teacher():
+    """A few steps of the distillation loss pull a fresh student's logits toward the teacher's."""
+    teacher = teacher_model()
+    student = teacher_model(dim=16, n_heads=2, head_dim=8)
+    cfg = distill_cfg(hard=0.0, hidden=0.0, attention=0.0)
+    distiller = Distiller(student, teacher, [0, 1], cfg)
+    loss_fn = distill_loss(teacher, [0, 1], cfg)
+    opt = torch.optim.Adam(distiller.parameters(), lr=1e-2)
+    first = None
+    for _ in range(30):
+        loss, _ = loss_fn(distiller, batch())
+        first = first if first is not None else loss.item()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert loss.item() < first / 2
+
+
+def test_init_from_teacher_copies_mapped_layers_and_truncates():
+    teacher = teacher_model(n_layers=4)
+    student = teacher_model(n_layers=2)
+    counts = init_from_teacher_(student, teacher, [1, 3])
+    assert counts["fresh"] == 0 and counts["truncated"] == 0
+    assert torch.equal(student.layers[1].attn.q_proj.weight, teacher.layers[3].attn.q_proj.weight)
+    narrow = teacher_model(dim=16, n_heads=2, head_dim=8, ffn_dim=32)
+    counts = init_from_teacher_(narrow, teacher, [0, 2])
+    assert counts["truncated"] > 0
+    assert torch.equal(narrow.layers[1].mlp.up_proj.weight, teacher.layers[2].mlp.up_proj.weight[:32, :16])
+
+
+def test_augment_adds_teacher_labelled_copies():
+    split = batch()
+    out = augment(split, DistillConfig(augment={"copies": 2, "mask": 0.5, "swap": 0.5}).augment, seed=0)
+    assert out["input_ids"].shape == (12, 10) and (out["labels"][4:] == -1).all()
+    assert torch.equal(out["input_ids"][:4], split["input_ids"])
+    assert not torch.equal(out["input_ids"][4:8], split["input_ids"])
+    assert torch.equal(out["attention_mask"][4:8], split["attention_mask"])  # padding untouched
+
+
+def test_capture_hooks_are_removed():
+    model = teacher_model()
+    captured = Capture(model, [0, 1])
+    model(**{k: v for k, v in batch().items() if k != "labels"})
+    assert len(captured.out) == 6
+    captured.remove()
+    model(**{k: v for k, v in batch().items() if k != "labels"})
+    assert captured.out == {}
+
+
+class FakeTokenizer:
+    def save_pretrained(self, folder):
+        (folder / "tokenizer.json").write_text("{}")
+
+
+@pytest.mark.parametrize("cell", ["boe", "gru", "lstm"])
+def test_non_transformer_students_export_with_parity(cell, tmp_path):
+    torch.manual_seed(0)
+    model = SlimRNNForSequenceClassification(SlimRNNConfig(vocab_size=60, max_len=24, cell=cell, dim=16, hidden_dim=8, num_labels=3)).eval()
+    b = batch()
+    parity = export_stage(model, FakeTokenizer(), tmp_path / "onnx", (b["input_ids"], b["attention_mask"]), ExportConfig())
+    assert parity["max_abs_diff"] <= 1e-4
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(tmp_path / "onnx" / "model.onnx"), providers=["CPUExecutionProvider"])
+    for shape in [(1, 3), (7, 17)]:  # batch and length stay dynamic
+        ids = torch.randint(5, 60, shape)
+        mask = torch.ones_like(ids)
+        mask[0, shape[1] // 2 :] = 0
+        got = session.run(["logits"], {"input_ids": ids.numpy(), "attention_mask": mask.numpy()})[0]
+        with torch.no_grad():
+            torch.testing.assert_close(torch.from_numpy(got), model(input_ids=ids, attention_mask=mask).logits, atol=1e-4, rtol=1e-4)
+    model.save_pretrained(tmp_path / "model")
+    from transformers import AutoModelForSequenceClassification
+
+    loaded = AutoModelForSequenceClassification.from_pretrained(tmp_path / "model").eval()
+    with torch.no_grad():
+        assert torch.equal(loaded(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits, model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits)
+
+
+def test_rnn_student_is_blind_to_padding():
+    torch.manual_seed(0)
+    model = SlimRNNForSequenceClassification(SlimRNNConfig(vocab_size=60, max_len=24, cell="lstm", dim=16, hidden_dim=8, num_labels=3)).eval()
+    ids = torch.randint(5, 60, (2, 7))
+    padded = torch.cat([ids, torch.zeros(2, 5, dtype=torch.long)], 1)
+    mask = torch.cat([torch.ones(2, 7), torch.zeros(2, 5)], 1).long()
+    with torch.no_grad():
+        torch.testing.assert_close(model(input_ids=ids).logits, model(input_ids=padded, attention_mask=mask).logits)
+
+
+def test_bad_distill_settings_are_errors():
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="need a transformer student"):
+        DistillConfig(student={"kind": "gru"}, losses={"hidden": 1.0})
+    with pytest.raises(ValidationError, match="every loss weight is 0"):
+        DistillConfig(losses={"logits": 0.0})
