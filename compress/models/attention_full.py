@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .attention_common import add_projections, merge_heads, project_qkv
 from .attention_registry import register_attention
 
 
@@ -15,27 +16,17 @@ from .attention_registry import register_attention
 class FullAttention(nn.Module):
     def __init__(self, dim: int, n_heads: int, head_dim: int, dropout: float = 0.0):
         super().__init__()
-        self.head_dim = head_dim
         self.dropout = dropout
-        self.q_proj = nn.Linear(dim, n_heads * head_dim)
-        self.k_proj = nn.Linear(dim, n_heads * head_dim)
-        self.v_proj = nn.Linear(dim, n_heads * head_dim)
-        self.out_proj = nn.Linear(n_heads * head_dim, dim)
+        add_projections(self, dim, n_heads, head_dim)
 
     @property
     def n_heads(self) -> int:
         return self.q_proj.out_features // self.head_dim
 
-    def split_heads(self, x: torch.Tensor) -> torch.Tensor:
-        B, T, _ = x.shape
-        return x.view(B, T, -1, self.head_dim).transpose(1, 2)  # (B, n_heads, T, head_dim)
-
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        B, T, _ = x.shape
-        q, k, v = (self.split_heads(proj(x)) for proj in (self.q_proj, self.k_proj, self.v_proj))
+        q, k, v = project_qkv(self, x)  # each (B, n_heads, T, head_dim)
         # (B, 1, 1, T): a query may attend to real keys only; padded queries still see real keys
         attn_mask = None if mask is None else mask[:, None, None, :].to(torch.bool)
         p = self.dropout if self.training else 0.0
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=p)  # (B, n_heads, T, head_dim)
-        y = y.transpose(1, 2).reshape(B, T, -1)  # (B, T, n_heads * head_dim)
-        return self.out_proj(y)
+        return self.out_proj(merge_heads(y))  # (B, T, dim)
