@@ -11,18 +11,18 @@ and its int8 models do not export to ONNX.
 Before quantizing, the graph may be fused by `onnxruntime.transformers.optimizer` (LayerNorm,
 SkipLayerNorm, BiasGelu, Attention where the graph matches its patterns; the fusions that
 happened are recorded) and is always prepared by `quant_pre_process` (shape inference, basic
-graph optimisations). Nodes are first renamed `<module path>/<node>` from the `name_scopes`
-metadata the dynamo exporter writes, so `exclude` globs over module names (`classifier*`,
-`layers.0.*`) pick the nodes they came from; excluded nodes stay fp32.
+graph optimisations). Nodes are first renamed `<module path>/<node>` (from the `name_scopes`
+metadata the dynamo exporter writes, or the TorchScript exporter's `/model/<path>/<op>` names),
+so the selector vocabulary of `compress/select.py` (`include`/`exclude`/`protect` globs over
+module names: `classifier`, `layers.0.*`) picks the nodes they came from; the others stay fp32.
+The graph bookkeeping (names, selection, which nodes were quantized) is in `quantize_graph.py`.
 
 The stage made here is ONNX only (no torch model): `model.onnx` + the parent's config and
 tokenizer files, written atomically. Later `evaluate`/`bench` steps measure that artifact;
 the next model-making step starts again from the parent's torch model.
 """
 
-import ast
 import contextlib
-import fnmatch
 import io
 import shutil
 from pathlib import Path
@@ -37,10 +37,19 @@ from compress.errors import RecipeError
 from compress.export import ONNX_FILE
 from compress.io import atomic_dir
 from compress.pipeline import STEPS, register_step
+from compress.quantize_graph import (
+    aliases,
+    candidates,
+    is_node_selected,
+    name_fused_nodes_,
+    name_nodes_by_module_,
+    quantized_nodes,
+    split_unsqueezes_,
+)
+from compress.select import SelectConfig
 
 QUANT_TYPES = {"int8": "QInt8", "uint8": "QUInt8"}
 CALIBRATION_METHODS = {"minmax": "MinMax", "entropy": "Entropy", "percentile": "Percentile"}
-GEMM_SUFFIX = "_MatMul"  # quantize_dynamic's name for the MatMul it makes of a Gemm
 
 
 class CalibrationConfig(ConfigBase):
@@ -52,7 +61,7 @@ class CalibrationConfig(ConfigBase):
     percentile: float = Field(99.999, gt=90, le=100)  # method percentile: the range keeps this % of values
 
 
-class QuantizeConfig(StepConfig):
+class QuantizeConfig(StepConfig, SelectConfig):
     """Quantize a stage's ONNX artifact to int8 with ONNX Runtime (a new, ONNX-only stage)."""
 
     kind: Literal["quantize"] = "quantize"
@@ -69,7 +78,8 @@ class QuantizeConfig(StepConfig):
     # ONNX ops to quantize; default MatMul + Gather (the embedding tables), + Attention (fused) when dynamic
     op_types: list[str] | None = Field(None, min_length=1)
     activation_matmuls: bool = False  # also quantize MatMuls of two activations (attention scores, context)
-    exclude: list[str] = Field(["classifier*"])  # globs over module paths / node names kept in fp32
+    # kept fp32 whatever include says; unlike other methods the embeddings are quantized: their tables dominate file size
+    protect: list[str] = Field(["classifier*"])
     optimize: bool = True  # fuse with onnxruntime.transformers.optimizer before quantizing
     calibration: CalibrationConfig | None = Field(default_factory=CalibrationConfig)  # static only
     check_samples: int = Field(64, ge=1)  # validation examples on which int8 logits are compared with fp32
@@ -131,100 +141,6 @@ def stage_history(steps: list, index: int, parent: str | None = None) -> tuple[s
     return parent or (model_stages[-1] if model_stages else None), model_stages, exported
 
 
-# --------------------------------------------------------------------------- node names and selection
-
-
-def module_of(node) -> str:
-    """The module path a node came from (`layers.0.attn.q_proj`), from the dynamo exporter's metadata; '' if none."""
-    meta = {entry.key: entry.value for entry in node.metadata_props}
-    try:
-        scopes = ast.literal_eval(meta.get("pkg.torch.onnx.name_scopes", "[]"))
-    except (ValueError, SyntaxError):
-        return ""
-    modules = [s for s in scopes[:-1] if s]  # the last entry is the op itself
-    # the export wraps the model as `model` (compress.export.LogitsOnly): drop that prefix
-    return modules[-1].removeprefix("model").lstrip(".") if modules else ""
-
-
-def name_nodes_by_module_(proto) -> None:
-    """Rename each node `<module path>/<name>` in place, so names survive fusion and read like the model."""
-    for node in proto.graph.node:
-        module = module_of(node)
-        if module and not node.name.startswith(module + "/"):
-            node.name = f"{module}/{node.name}"
-
-
-def split_unsqueezes_(proto) -> int:
-    """Rewrite `Unsqueeze(x, axes=[a, b])` as two one-axis Unsqueezes, in place; returns how many.
-
-    Same values; the exporter folds `mask[:, None, None, :]` into one node, while ONNX Runtime's
-    attention fusion looks for BERT's two (`Mul <- Sub <- Cast <- Unsqueeze <- Unsqueeze`).
-    """
-    from onnx import helper, numpy_helper
-
-    constants = {t.name: numpy_helper.to_array(t) for t in proto.graph.initializer if t.data_type == 7}  # int64
-    nodes, count = [], 0
-    for node in proto.graph.node:
-        axes = constants.get(node.input[1]) if node.op_type == "Unsqueeze" and len(node.input) == 2 else None
-        if axes is None or axes.size != 2 or (axes < 0).any():
-            nodes.append(node)
-            continue
-        first, second = (numpy_helper.from_array(np.array([a], np.int64), f"{node.name}_axes{i}")
-                         for i, a in enumerate(sorted(axes.tolist())))
-        proto.graph.initializer.extend([first, second])
-        middle = f"{node.output[0]}_unsqueezed"
-        nodes.append(helper.make_node("Unsqueeze", [node.input[0], first.name], [middle], name=f"{node.name}_0"))
-        nodes.append(helper.make_node("Unsqueeze", [middle, second.name], list(node.output), name=f"{node.name}_1"))
-        count += 1
-    del proto.graph.node[:]
-    proto.graph.node.extend(nodes)
-    used = {i for n in proto.graph.node for i in n.input}
-    unused = [t for t in proto.graph.initializer if t.name not in used]
-    for tensor in unused:  # the replaced two-axis constants
-        proto.graph.initializer.remove(tensor)
-    return count
-
-
-def matches(name: str, globs: list[str]) -> bool:
-    """Whether a node name, or the module path before its '/', matches any glob."""
-    module = name.rsplit("/", 1)[0] if "/" in name else name
-    return any(fnmatch.fnmatchcase(name, g) or fnmatch.fnmatchcase(module, g) for g in globs)
-
-
-def candidates(proto, op_types: list[str], activation_matmuls: bool, dynamic: bool) -> list:
-    """Nodes the quantizer may touch: an op in `op_types` with a float weight, or any MatMul with `activation_matmuls`.
-
-    `quantize_dynamic` rewrites every Gemm as MatMul + Add (`<gemm>_MatMul`), so with MatMul
-    quantized dynamically Gemms are candidates too.
-    """
-    ops = set(op_types) | ({"Gemm"} if dynamic and "MatMul" in op_types else set())
-    weights = {t.name for t in proto.graph.initializer if t.data_type == 1}  # float32
-    return [n for n in proto.graph.node if n.op_type in ops
-            and (any(i in weights for i in n.input) or activation_matmuls and n.op_type == "MatMul")]
-
-
-def aliases(node) -> list[tuple[str, str]]:
-    """(name, op) a node may have after quantization when kept fp32: itself, or a Gemm's MatMul rewrite."""
-    return [(node.name, node.op_type)] + ([(f"{node.name}{GEMM_SUFFIX}", "MatMul")] if node.op_type == "Gemm" else [])
-
-
-def quantized_nodes(nodes: list, after) -> dict[str, list[str]]:
-    """Split `nodes` (of the graph before quantization) into those `after` quantized and those kept fp32.
-
-    A node is fp32 in `after` when a node of the same name and op still exists there with no
-    input from a DequantizeLinear and no integer initializer; quantizers rename or rewire the others.
-    """
-    integer = {t.name for t in after.graph.initializer if t.data_type in (2, 3)}  # uint8, int8
-    dequantized = {o for n in after.graph.node if n.op_type == "DequantizeLinear" for o in n.output}
-    same = {(n.name, n.op_type): n for n in after.graph.node}
-    out = {"quantized": [], "fp32": []}
-    for node in nodes:
-        kept = next((same[alias] for alias in aliases(node) if alias in same), None)
-        fp32 = kept is not None and not any(i in dequantized or i in integer for i in kept.input)
-        out["fp32" if fp32 else "quantized"].append(node.name)
-    return out
-
-
 # --------------------------------------------------------------------------- calibration
 
 
@@ -267,6 +183,7 @@ def optimize_graph(src: Path, dst: Path, attention: bool = True) -> dict[str, in
     `attention=False` leaves attention unfused (static quantization cannot quantize the fused
     op's weights). Returns the fusions that happened, `{op: count}` (those with count 0 dropped).
     """
+    import onnx
     import onnxruntime as ort
     from onnxruntime.transformers.fusion_options import FusionOptions
     from onnxruntime.transformers.optimizer import optimize_model
@@ -275,6 +192,7 @@ def optimize_graph(src: Path, dst: Path, attention: bool = True) -> dict[str, in
     options = FusionOptions("bert")
     options.enable_attention = attention
     optimized = optimize_model(str(src), model_type="bert", num_heads=0, hidden_size=0, optimization_options=options)
+    name_fused_nodes_(optimized.model, {n.name for n in onnx.load(str(src), load_external_data=False).graph.node})
     optimized.save_model_to_file(str(dst))
     return {op: n for op, n in optimized.get_fused_operator_statistics().items() if n}
 
@@ -307,7 +225,7 @@ def quantize_onnx(src: Path, dst: Path, cfg: QuantizeConfig, calibration: list[d
         prepared = work / "prepared.onnx"
         quant_pre_process(str(work / "optimized.onnx" if cfg.optimize else named), str(prepared))
         touched = candidates(onnx.load(str(prepared)), cfg.op_types, cfg.activation_matmuls, cfg.mode == "dynamic")
-        excluded = [n.name for n in touched if matches(n.name, cfg.exclude)]
+        excluded = [n.name for n in touched if not is_node_selected(n.name, cfg)]
         common = {
             "op_types_to_quantize": cfg.op_types,
             "per_channel": cfg.per_channel,

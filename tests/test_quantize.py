@@ -13,7 +13,8 @@ from compress.config import load_recipe, validate_recipe
 from compress.errors import RecipeError
 from compress.export import ExportConfig, export_stage
 from compress.models import SlimformerConfig, SlimformerForSequenceClassification
-from compress.quantize import QuantizeConfig, matches, module_of, quantize_onnx, quantize_stage
+from compress.quantize import QuantizeConfig, quantize_onnx, quantize_stage
+from compress.quantize_graph import is_node_selected, module_of
 
 # int8 error budget on logits: |int8 - fp32| <= ATOL + RTOL * max|fp32 logits|
 ATOL, RTOL = 0.02, 0.1
@@ -87,13 +88,15 @@ def test_excluded_nodes_stay_fp32(parent, tmp_path):
     cfg = QuantizeConfig(mode="dynamic", exclude=["layers.0.mlp*", "embeddings.tok"])
     summary = quantize_onnx(parent / "model.onnx", tmp_path / "model.onnx", cfg)
     excluded = summary["excluded"]
-    assert {name.split("/")[0] for name in excluded} == {"layers.0.mlp.up_proj", "layers.0.mlp.down_proj", "embeddings.tok"}
+    modules = {name.split("/")[0] for name in excluded}
+    assert modules == {"layers.0.mlp.up_proj", "layers.0.mlp.down_proj", "embeddings.tok", "classifier"}  # classifier: protected
     assert sorted(summary["kept_fp32"]) == sorted(excluded)
     graph = onnx.load(str(tmp_path / "model.onnx")).graph
     floats = {t.name for t in graph.initializer if t.data_type == 1}
     nodes = {n.name: n for n in graph.node}
     for name in excluded:  # same node, same op, a float weight input
-        assert nodes[name].op_type in ("MatMul", "Gather") and any(i in floats for i in nodes[name].input), name
+        node = nodes.get(name) or nodes[name + "_MatMul"]  # quantize_dynamic turns the classifier's Gemm into MatMul + Add
+        assert node.op_type in ("MatMul", "Gather") and any(i in floats for i in node.input), name
     kept_layer = {n.op_type for name, n in nodes.items() if name.startswith("layers.1.mlp.up_proj/")}
     assert kept_layer and "MatMul" not in kept_layer, kept_layer  # the same Linear one layer up is int8
 
@@ -102,8 +105,16 @@ def test_node_names_carry_module_paths(parent):
     proto = onnx.load(str(parent / "model.onnx"))
     modules = {module_of(n) for n in proto.graph.node}
     assert {"embeddings.tok", "layers.0.attn.q_proj", "layers.1.mlp.down_proj", "classifier"} <= modules
-    assert matches("classifier/node_Gemm_3", ["classifier*"]) and matches("layers.0.attn.q_proj/node_MatMul_1", ["*q_proj"])
-    assert not matches("layers.0.attn.q_proj/node_MatMul_1", ["classifier*"])
+    cfg = QuantizeConfig(include=["layers.*"], exclude=["*.v_proj", "*node_MatMul_7"])
+    assert is_node_selected("layers.0.attn.q_proj/node_MatMul_1", cfg)
+    assert not is_node_selected("layers.0.attn.v_proj/node_MatMul_2", cfg)  # excluded by module
+    assert not is_node_selected("layers.1.mlp.up_proj/node_MatMul_7", cfg)  # excluded by node name
+    assert not is_node_selected("embeddings.tok/node_embedding", cfg)  # not included
+    assert not is_node_selected("classifier/node_Gemm_3", QuantizeConfig())  # protected by default
+    assert is_node_selected("embeddings.tok/node_embedding", QuantizeConfig())  # embeddings are quantized by default
+    # names from the TorchScript exporter (RNN students) carry the module path too
+    node = onnx.helper.make_node("MatMul", ["a", "b"], ["c"], name="/model/layers.0/attn/q_proj/MatMul")
+    assert module_of(node) == "layers.0.attn.q_proj"
 
 
 class BertPatternAttention(torch.nn.Module):
@@ -141,9 +152,12 @@ def test_attention_fuses_when_the_graph_matches(tmp_path):
         export_stage(model, FakeTokenizer(), tmp_path / "onnx", batch(8), ExportConfig())
     finally:
         del ATTENTION["test_bert_pattern"]
-    summary = quantize_onnx(tmp_path / "onnx" / "model.onnx", tmp_path / "int8.onnx", QuantizeConfig(mode="dynamic"))
+    cfg = QuantizeConfig(mode="dynamic", exclude=["layers.0.attn"])
+    summary = quantize_onnx(tmp_path / "onnx" / "model.onnx", tmp_path / "int8.onnx", cfg)
     assert summary["fusions"].get("Attention") == 2
-    assert "QAttention" in {n.op_type for n in onnx.load(str(tmp_path / "int8.onnx")).graph.node}
+    graph = onnx.load(str(tmp_path / "int8.onnx")).graph
+    ops = {n.name.split("/")[0]: n.op_type for n in graph.node if n.op_type.endswith("Attention")}
+    assert ops == {"layers.0.attn": "Attention", "layers.1.attn": "QAttention"}  # fused nodes keep their module path
     ids, mask = batch(seed=2)
     fp32, int8 = run(tmp_path / "onnx" / "model.onnx", ids, mask), run(tmp_path / "int8.onnx", ids, mask)
     assert np.abs(int8 - fp32).max() <= ATOL + RTOL * np.abs(fp32).max()
