@@ -4,10 +4,12 @@
     slimformer run my.yaml steps.teacher.epochs=1   # a path, with key=value overrides
     slimformer validate my.yaml                     # check a recipe without running it
     slimformer report runs/a runs/b                 # one page comparing runs
+    slimformer report runs/a --check t.yaml         # and exit 1 when a stage breaks a threshold (CI)
     slimformer bench --scaling                      # attention latency/memory against length
 
 `python cli.py ...` does the same from a checkout. User mistakes print one clear message and
-exit with code 2; nothing is written for a recipe that does not validate.
+exit with code 2; nothing is written for a recipe that does not validate. `report --check`
+exits with code 1 when a stage breaks a threshold.
 """
 
 import argparse
@@ -18,6 +20,7 @@ import sys
 from pathlib import Path
 
 EXIT_USER_ERROR = 2
+EXIT_CHECK_FAILED = 1  # `report --check`: a stage broke a limit (CI fails); 2 stays for bad input
 
 
 def cmd_run(args) -> int:
@@ -48,7 +51,8 @@ def cmd_validate(args) -> int:
         data = load_task(recipe.task, seed=recipe.seed, base_dir=path.parent)
         sizes = "/".join(str(len(data.labels[s])) for s in ("train", "validation", "test"))
         detail = f"; data: {sizes} train/validation/test examples, {data.n_classes} classes"
-    print(f"{path}: ok ({len(recipe.steps)} steps: {', '.join(s.kind for s in recipe.steps)}{detail})")
+    variants = "".join(f"; variant {v}: {', '.join(s.kind for s in steps)}" for v, steps in (recipe.variants or {}).items())
+    print(f"{path}: ok ({len(recipe.steps)} steps: {', '.join(s.kind for s in recipe.steps)}{variants}{detail})")
     return 0
 
 
@@ -106,12 +110,28 @@ def cmd_schema(args) -> int:
 
 
 def cmd_report(args) -> int:
+    """Write the report; with --check, exit 1 when a stage breaks a limit of the thresholds file."""
     from eval.report import write_report
 
-    paths = write_report([Path(d) for d in args.run_dirs], out_dir=Path(args.out) if args.out else None, baseline=args.baseline)
+    run_dirs = [Path(d) for d in args.run_dirs]
+    checks = None
+    if args.check:  # a bad thresholds file or a missing measurement fails (exit 2) before anything is written
+        from eval.check import load_thresholds, run_checks
+
+        checks = run_checks(run_dirs, load_thresholds(args.check), baseline=args.baseline, source=args.check)
+    paths = write_report(run_dirs, out_dir=Path(args.out) if args.out else None, baseline=args.baseline)
     print(f"report: {paths['html']}")
     print(f"report (markdown): {paths['md']}")
-    return 0
+    if checks is None:
+        return 0
+    from eval.check import check_table
+
+    console().print(check_table(checks))
+    failed = [c for c in checks if not c.passed]
+    for c in failed:
+        print(f"FAIL {c.describe()} (stages.{c.selector})", file=sys.stderr)
+    print(f"check: {len(checks) - len(failed)} of {len(checks)} passed" + (f", {len(failed)} failed" if failed else ""), file=sys.stderr)
+    return EXIT_CHECK_FAILED if failed else 0
 
 
 def cmd_bench(args) -> int:
@@ -203,6 +223,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dirs", nargs="+")
     p.add_argument("--baseline", help="reference stage (run/stage when comparing runs)")
     p.add_argument("--out", help="folder for a comparison report (default runs/compare-<names>)")
+    p.add_argument("--check", metavar="THRESHOLDS", help="YAML of accuracy floors and latency/size ceilings per stage: "
+                   "exit 1 when one is broken (docs/thresholds.example.yaml)")
     p.set_defaults(fn=cmd_report)
 
     p = sub.add_parser("bench", help="--scaling: latency and memory against sequence length, full vs efficient attention")

@@ -25,6 +25,8 @@ EXPORTS = {
     "collect_env": "env",
     "load_results": "report",
     "write_report": "report",
+    "load_thresholds": "check",
+    "run_checks": "check",
 }
 
 __all__ = sorted(EXPORTS)

@@ -96,6 +96,18 @@ def run_name(results: dict, run_dir: Path) -> str:
     return results.get("run") or run_dir.resolve().name
 
 
+def load_runs(run_dirs: list[Path]) -> dict[str, dict]:
+    """The results of each run folder, keyed by run name; SlimformerError when none are given or names repeat."""
+    if not run_dirs:
+        raise SlimformerError("a report needs at least one run folder")
+    loaded = [(Path(d), load_results(d)) for d in run_dirs]
+    runs = {run_name(results, d): results for d, results in loaded}
+    if len(runs) < len(loaded):
+        names = [run_name(results, d) for d, results in loaded]
+        raise SlimformerError(f"runs to compare must have distinct names, got {names}")
+    return runs
+
+
 def gather_rows(runs: dict[str, dict]) -> list[Row]:
     """One row per stage; stage names are prefixed `run/` when several runs are compared."""
     prefix = len(runs) > 1
@@ -397,13 +409,7 @@ def write_report(run_dirs: list[Path], out_dir: Path | None = None, baseline: st
     deltas and ratios are against (default: the first run's `baseline`, else its first stage).
     """
     run_dirs = [Path(d) for d in run_dirs]
-    if not run_dirs:
-        raise SlimformerError("write_report needs at least one run folder")
-    loaded = [(d, load_results(d)) for d in run_dirs]
-    runs = {run_name(results, d): results for d, results in loaded}
-    if len(runs) < len(loaded):
-        names = [run_name(results, d) for d, results in loaded]
-        raise SlimformerError(f"runs to compare must have distinct names, got {names}")
+    runs = load_runs(run_dirs)
     out_dir = out_dir or (run_dirs[0] if len(runs) == 1 else run_dirs[0].parent / f"compare-{'-'.join(runs)}")
     report = build_report(runs, baseline)
     for folder in dict.fromkeys([out_dir, *run_dirs]):  # `slimformer bench --scaling --out RUN_DIR` left scaling plots here

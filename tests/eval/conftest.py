@@ -105,3 +105,17 @@ def make_run(tmp_path: Path) -> Callable[..., Path]:
 def make_results() -> Callable[..., dict]:
     """The results.json builder, for tests that edit it before writing."""
     return results_fixture
+
+
+@pytest.fixture
+def make_latency() -> Callable[..., dict]:
+    """The latency record builder: make_latency(batch, p50, std=0.1, seq_len=64, runtime="onnxruntime")."""
+    return latency
+
+
+@pytest.fixture
+def fast_figures(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Skip rasterising figures (the slow part) in tests about tables; figures are still built."""
+    from eval import plots
+
+    monkeypatch.setattr(plots, "figure_png", lambda fig: b"\x89PNG stub")

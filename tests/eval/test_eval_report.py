@@ -1,5 +1,6 @@
 """eval.report: results.json in, self-contained HTML and readable Markdown out."""
 
+import base64
 import json
 from html.parser import HTMLParser
 from pathlib import Path
@@ -8,7 +9,7 @@ from typing import Callable
 import pytest
 
 from compress.errors import SlimformerError
-from eval import load_results, plots, write_report
+from eval import load_results, write_report
 from eval.plots import pareto_front
 
 SCHEMA = Path(__file__).resolve().parents[2] / "eval" / "results_schema.json"
@@ -16,22 +17,33 @@ VOID_TAGS = {"meta", "img", "br", "hr", "link", "input"}
 
 
 class Collector(HTMLParser):
-    """Records every tag, image source and text cell, and checks that tags nest properly."""
+    """Records every tag, link, image source, code span, table and text cell, and checks that tags nest properly."""
 
     def __init__(self):
         super().__init__()
         self.open: list[str] = []
         self.tags: list[str] = []
         self.images: list[str] = []
+        self.links: list[str] = []  # every src/href/srcset/action value, images included
+        self.codes: list[str] = []
         self.cells: list[str] = []
+        self.tables: list[list[list[str]]] = []  # table -> row -> cell text, header row first
         self.in_cell = False
 
     def handle_starttag(self, tag, attrs):
         self.tags.append(tag)
         self.images += [value for name, value in attrs if tag == "img" and name == "src"]
+        self.links += [value or "" for name, value in attrs if name in ("src", "href", "srcset", "action")]
         self.in_cell = tag in ("td", "th")
         if self.in_cell:
             self.cells.append("")
+            self.tables[-1][-1].append("")
+        if tag == "table":
+            self.tables.append([])
+        if tag == "tr":
+            self.tables[-1].append([])
+        if tag == "code":
+            self.codes.append("")
         if tag not in VOID_TAGS:
             self.open.append(tag)
 
@@ -43,12 +55,15 @@ class Collector(HTMLParser):
     def handle_data(self, data):
         if self.in_cell:
             self.cells[-1] += data
+            self.tables[-1][-1][-1] += data
+        if self.open and self.open[-1] == "code":
+            self.codes[-1] += data
 
-
-@pytest.fixture
-def fast_figures(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Skip rasterising figures (the slow part) in tests about tables; figures are still built."""
-    monkeypatch.setattr(plots, "figure_png", lambda fig: b"\x89PNG stub")
+    def table(self, first_header: str, header: str) -> list[dict[str, str]]:
+        """The rows, as header -> cell, of the one table whose headers start with `first_header` and include `header`."""
+        found = [t for t in self.tables if t and t[0][:1] == [first_header] and header in t[0]]
+        assert len(found) == 1, f"{len(found)} tables with headers {first_header!r} and {header!r}"
+        return [dict(zip(found[0][0], row)) for row in found[0][1:]]
 
 
 def parse(path: Path) -> Collector:
@@ -77,6 +92,42 @@ def test_single_run_writes_self_contained_html_and_markdown(make_run: Callable[.
     figures = sorted(p.name for p in paths["files"].iterdir())
     assert figures == ["accuracy_vs_latency.png", "accuracy_vs_size.png", "latency_vs_batch.png", "training_curves.png"]
     assert all(f"report_files/{name}" in markdown for name in figures)
+
+
+def compact_count(n: int) -> str:
+    """The report's Params form, written out again here so the test does not reuse the code it checks."""
+    return f"{n / 1e6:.3g}M" if n >= 1e6 else f"{n / 1e3:.3g}K" if n >= 1e3 else str(n)
+
+
+def test_html_holds_every_stage_number_the_reproduce_command_and_only_embedded_figures(make_run, make_results, make_latency):
+    """The page a user opens: parses, figures inline, no external fetch, the exact command, results.json's numbers."""
+    results = make_results("tiny")
+    results["command"] = """slimformer run 'my recipe.yaml' name=a&b task.text_column="<t>" steps.teacher.epochs=1"""
+    results["stages"].append({"name": "int8", "kind": "quantize", "parent": "student", "accuracy": 0.6899, "params": 999,
+                              "onnx_bytes": 400_000, "latency": [make_latency(8, 1.25), make_latency(1, 0.3)]})
+    paths = write_report([make_run("tiny", results)])
+    page = parse(paths["html"])
+    html_text = paths["html"].read_text(encoding="utf-8")
+
+    assert page.codes.count(results["command"]) == 1  # exact, after unescaping &, < and quotes
+    assert page.images and all(src.startswith("data:image/png;base64,") for src in page.images)
+    assert all(base64.b64decode(src.split(",", 1)[1]).startswith(b"\x89PNG\r\n") for src in page.images)
+    external = [link for link in page.links if not link.startswith(("data:", "#"))]
+    assert external == [] and not {"script", "link", "iframe", "object", "embed"} & set(page.tags)
+    assert "url(" not in html_text and "@import" not in html_text  # nothing fetched from CSS either
+
+    summary = {row["Stage"]: row for row in page.table("Stage", "Accuracy % (ONNX)")}
+    records = page.table("Stage", "p50_ms")
+    assert list(summary) == [stage["name"] for stage in results["stages"]]
+    for stage in results["stages"]:
+        row = summary[stage["name"]]
+        assert row["Accuracy % (ONNX)"] == f"{100 * stage['accuracy']:.2f}"
+        assert row["Params"].split(" ")[0] == compact_count(stage["params"])
+        assert row["ONNX MB"].split(" ")[0] == f"{stage['onnx_bytes'] / 1e6:.2f}"
+        headline = [r for r in stage["latency"] if (r["runtime"], r["batch"], r["seq_len"]) == ("onnxruntime", 8, 64)]
+        assert row["p50 ms"] == f"{headline[0]['p50_ms']:.2f}" and row["p99 ms"] == f"{headline[0]['p99_ms']:.2f}"
+        listed = [(r["batch"], r["runtime"], r["p50_ms"]) for r in records if r["Stage"] == stage["name"]]
+        assert listed == [(str(r["batch"]), r["runtime"], f"{r['p50_ms']:.3f}") for r in stage["latency"]]
 
 
 def test_stage_with_only_name_and_kind_and_html_in_names(make_run: Callable[..., Path], make_results):
