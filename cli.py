@@ -25,12 +25,17 @@ EXIT_CHECK_FAILED = 1  # `report --check`: a stage broke a limit (CI fails); 2 s
 
 def cmd_run(args) -> int:
     from compress.config import load_recipe
-    from compress.pipeline import run_recipe
+    from compress.distributed import is_main_process, join
+    from compress.pipeline import resolve_device, run_recipe
     from eval.report import write_report
 
     recipe, path = load_recipe(args.recipe, args.overrides)
     command = "slimformer " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    run_dir = run_recipe(recipe, path, Path(args.runs_dir), command=command, console=console())
+    join(cpu=resolve_device(recipe.device) == "cpu")  # under `accelerate launch`: gloo between CPU processes, NCCL between GPUs
+    main = is_main_process()  # the others train alongside it and write nothing
+    run_dir = run_recipe(recipe, path, Path(args.runs_dir), command=command, console=console(quiet=not main))
+    if not main:
+        return 0
     paths = write_report([run_dir], baseline=recipe.report.baseline)
     console().print(f"run folder: {run_dir}")
     print(f"report: {paths['html']}")
@@ -183,10 +188,10 @@ def cmd_predict(args) -> int:
     return 0
 
 
-def console():
+def console(quiet: bool = False):
     from rich.console import Console
 
-    return Console(stderr=True)
+    return Console(stderr=True, quiet=quiet)
 
 
 def build_parser() -> argparse.ArgumentParser:

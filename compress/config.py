@@ -144,6 +144,8 @@ def recipe_model() -> type[BaseModel]:
         __base__=RecipeBase,
         task=(TaskConfig, ...),
         steps=(list[step_union], Field(..., min_length=1)),
+        # branches that each continue from the end of `steps` (same cached teacher), side by side in one report
+        variants=(dict[Annotated[str, Field(pattern=NAME_PATTERN)], Annotated[list[step_union], Field(min_length=1)]] | None, None),
     )
 
 
@@ -159,28 +161,69 @@ class RecipeBase(ConfigBase):
 
     @model_validator(mode="after")
     def check_steps(self):
-        from compress.pipeline import STEPS
-
-        has_model, stages = False, set()
-        for i, step in enumerate(self.steps):
-            spec = STEPS[step.kind]
-            if spec.needs_model and not has_model:
-                raise ValueError(f"steps[{i}] ({step.kind}) needs a model: put a `train` step before it")
-            if spec.makes_stage:
-                if step.name in stages:
-                    raise ValueError(f"steps[{i}]: stage name {step.name!r} is used twice; give each stage its own `name`")
-                stages.add(step.name)
-                has_model = True
-        for i, step in enumerate(self.steps):
-            if hasattr(step, "check_recipe"):  # cross-step rules a step kind owns (quantize: needs an export)
-                step.check_recipe(self.steps, i)
+        stages = check_lineage(list(self.steps), [], None)
+        for variant, steps in lineages(self) if self.variants else []:
+            stages += check_lineage(steps, self.steps, variant)
         seq_len = self.task.seq_len
         too_long = [t for t in self.bench.seq_lens or [] if t > seq_len]
         if too_long:
             raise ValueError(f"bench.seq_lens {too_long} exceed task.seq_len {seq_len} (the model's positions)")
         if self.report.baseline is not None and self.report.baseline not in stages:
-            raise ValueError(f"report.baseline {self.report.baseline!r} is not a stage; stages: {sorted(stages)}")
+            raise ValueError(f"report.baseline {self.report.baseline!r} is not a stage; stages: {sorted(set(stages))}")
         return self
+
+
+def lineages(recipe) -> list[tuple[str | None, list]]:
+    """The step lists the runner walks: `[(None, steps)]`, or one `(variant, steps + its steps)` per variant.
+
+    A variant's steps are copies whose stage names carry the variant's prefix (`int8` in variant
+    `kd` becomes `kd.int8`), and a `parent:` naming one of the variant's own stages is prefixed
+    the same way, so every stage of every variant has its own folder and report row. The trunk's
+    stages keep their names and are made once.
+    """
+    if not recipe.variants:
+        return [(None, list(recipe.steps))]
+    out = []
+    for variant, steps in recipe.variants.items():
+        own = {step.name for step in steps}
+        renamed = []
+        for step in steps:
+            update = {"name": f"{variant}.{step.name}"}
+            if getattr(step, "parent", None) in own:
+                update["parent"] = f"{variant}.{step.parent}"
+            renamed.append(step.model_copy(update=update))
+        out.append((variant, list(recipe.steps) + renamed))
+    return out
+
+
+def check_lineage(steps: list, trunk: list, variant: str | None) -> list[str]:
+    """Check one lineage's step order and stage names; return its stages. Locations name the YAML list."""
+    from compress.pipeline import STEPS
+
+    def where(message: str) -> str:  # "steps[7]" of a lineage is "variants.kd[2]" in the YAML
+        def place(m):
+            i = int(m.group(1))
+            return f"steps[{i}]" if variant is None or i < len(trunk) else f"variants.{variant}[{i - len(trunk)}]"
+
+        return re.sub(r"steps\[(\d+)\]", place, message)
+
+    has_model, stages = False, []
+    for i, step in enumerate(steps):
+        spec = STEPS[step.kind]
+        if spec.needs_model and not has_model:
+            raise ValueError(where(f"steps[{i}] ({step.kind}) needs a model: put a `train` step before it"))
+        if spec.makes_stage:
+            if step.name in stages:
+                raise ValueError(where(f"steps[{i}]: stage name {step.name!r} is used twice; give each stage its own `name`"))
+            stages.append(step.name)
+            has_model = True
+    for i, step in enumerate(steps):
+        if hasattr(step, "check_recipe") and (variant is None or i >= len(trunk)):  # cross-step rules a kind owns
+            try:
+                step.check_recipe(steps, i)
+            except ValueError as e:
+                raise ValueError(where(str(e))) from None
+    return stages if variant is None else stages[len([s for s in trunk if STEPS[s.kind].makes_stage]):]
 
 
 # --------------------------------------------------------------------------- loading
@@ -315,7 +358,7 @@ def clean_location(loc: tuple) -> tuple:
     """Drop the union tags pydantic puts in error locations: ("steps", 0, "train", "epochs") -> ("steps", 0, "epochs")."""
     out: list = []
     for part in loc:
-        is_tag = isinstance(part, str) and part in tag_names() and (out[-1:] == ["task"] or out[:1] == ["steps"] and len(out) == 2)
+        is_tag = isinstance(part, str) and part in tag_names() and (out[-1:] == ["task"] or out[:1] == ["steps"] and len(out) == 2 or out[:1] == ["variants"] and len(out) == 3)
         if not is_tag and not (isinstance(part, str) and "[" in part):
             out.append(part)
     return tuple(out)

@@ -12,6 +12,7 @@ recorded; running the recipe again skips every step whose marker matches and res
 first one that does not (a killed run resumes from the last finished step).
 """
 
+import copy
 import hashlib
 import json
 import time
@@ -23,6 +24,7 @@ import torch
 from pydantic import BaseModel
 
 import compress
+from compress.distributed import is_main_process, main_process_first, wait_for_everyone
 from compress.io import append_jsonl, atomic_dir, atomic_write_json, atomic_write_text
 
 StepFn = Callable[[Any, Any, "RunContext"], Any]
@@ -79,6 +81,9 @@ class RunContext:
     teacher: Any = None  # the model of the first stage, frozen
     stage: str | None = None  # the current stage's name
     stage_kinds: dict[str, str] = field(default_factory=dict)  # stage -> kind of the step that made it
+    stage_variants: dict[str, str] = field(default_factory=dict)  # stage -> the variant it belongs to (not for trunk stages)
+    steps: list = field(default_factory=list)  # the steps of the lineage being run: the trunk, + one variant's
+    variant: str | None = None  # the variant being run (None: the recipe has none)
     results: dict[str, dict] = field(default_factory=dict)  # stage -> recorded fields
     pending: dict[str, Any] = field(default_factory=dict)  # what the running step recorded
 
@@ -101,10 +106,14 @@ class RunContext:
         append_jsonl(self.run_dir / "metrics.jsonl", {"time": round(time.time(), 3), "stage": self.stage, **metrics})
 
     def save_model(self, model, stage: str) -> None:
-        """Save a stage's model and tokenizer atomically (safetensors + config + model code)."""
+        """Save a stage's model and tokenizer atomically (safetensors + config + model code).
+
+        With several processes the main one writes and the others wait, so all can then load it.
+        """
         with atomic_dir(self.model_dir(stage)) as tmp:
             model.save_pretrained(tmp)
             self.tokenizer.save_pretrained(tmp)
+        wait_for_everyone()
 
     def load_model(self, stage: str):
         from transformers import AutoModelForSequenceClassification
@@ -167,7 +176,7 @@ def remove_stale_temporaries(run_dir: Path) -> None:
 
 def run_recipe(recipe, recipe_path: Path | None, runs_dir: Path, command: str = "", console=None) -> Path:
     """Run every step of `recipe` in `runs_dir/<name>/`, resuming finished steps. Returns the run folder."""
-    from compress.config import dump_recipe
+    from compress.config import dump_recipe, lineages
     from compress.data import encode_task, load_task
     from eval.env import collect_env
 
@@ -179,44 +188,67 @@ def run_recipe(recipe, recipe_path: Path | None, runs_dir: Path, command: str = 
 
     run_dir = (Path(runs_dir) / recipe.name).resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
-    remove_stale_temporaries(run_dir)
+    if is_main_process():  # several processes (accelerate launch): only the main one writes (compress/distributed.py)
+        remove_stale_temporaries(run_dir)
     atomic_write_text(run_dir / "recipe.yaml", f"# resolved recipe; re-run with: slimformer run {run_dir / 'recipe.yaml'}\n" + dump_recipe(recipe))
     torch.manual_seed(recipe.seed)
-    tokenizer = prepare_tokenizer(recipe, data, run_dir)
+    with main_process_first():  # the others load the tokenizer the main process trained and saved
+        tokenizer = prepare_tokenizer(recipe, data, run_dir)
     encoded = encode_task(data, tokenizer, recipe.task.seq_len)
     ctx = RunContext(recipe, run_dir, data, tokenizer, encoded, device)
     env = collect_env(recipe.bench.threads)
     atomic_write_json(run_dir / "env.json", env)
-    previous = fingerprint(code_version(), data.fingerprint, recipe.seed, recipe.teacher.model_dump(), recipe.task.model_dump())
-    model = None
-    for index, step in enumerate(recipe.steps):
-        spec = STEPS[step.kind]
-        used = {section: getattr(recipe, section).model_dump() for section in spec.uses}
-        key = fingerprint(previous, step.model_dump(), used)
-        previous = key
-        marker = run_dir / "steps" / f"{index:02d}-{step.kind}-{step.name}.json"
-        if spec.makes_stage:
-            ctx.stage = step.name
-            ctx.stage_kinds[step.name] = step.kind
-        done = json.loads(marker.read_text()) if marker.is_file() else None
-        if done and done.get("fingerprint") == key and outputs_exist(ctx, spec, done):
-            say(f"[{index}] {step.kind} {ctx.stage}: cached")
-            ctx.results.setdefault(ctx.stage, {}).update(done["recorded"])
-            if spec.makes_stage and spec.saves_model:
-                model = ctx.load_model(ctx.stage)
-                if ctx.teacher is None:
-                    ctx.teacher = ctx.load_model(ctx.stage)
-            continue
-        say(f"[{index}] {step.kind} {ctx.stage or ''}".rstrip())
-        ctx.pending = {}
-        started = time.time()
-        model = spec.fn(model, step, ctx)
+    key = fingerprint(code_version(), data.fingerprint, recipe.seed, recipe.teacher.model_dump(), recipe.task.model_dump())
+    model, ctx.steps = None, list(recipe.steps)
+    for index, step in enumerate(recipe.steps):  # the trunk: the teacher and whatever every variant shares
+        key, model = run_step(ctx, index, step, key, model, say)
+    trunk_stage = ctx.stage
+    for variant, steps in lineages(recipe) if recipe.variants else []:
+        # each variant continues from the trunk's end (its fingerprint chain too, so editing one
+        # variant leaves the others cached), on its own copy of the trunk's model
+        ctx.steps, ctx.variant, ctx.stage = steps, variant, trunk_stage
+        variant_key, variant_model = key, copy.deepcopy(model)
+        for index in range(len(recipe.steps), len(steps)):
+            variant_key, variant_model = run_step(ctx, index, steps[index], variant_key, variant_model, say)
+    write_results(ctx, command, env)
+    return run_dir
+
+
+def run_step(ctx: RunContext, index: int, step, previous: str, model, say) -> tuple[str, Any]:
+    """Run (or reuse, when its marker's fingerprint matches) one step. Returns (its fingerprint, the model)."""
+    recipe, run_dir = ctx.recipe, ctx.run_dir
+    spec = STEPS[step.kind]
+    used = {section: getattr(recipe, section).model_dump() for section in spec.uses}
+    key = fingerprint(previous, step.model_dump(), used)
+    marker = run_dir / "steps" / f"{index:02d}-{step.kind}-{step.name}.json"
+    if spec.makes_stage:
+        ctx.stage = step.name
+        ctx.stage_kinds[step.name] = step.kind
+        if ctx.variant is not None:
+            ctx.stage_variants[step.name] = ctx.variant
+    label = f"{index} {ctx.variant}" if ctx.variant and index >= len(recipe.steps) else f"{index}"
+    done = json.loads(marker.read_text()) if marker.is_file() else None
+    if done and done.get("fingerprint") == key and outputs_exist(ctx, spec, done):
+        say(f"[{label}] {step.kind} {ctx.stage}: cached")
+        ctx.results.setdefault(ctx.stage, {}).update(done["recorded"])
         if spec.makes_stage and spec.saves_model:
-            ctx.save_model(model, ctx.stage)
+            model = ctx.load_model(ctx.stage)
             if ctx.teacher is None:
                 ctx.teacher = ctx.load_model(ctx.stage)
-        ctx.log(event="step_done", step=index, kind=step.kind, seconds=round(time.time() - started, 2))
-        atomic_write_json(marker, {"fingerprint": key, "stage": ctx.stage, "kind": step.kind, "recorded": ctx.pending})
+        return key, model
+    say(f"[{label}] {step.kind} {ctx.stage or ''}".rstrip())
+    ctx.pending = {}
+    started = time.time()
+    model = spec.fn(model, step, ctx)
+    if spec.makes_stage and spec.saves_model:
+        ctx.save_model(model, ctx.stage)
+        if ctx.teacher is None:
+            ctx.teacher = ctx.load_model(ctx.stage)
+    ctx.log(event="step_done", step=index, kind=step.kind, seconds=round(time.time() - started, 2))
+    atomic_write_json(marker, {"fingerprint": key, "stage": ctx.stage, "kind": step.kind, "recorded": ctx.pending})
+    return key, model
+
+
     write_results(ctx, command, env)
     return run_dir
 
@@ -228,7 +260,8 @@ def write_results(ctx: RunContext, command: str, env: dict) -> Path:
     stages = []
     for name, kind in ctx.stage_kinds.items():
         recorded = ctx.results.get(name, {})
-        stages.append({"name": name, "kind": kind, **recorded})
+        variant = {"variant": ctx.stage_variants[name]} if name in ctx.stage_variants else {}
+        stages.append({"name": name, "kind": kind, **variant, **recorded})
     results = {
         "schema_version": 1,
         "run": recipe.name,

@@ -283,9 +283,9 @@ def parent_model(model: nn.Module, cfg: PruneConfig, ctx) -> tuple[str, nn.Modul
     """The stage pruned and a copy of its model (the current model, or an earlier stage loaded from disk)."""
     from compress.quantize import stage_history
 
-    index = next((i for i, step in enumerate(ctx.recipe.steps) if step is cfg), len(ctx.recipe.steps))
-    parent, _, _ = stage_history(ctx.recipe.steps, index, cfg.parent)
-    current = stage_history(ctx.recipe.steps, index)[0]
+    index = next((i for i, step in enumerate(ctx.steps) if step is cfg), len(ctx.steps))
+    parent, _, _ = stage_history(ctx.steps, index, cfg.parent)
+    current = stage_history(ctx.steps, index)[0]
     return parent, copy.deepcopy(model) if parent == current else ctx.load_model(parent)
 
 

@@ -33,6 +33,7 @@ import torch
 from pydantic import Field, model_validator
 
 from compress.config import NAME_PATTERN, ConfigBase, StepConfig
+from compress.distributed import main_process_only
 from compress.errors import RecipeError
 from compress.export import ONNX_FILE
 from compress.io import atomic_dir
@@ -282,11 +283,12 @@ def quantize_stage(parent_dir: Path, out_dir: Path, cfg: QuantizeConfig, calibra
 
 
 @register_step("quantize", QuantizeConfig, makes_stage=True, saves_model=False)
+@main_process_only  # several processes: the main one exports/measures, the others wait
 def quantize(model, cfg: QuantizeConfig, ctx):
     from eval.bench import file_size
 
-    index = next((i for i, step in enumerate(ctx.recipe.steps) if step is cfg), len(ctx.recipe.steps))
-    parent = stage_history(ctx.recipe.steps, index, cfg.parent)[0]
+    index = next((i for i, step in enumerate(ctx.steps) if step is cfg), len(ctx.steps))
+    parent = stage_history(ctx.steps, index, cfg.parent)[0]
     source = ctx.onnx_dir(parent)
     if parent is None or not (source / ONNX_FILE).is_file():
         raise RecipeError(f"quantize {cfg.name!r}: stage {parent!r} has no ONNX artifact ({source / ONNX_FILE}); "

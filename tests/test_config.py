@@ -81,3 +81,49 @@ def test_schema_is_json_schema_of_every_step_kind():
     for kind in ("train", "export", "evaluate", "bench", "listops", "wordnet", "files"):
         assert f'"{kind}"' in text
     assert schema["additionalProperties"] is False
+
+
+VARIANTS = GOOD + """\
+variants:
+  int8:
+    - {kind: quantize}
+  pruned:
+    - {kind: prune_heads, name: heads, amount: 0.5}
+    - {kind: export}
+    - {kind: quantize, parent: heads}
+"""
+
+
+def test_variants_continue_from_the_trunk_with_prefixed_stage_names(tmp_path):
+    from compress.config import lineages
+
+    recipe, _ = load_recipe(write(tmp_path, VARIANTS))
+    runs = {variant: [s.name for s in steps] for variant, steps in lineages(recipe)}
+    assert runs == {"int8": ["teacher", "export", "int8.int8"],
+                    "pruned": ["teacher", "export", "pruned.heads", "pruned.export", "pruned.int8"]}
+    pruned_int8 = lineages(recipe)[1][1][-1]
+    assert pruned_int8.parent == "pruned.heads", "a parent naming the variant's own stage is prefixed too"
+    assert recipe.variants["pruned"][2].parent == "heads", "the recipe as written is unchanged (dumps re-validate)"
+    assert load_recipe(write(tmp_path, VARIANTS + "report: {baseline: pruned.heads}\n", "b.yaml"))[0].report.baseline == "pruned.heads"
+
+
+@pytest.mark.parametrize(
+    "variants, expected",
+    [
+        ("  a:\n    - {kind: export}\n    - {kind: quantize, parent: nope}\n", "variants.a[1] (quantize 'a.int8'): parent 'nope'"),
+        ("  a:\n    - {kind: prune_heads, name: heads, amount: 0.5}\n    - {kind: quantize}\n", "variants.a[1] (quantize 'a.int8'): stage 'a.heads' has no ONNX artifact"),
+        ("  a:\n    - {kind: quantize}\n    - {kind: quantize}\n", "variants.a[1]: stage name 'a.int8' is used twice"),
+        ("  a:\n    - {kind: quantize, epocs: 1}\n", "variants.a[0]: unknown key 'epocs'"),
+        ("  a: []\n", "variants.a"),
+        ("  a/b:\n    - {kind: quantize}\n", "variants"),
+    ],
+)
+def test_bad_variants_name_their_place(tmp_path, variants, expected):
+    with pytest.raises(RecipeError) as e:
+        load_recipe(write(tmp_path, GOOD + "variants:\n" + variants))
+    assert expected in str(e.value)
+
+
+def test_overrides_reach_variant_steps(tmp_path):
+    recipe, _ = load_recipe(write(tmp_path, VARIANTS), ["variants.pruned.heads.amount=0.25"])
+    assert recipe.variants["pruned"][0].amount == 0.25

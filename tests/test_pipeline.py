@@ -26,8 +26,9 @@ SHRINK_TASK = {
 
 def shrink(path: Path) -> list[str]:
     recipe, _ = load_recipe(path)
-    steps = [f"steps.{i}.max_steps=3" for i, s in enumerate(recipe.steps) if hasattr(s, "max_steps")]
-    steps += [f"steps.{i}.recover.max_steps=3" for i, s in enumerate(recipe.steps) if hasattr(s, "recover")]
+    lists = {"steps": recipe.steps, **{f"variants.{v}": vs for v, vs in (recipe.variants or {}).items()}}
+    steps = [f"{key}.{i}.max_steps=3" for key, items in lists.items() for i, s in enumerate(items) if hasattr(s, "max_steps")]
+    steps += [f"{key}.{i}.recover.max_steps=3" for key, items in lists.items() for i, s in enumerate(items) if hasattr(s, "recover")]
     return SHRINK_TASK[recipe.task.kind] + SHRINK_MODEL + SHRINK_BENCH + steps + ["bench.seq_lens=null"]
 
 
@@ -108,3 +109,38 @@ def test_validate_checks_data_files_and_columns(tmp_path, capsys):
     assert "train.csv" in err and "'text'" in err and "sentence" in err
     assert cli.main(["validate", str(recipe), "task.text_column=sentence"]) == 0
     assert "2 classes" in capsys.readouterr().out
+
+
+def test_variants_share_the_trunk_and_cache_independently(tmp_path):
+    """Two variants continue from one teacher; changing one variant reruns only that variant."""
+    recipe = tmp_path / "branches.yaml"
+    recipe.write_text(
+        "name: branches\n"
+        "task: {kind: lookup, n_train: 200, n_validation: 30, n_test: 30, min_pairs: 4, max_pairs: 8, seq_len: 24}\n"
+        "teacher: {dim: 32, n_heads: 2, ffn_dim: 64, n_layers: 2}\n"
+        "steps: [{kind: train, max_steps: 3}, {kind: export}, {kind: evaluate}]\n"
+        "variants:\n"
+        "  q: [{kind: quantize}, {kind: evaluate}]\n"
+        "  p: [{kind: prune_heads, name: heads, amount: 0.5, recover: {max_steps: 2}}, {kind: export}, {kind: evaluate}]\n"
+        "bench: {batch_sizes: [1], repeats: 3, warmup: 1, memory: false}\n"
+    )
+    args = ["run", str(recipe), "--runs-dir", str(tmp_path / "runs")]
+    assert cli.main(args) == 0
+    run_dir = tmp_path / "runs" / "branches"
+    stages = {s["name"]: s for s in json.loads((run_dir / "results.json").read_text())["stages"]}
+    assert list(stages) == ["teacher", "q.int8", "p.heads"]
+    assert stages["q.int8"]["variant"] == "q" and "variant" not in stages["teacher"]
+    assert stages["q.int8"]["parent"] == "teacher"
+    heads = json.loads((run_dir / "stages" / "p.heads" / "model" / "config.json").read_text())["n_heads"]
+    assert sum(heads) == 2, "the variant pruned half of the trunk teacher's 4 heads"
+    assert (run_dir / "stages" / "p.heads" / "onnx" / "model.onnx").is_file()
+
+    def done() -> list[str]:
+        events = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+        return [f"{e['stage']}:{e['kind']}" for e in events if e.get("event") == "step_done"]
+
+    first = done()
+    assert first.count("teacher:train") == 1
+    assert cli.main([*args, "variants.p.heads.amount=0.25"]) == 0
+    rerun = done()[len(first):]
+    assert rerun == ["p.heads:prune_heads", "p.heads:export", "p.heads:evaluate"], "only the changed variant reruns"
