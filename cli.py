@@ -5,6 +5,7 @@
     slimformer validate my.yaml                     # check a recipe without running it
     slimformer report runs/a runs/b                 # one page comparing runs
     slimformer report runs/a --check t.yaml         # and exit 1 when a stage breaks a threshold (CI)
+    slimformer bench runs/a                         # re-time every stage of a run round-robin
     slimformer bench --scaling                      # attention latency/memory against length
 
 `python cli.py ...` does the same from a checkout. User mistakes print one clear message and
@@ -147,7 +148,7 @@ def cmd_bench(args) -> int:
     from eval.scaling import ScalingConfig, run_scaling
 
     if not args.scaling:
-        raise SlimformerError("bench needs --scaling (a stage's own benchmark is the `bench` step of a recipe)")
+        return bench_run(args)
     fields = {"lengths": args.lengths, "kinds": args.kinds, "threads": args.threads, "repeats": args.repeats, "warmup": args.warmup}
     try:
         cfg = ScalingConfig(**{k: v for k, v in fields.items() if v is not None}, memory=not args.no_memory)
@@ -161,6 +162,23 @@ def cmd_bench(args) -> int:
 
         write_report([out])
     print(f"scaling: {out / 'scaling.md'}")
+    return 0
+
+
+def bench_run(args) -> int:
+    """`bench runs/<name>`: time every stage of a finished run again, round-robin, and re-render its report."""
+    from compress.errors import SlimformerError
+    from eval.interleave import retime_run
+    from eval.report import write_report
+
+    if not args.run_dir:
+        raise SlimformerError("bench needs a run folder (slimformer bench runs/<name>) or --scaling")
+    run_dir = Path(args.run_dir)
+    timed = retime_run(run_dir, repeats=args.repeats)
+    if not timed:
+        raise SlimformerError(f"{run_dir}: fewer than two benchmarked stages with an ONNX artifact; nothing to compare")
+    write_report([run_dir])
+    print(f"re-timed {len(timed)} stages round-robin: {', '.join(timed)}; report: {run_dir / 'report.html'}")
     return 0
 
 
@@ -232,12 +250,13 @@ def build_parser() -> argparse.ArgumentParser:
                    "exit 1 when one is broken (docs/thresholds.example.yaml)")
     p.set_defaults(fn=cmd_report)
 
-    p = sub.add_parser("bench", help="--scaling: latency and memory against sequence length, full vs efficient attention")
+    p = sub.add_parser("bench", help="re-time a run's stages round-robin; or --scaling: latency and memory against length per attention kind")
+    p.add_argument("run_dir", nargs="?", help="a finished run folder: every stage re-timed round-robin, results.json and report rewritten")
     p.add_argument("--scaling", action="store_true", help="run the attention scaling benchmark")
     p.add_argument("--lengths", type=int, nargs="+", help="sequence lengths (default 512 1024 2048 4096 8192)")
     p.add_argument("--kinds", nargs="+", help="attention kinds (default: full bigbird linformer performer)")
     p.add_argument("--threads", type=int, help="intra-op threads (default 2)")
-    p.add_argument("--repeats", type=int, help="timed calls per length (default 5)")
+    p.add_argument("--repeats", type=int, help="timed calls per length (default 5); with a run folder: rounds (default: the run's repeats)")
     p.add_argument("--warmup", type=int, help="untimed calls per length (default 1)")
     p.add_argument("--no-memory", action="store_true", help="skip the fresh-process peak-memory probes")
     p.add_argument("--out", default="runs/scaling", help="output folder (default runs/scaling); a run folder gets the plots in its report")

@@ -210,7 +210,8 @@ def run_recipe(recipe, recipe_path: Path | None, runs_dir: Path, command: str = 
         variant_key, variant_model = key, copy.deepcopy(model)
         for index in range(len(recipe.steps), len(steps)):
             variant_key, variant_model = run_step(ctx, index, steps[index], variant_key, variant_model, say)
-    write_results(ctx, command, env)
+    interleaved = recipe.bench.interleave and retime_interleaved(ctx, say)
+    write_results(ctx, command, env, interleaved)
     return run_dir
 
 
@@ -249,11 +250,19 @@ def run_step(ctx: RunContext, index: int, step, previous: str, model, say) -> tu
     return key, model
 
 
-    write_results(ctx, command, env)
-    return run_dir
+def retime_interleaved(ctx: RunContext, say) -> bool:
+    """The protocol's last measurement: every benchmarked stage re-timed round-robin (eval/interleave.py)."""
+    from eval.interleave import retime_stages
+
+    bench = ctx.recipe.bench
+    protocol = {**bench.model_dump(), "seq_lens": bench.seq_lens or [ctx.recipe.task.seq_len]}
+    if sum("latency" in fields for fields in ctx.results.values()) < 2:
+        return False
+    say("timing every stage again, round-robin (bench.interleave)")
+    return bool(retime_stages(ctx.results, ctx.run_dir, protocol, len(ctx.tokenizer)))
 
 
-def write_results(ctx: RunContext, command: str, env: dict) -> Path:
+def write_results(ctx: RunContext, command: str, env: dict, interleaved: bool = False) -> Path:
     """results.json: one entry per stage, the protocol, and the baseline (see eval/results_schema.json)."""
     recipe, bench = ctx.recipe, ctx.recipe.bench
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
@@ -277,6 +286,7 @@ def write_results(ctx: RunContext, command: str, env: dict) -> Path:
             "threads": bench.threads,
             "warmup": bench.warmup,
             "repeats": bench.repeats,
+            "interleaved": interleaved,
             "devices": devices,
             "truncated": ctx.data.stats.get("n_truncated", {}),
             "versions": env.get("versions", {}),

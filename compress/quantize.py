@@ -199,63 +199,78 @@ def optimize_graph(src: Path, dst: Path, attention: bool = True) -> dict[str, in
 
 
 def quantize_onnx(src: Path, dst: Path, cfg: QuantizeConfig, calibration: list[dict] | None = None) -> dict:
-    """Quantize the fp32 ONNX model `src` into `dst` per `cfg`; returns what was done (fusions, nodes)."""
+    """Quantize the fp32 ONNX model `src` into `dst` per `cfg`; returns what was done (fusions, nodes).
+
+    The graph is fused by ONNX Runtime's transformer optimizer and prepared by quant_pre_process
+    (symbolic shape inference). Those tools give up on some graphs (BigBird's block gathers) with
+    bare Exceptions; such a graph is quantized unfused instead, after ONNX's own shape inference,
+    and `shape_inference` in the summary says which path was taken.
+    """
     import onnx
-    from onnxruntime.quantization import (
-        CalibrationMethod,
-        QuantFormat,
-        QuantType,
-        quant_pre_process,
-        quantize_dynamic,
-        quantize_static,
-    )
+    from onnxruntime.quantization import quant_pre_process
 
     if cfg.mode == "static" and not calibration:
         raise RecipeError("quantize mode: static needs calibration data (calibration.samples >= 1 training examples); "
                           "or use mode: dynamic")
     work = dst.parent / f".{dst.stem}.work"
     work.mkdir(parents=True, exist_ok=True)
+    named, prepared = work / "named.onnx", work / "prepared.onnx"
     try:
         proto = onnx.load(str(src))
         name_nodes_by_module_(proto)
         if cfg.optimize:
             split_unsqueezes_(proto)
-        named = work / "named.onnx"
         onnx.save(proto, str(named))
-        fusions = optimize_graph(named, work / "optimized.onnx", attention=cfg.mode == "dynamic") if cfg.optimize else {}
-        prepared = work / "prepared.onnx"
-        quant_pre_process(str(work / "optimized.onnx" if cfg.optimize else named), str(prepared))
-        touched = candidates(onnx.load(str(prepared)), cfg.op_types, cfg.activation_matmuls, cfg.mode == "dynamic")
-        excluded = [n.name for n in touched if not is_node_selected(n.name, cfg)]
-        common = {
-            "op_types_to_quantize": cfg.op_types,
-            "per_channel": cfg.per_channel,
-            "reduce_range": cfg.reduce_range,
-            "weight_type": getattr(QuantType, QUANT_TYPES[cfg.weight_type]),
-            "nodes_to_exclude": [name for n in touched if n.name in excluded for name, _ in aliases(n)],
-            "extra_options": {"WeightSymmetric": cfg.weight_symmetric, "MatMulConstBOnly": not cfg.activation_matmuls},
-        }
-        if cfg.mode == "dynamic":
-            quantize_dynamic(str(prepared), str(dst), **common)
-        else:
-            method = getattr(CalibrationMethod, CALIBRATION_METHODS[cfg.calibration.method])
-            common["extra_options"] |= {"ActivationSymmetric": cfg.activation_symmetric}
-            if cfg.calibration.method == "percentile":
-                common["extra_options"]["CalibPercentile"] = cfg.calibration.percentile
-            with contextlib.redirect_stdout(io.StringIO()):  # the histogram calibrators print progress
-                quantize_static(
-                    str(prepared), str(dst), data_reader(calibration),
-                    quant_format=QuantFormat.QDQ if cfg.format == "qdq" else QuantFormat.QOperator,
-                    activation_type=getattr(QuantType, QUANT_TYPES[cfg.activation_type]),
-                    calibrate_method=method,
-                    **common,
-                )
-        nodes = quantized_nodes(touched, onnx.load(str(dst)))
+        try:
+            fusions = optimize_graph(named, work / "optimized.onnx", attention=cfg.mode == "dynamic") if cfg.optimize else {}
+            with contextlib.chdir(work):  # a failed symbolic pass writes its partial model to the current folder
+                quant_pre_process(str(work / "optimized.onnx" if cfg.optimize else named), str(prepared))
+            excluded, nodes = quantize_prepared(prepared, dst, cfg, calibration)
+            shapes = "symbolic"
+        except Exception as e:
+            del proto.graph.value_info[:]  # the exporter's intermediate shapes, which ONNX's inference may contradict
+            onnx.save(proto, str(named))
+            quant_pre_process(str(named), str(prepared), skip_symbolic_shape=True)
+            excluded, nodes = quantize_prepared(prepared, dst, cfg, calibration)
+            fusions, shapes = {}, f"onnx, unfused (symbolic: {type(e).__name__}: {str(e)[:120]})"
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    return {"mode": cfg.mode, "format": cfg.format if cfg.mode == "static" else None, "fusions": fusions,
+    return {"mode": cfg.mode, "format": cfg.format if cfg.mode == "static" else None, "fusions": fusions, "shape_inference": shapes,
             "n_quantized": len(nodes["quantized"]), "excluded": excluded, "kept_fp32": nodes["fp32"],
             "calibration_samples": sum(len(b["input_ids"]) for b in calibration or [])}
+
+
+def quantize_prepared(prepared: Path, dst: Path, cfg: QuantizeConfig, calibration: list[dict] | None) -> tuple[list[str], dict]:
+    """Run ONNX Runtime's dynamic or static quantizer on a prepared graph. Returns (excluded nodes, quantized/fp32 nodes)."""
+    import onnx
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_dynamic, quantize_static
+
+    touched = candidates(onnx.load(str(prepared)), cfg.op_types, cfg.activation_matmuls, cfg.mode == "dynamic")
+    excluded = [n.name for n in touched if not is_node_selected(n.name, cfg)]
+    common = {
+        "op_types_to_quantize": cfg.op_types,
+        "per_channel": cfg.per_channel,
+        "reduce_range": cfg.reduce_range,
+        "weight_type": getattr(QuantType, QUANT_TYPES[cfg.weight_type]),
+        "nodes_to_exclude": [name for n in touched if n.name in excluded for name, _ in aliases(n)],
+        "extra_options": {"WeightSymmetric": cfg.weight_symmetric, "MatMulConstBOnly": not cfg.activation_matmuls},
+    }
+    if cfg.mode == "dynamic":
+        quantize_dynamic(str(prepared), str(dst), **common)
+    else:
+        method = getattr(CalibrationMethod, CALIBRATION_METHODS[cfg.calibration.method])
+        common["extra_options"] |= {"ActivationSymmetric": cfg.activation_symmetric}
+        if cfg.calibration.method == "percentile":
+            common["extra_options"]["CalibPercentile"] = cfg.calibration.percentile
+        with contextlib.redirect_stdout(io.StringIO()):  # the histogram calibrators print progress
+            quantize_static(
+                str(prepared), str(dst), data_reader(calibration),
+                quant_format=QuantFormat.QDQ if cfg.format == "qdq" else QuantFormat.QOperator,
+                activation_type=getattr(QuantType, QUANT_TYPES[cfg.activation_type]),
+                calibrate_method=method,
+                **common,
+            )
+    return excluded, quantized_nodes(touched, onnx.load(str(dst)))
 
 
 def compare_logits(fp32: Path, int8: Path, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> dict:

@@ -1,0 +1,68 @@
+"""Round-robin re-timing: every stage is called once per round, in rotated order; records are replaced, not added."""
+
+import json
+import shutil
+
+import jsonschema
+import pytest
+
+import cli
+from eval.interleave import retime_run, retime_stages, time_round_robin
+
+
+def test_round_robin_calls_every_stage_once_per_round_in_rotated_order():
+    calls = []
+    runners = {name: (lambda n=name: calls.append(n)) for name in "abc"}
+    stats = time_round_robin(runners, warmup=2, repeats=4)
+    timed = calls[6:]  # 2 warm-up calls per stage first
+    assert calls[:6] == ["a", "a", "b", "b", "c", "c"]
+    assert [timed[i:i + 3] for i in range(0, 12, 3)] == [list("abc"), list("bca"), list("cab"), list("abc")]
+    assert {name: s["n"] for name, s in stats.items()} == {"a": 4, "b": 4, "c": 4}
+
+
+def stage(name, onnx_dir, latency):
+    return {"name": name, "kind": "train", "onnx_dir": onnx_dir, "precision": "fp32", "latency": latency}
+
+
+def test_retime_replaces_onnxruntime_cpu_records_and_keeps_the_rest(tmp_path, tiny_onnx, vocab_size):
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        shutil.copy(tiny_onnx, tmp_path / name / "model.onnx")
+    old_ort = {"device": "cpu", "runtime": "onnxruntime", "batch": 1, "seq_len": 8, "p50_ms": 99.0}
+    torch_row = {"device": "cpu", "runtime": "torch", "batch": 1, "seq_len": 8, "p50_ms": 5.0}
+    stages = {"a": stage("a", "a", [dict(old_ort), dict(torch_row)]), "b": stage("b", "b", [dict(old_ort)]),
+              "c": stage("c", "c", None)}  # c: never benchmarked, left alone
+    protocol = {"batch_sizes": [1, 2], "seq_lens": [8], "threads": 1, "warmup": 1, "repeats": 3}
+    assert retime_stages(stages, tmp_path, protocol, vocab_size) == ["a", "b"]
+    ort_a = [r for r in stages["a"]["latency"] if r["runtime"] == "onnxruntime"]
+    assert [(r["batch"], r["seq_len"], r["n"], r["interleaved"]) for r in ort_a] == [(1, 8, 3, True), (2, 8, 3, True)]
+    assert torch_row in stages["a"]["latency"] and stages["c"]["latency"] is None
+    assert all(r["p50_ms"] < 99.0 for r in ort_a), "the old record was replaced"
+
+
+def test_bench_run_folder_rewrites_results_and_report(tmp_path, tiny_onnx, vocab_size, make_results):
+    results = make_results("quickstart")
+    run_dir = tmp_path / "quickstart"
+    for s in results["stages"]:
+        folder = run_dir / "stages" / s["name"] / "onnx"
+        folder.mkdir(parents=True)
+        shutil.copy(tiny_onnx, folder / "model.onnx")
+        (folder / "config.json").write_text(json.dumps({"vocab_size": vocab_size}))
+        s["onnx_dir"] = f"stages/{s['name']}/onnx"
+    results["protocol"].update(batch_sizes=[1], seq_lens=[8], warmup=1, repeats=3)
+    (run_dir / "results.json").write_text(json.dumps(results))
+    assert cli.main(["bench", str(run_dir), "--repeats", "4"]) == 0
+    after = json.loads((run_dir / "results.json").read_text())
+    assert after["protocol"]["interleaved"] is True and after["protocol"]["repeats"] == 4
+    for s in after["stages"]:
+        assert [r["n"] for r in s["latency"] if r["runtime"] == "onnxruntime" and r["device"] == "cpu"] == [4]
+    schema = json.loads((cli.Path(cli.__file__).parent / "eval" / "results_schema.json").read_text())
+    jsonschema.validate(after, schema)
+    assert (run_dir / "report.html").is_file()
+
+
+def test_bench_without_a_run_folder_is_a_clear_error(tmp_path, capsys):
+    assert cli.main(["bench"]) == 2
+    assert "run folder" in capsys.readouterr().err
+    assert cli.main(["bench", str(tmp_path)]) == 2
+    assert "results.json not found" in capsys.readouterr().err
