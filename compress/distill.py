@@ -21,6 +21,7 @@ from pydantic import Field, model_validator
 from torch import nn
 
 from compress.config import NAME_PATTERN, ConfigBase, ModelConfig, StepConfig
+from compress.distributed import main_process_first
 from compress.errors import RecipeError
 from compress.io import atomic_write_bytes
 from compress.losses import hidden_loss, relation_heads, relation_loss, soft_target_loss
@@ -272,7 +273,8 @@ def distill(model, cfg: DistillConfig, ctx):
         target = student if n_student else student.embeddings
         copied = init_from_teacher_(target, teacher if n_student else teacher.embeddings.tok, layer_map)
     split = augment(ctx.encoded["train"], cfg.augment, ctx.recipe.seed)
-    split["teacher_logits"] = teacher_logits(ctx, teacher, split, cfg)
+    with main_process_first():  # several processes: the main one computes and caches the logits, the others read them
+        split["teacher_logits"] = teacher_logits(ctx, teacher, split, cfg)
     unlabelled = split["labels"] < 0
     split["labels"] = torch.where(unlabelled, split["teacher_logits"].argmax(-1), split["labels"])
     distiller = Distiller(student, teacher, layer_map, cfg)

@@ -21,6 +21,7 @@ import torch
 from pydantic import Field
 
 from compress.config import StepConfig
+from compress.distributed import main_process_only
 from compress.errors import ExportError
 from compress.io import atomic_dir
 from compress.pipeline import register_step
@@ -106,6 +107,7 @@ def export_stage(model, tokenizer, out_dir: Path, parity_inputs: tuple[torch.Ten
 
 
 @register_step("export", ExportConfig)
+@main_process_only  # several processes: the main one exports/measures, the others wait
 def export(model, cfg: ExportConfig, ctx):
     val = ctx.encoded["validation"]
     n = cfg.parity_samples

@@ -2,6 +2,8 @@
 
 Everything is first written beside its final path under a hidden temporary name, then moved
 into place with `os.replace`, which is atomic on POSIX and Windows for paths on one filesystem.
+In a run of several processes only the main one writes (compress/distributed.py): the others'
+writes are skipped, so every file has one writer.
 """
 
 import contextlib
@@ -12,6 +14,8 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
+from compress.distributed import is_main_process
+
 
 def umask() -> int:
     current = os.umask(0)
@@ -20,6 +24,8 @@ def umask() -> int:
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    if not is_main_process():
+        return
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -46,6 +52,8 @@ def atomic_write_json(path: str | Path, obj: Any) -> None:
 
 def append_jsonl(path: str | Path, record: dict) -> None:
     """Append one line; a line is written with one `write` call, so readers see whole lines."""
+    if not is_main_process():
+        return
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a", encoding="utf-8") as f:
@@ -56,6 +64,10 @@ def append_jsonl(path: str | Path, record: dict) -> None:
 @contextlib.contextmanager
 def atomic_dir(path: str | Path) -> Iterator[Path]:
     """Yield a temporary folder; on success it replaces `path` whole, on error it is removed."""
+    if not is_main_process():  # not the writer: what the caller writes is thrown away
+        with tempfile.TemporaryDirectory(prefix="slimformer-") as tmp:
+            yield Path(tmp)
+        return
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))

@@ -15,6 +15,7 @@ import torch
 from pydantic import Field
 
 from compress.config import StepConfig
+from compress.distributed import main_process_only
 from compress.errors import RecipeError
 from compress.export import ONNX_FILE
 from compress.pipeline import register_step
@@ -63,6 +64,7 @@ def parent_logits(ctx, split: str, batch_size: int) -> np.ndarray:
 
 
 @register_step("evaluate", EvaluateConfig)
+@main_process_only  # several processes: the main one exports/measures, the others wait
 def evaluate(model, cfg: EvaluateConfig, ctx):
     from eval.accuracy import classification_metrics, predict_onnx, predict_torch
 
@@ -91,6 +93,7 @@ def evaluate(model, cfg: EvaluateConfig, ctx):
 
 
 @register_step("bench", BenchStepConfig, uses=("bench",))
+@main_process_only  # several processes: the main one exports/measures, the others wait
 def bench(model, cfg: BenchStepConfig, ctx):
     from eval.bench import bench_onnx, bench_torch, count_params, file_size, peak_memory
 

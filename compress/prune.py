@@ -33,6 +33,7 @@ from torch import nn
 from compress.attention.swap import RecoverConfig as SwapRecoverConfig
 from compress.attention.swap import distillation_loss
 from compress.config import NAME_PATTERN, ConfigBase, StepConfig
+from compress.distributed import broadcast_from_main
 from compress.errors import RecipeError
 from compress.importance import UNITS_OF, Gates, Scores, importance, n_units, scoring_batches
 from compress.pipeline import register_step
@@ -312,7 +313,7 @@ def prune_stage(model: nn.Module, cfg: PruneConfig, ctx) -> nn.Module:
     for r in range(1, cfg.schedule.iterations + 1):
         scores = importance(model, unit, cfg.importance, [i for i in layers if alive[i]], batches, seed + r - 1, cfg.normalize)
         counts = round_counts(cfg, original, {i: original[i] - len(alive[i]) for i in layers}, r)
-        plan = plan_removal(scores, counts)
+        plan = broadcast_from_main(plan_removal(scores, counts))  # several processes: all cut what the main one chose
         score_maps.append([[None] * original[j] if j in original else None for j in range(len(model.layers))])
         for i, s in scores.items():
             for k, h in enumerate(alive[i]):

@@ -3,8 +3,12 @@
 An explicit loop (nanoGPT, torchtune): AdamW, linear warm-up then cosine decay, gradient
 clipping, evaluation on the validation split after every epoch, early stopping on validation
 accuracy and the best checkpoint kept. It runs on `accelerate`, so the same recipe scales to
-several processes with `accelerate launch`. What is optimised is a pluggable `loss_fn`:
-teacher training is cross-entropy, fine-tuning is the same, distillation is another loss.
+several processes with `accelerate launch` (data parallel, DDP): `batch_size` is the global
+batch, each process takes every n-th example of each batch, so a recipe takes the same
+optimiser steps on the same batches whatever the number of processes, and validation
+predictions are gathered so every process scores, and stops on, the whole validation split.
+What is optimised is a pluggable `loss_fn`: teacher training is cross-entropy, fine-tuning is
+the same, distillation is another loss.
 """
 
 import copy
@@ -17,7 +21,7 @@ from accelerate import Accelerator
 from accelerate.utils import set_seed
 from pydantic import Field
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-from torch.utils.data import DataLoader
+from torch.utils.data import BatchSampler, DataLoader, RandomSampler
 
 from compress.config import NAME_PATTERN, ConfigBase, StepConfig
 from compress.errors import TrainingError
@@ -30,7 +34,7 @@ class OptimConfig(ConfigBase):
     """How a model is optimised: shared by every step that trains (train, distill, recovery)."""
 
     epochs: int = Field(5, ge=1, le=10000)  # passes over the training split
-    batch_size: int = Field(64, ge=1, le=65536)
+    batch_size: int = Field(64, ge=1, le=65536)  # examples per optimiser step, over all processes together
     lr: float = Field(1e-3, gt=0, le=1.0)  # peak learning rate of AdamW
     weight_decay: float = Field(0.01, ge=0)
     warmup: float = Field(0.1, ge=0, lt=1)  # fraction of all steps spent warming up linearly
@@ -104,15 +108,42 @@ class LengthGroupedBatches(torch.utils.data.Sampler):
         return -(-len(self.lengths) // self.batch_size)
 
 
-def make_loader(split: dict, cfg: OptimConfig, seed: int) -> DataLoader:
-    """Batches of every tensor in `split` (input_ids, attention_mask, labels, and extras such as teacher_logits)."""
+class ShardedBatches(torch.utils.data.Sampler):
+    """One process's share of every batch: examples rank, rank + n, rank + 2n, ...
+
+    Every process draws the same seeded batches, so they all take the same number of steps;
+    a length-grouped batch is sorted by length, so the strided shares are alike in length.
+    """
+
+    def __init__(self, batches, rank: int, n_processes: int):
+        self.batches, self.rank, self.n = batches, rank, n_processes
+
+    def __iter__(self):
+        for batch in self.batches:
+            if len(batch) < self.n:  # a last batch smaller than the process count: repeat examples, none goes empty
+                batch = (batch * self.n)[: self.n]
+            yield batch[self.rank :: self.n]
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+
+def make_loader(split: dict, cfg: OptimConfig, seed: int, rank: int = 0, n_processes: int = 1) -> DataLoader:
+    """Batches of every tensor in `split` (input_ids, attention_mask, labels, and extras such as teacher_logits).
+
+    With several processes each gets its share of every batch (`ShardedBatches`).
+    """
     keys = [k for k, v in split.items() if isinstance(v, torch.Tensor)]
     dataset = KeyedTensors({k: split[k] for k in keys})
-    if cfg.group_by_length:
-        sampler = LengthGroupedBatches(split["attention_mask"].sum(dim=1), cfg.batch_size, seed)
-        return DataLoader(dataset, batch_sampler=sampler, collate_fn=dataset.collate)
     g = torch.Generator().manual_seed(seed)
-    return DataLoader(dataset, batch_size=cfg.batch_size, shuffle=True, generator=g, collate_fn=dataset.collate)
+    if cfg.group_by_length:
+        batches = LengthGroupedBatches(split["attention_mask"].sum(dim=1), cfg.batch_size, seed)
+    else:
+        batches = BatchSampler(RandomSampler(dataset, generator=g), cfg.batch_size, drop_last=False)
+    if n_processes > 1:
+        batches = ShardedBatches(batches, rank, n_processes)
+    # the loader draws a seed from g each epoch too, so the order is that of DataLoader(shuffle=True, generator=g)
+    return DataLoader(dataset, batch_sampler=batches, generator=g, collate_fn=dataset.collate)
 
 
 class KeyedTensors(torch.utils.data.Dataset):
@@ -144,6 +175,18 @@ def lr_lambda(warmup_steps: int, total_steps: int) -> Callable[[int], float]:
     return schedule
 
 
+def validation_accuracy(model: torch.nn.Module, split: dict, accelerator: Accelerator) -> float:
+    """Accuracy on the whole split: each process predicts a contiguous slice, the predictions are gathered."""
+    n = len(split["labels"])
+    k = -(-n // accelerator.num_processes)  # slice length; the last slice may be short or empty
+    start = min(accelerator.process_index * k, n)
+    part = {key: split[key][start : start + k] for key in ("input_ids", "attention_mask")}
+    pred = predict(model, part, device=accelerator.device).argmax(-1) if start < n else torch.empty(0, dtype=torch.long)
+    pred = torch.cat([pred, pred.new_full((k - len(pred),), -1)])  # (k,): gather needs equal sizes
+    pred = accelerator.gather(pred.to(accelerator.device)).cpu()[:n]  # (n,) in split order: slices, then padding
+    return (pred == split["labels"]).float().mean().item()
+
+
 def train(
     model: torch.nn.Module,
     train_split: dict,
@@ -156,18 +199,25 @@ def train(
     log: Callable[..., None] = lambda **_: None,
     desc: str = "train",
 ) -> tuple[torch.nn.Module, list[dict]]:
-    """Train `model` to minimise `loss_fn`; return the best-on-validation model and its curve."""
+    """Train `model` to minimise `loss_fn`; return the best-on-validation model and its curve.
+
+    Under `accelerate launch` every process calls this with the same arguments and gets the same model back.
+    """
     set_seed(seed)
     accelerator = Accelerator(cpu=device == "cpu")
-    loader = make_loader(train_split, cfg, seed)
+    if cfg.batch_size < accelerator.num_processes:
+        raise TrainingError(f"{desc}: batch_size {cfg.batch_size} is split over {accelerator.num_processes} processes; "
+                            f"make it at least {accelerator.num_processes}")
+    loader = make_loader(train_split, cfg, seed, accelerator.process_index, accelerator.num_processes)
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
     no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
     optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr)
-    total = cfg.epochs * max(len(loader) // accelerator.num_processes, 1)
+    total = cfg.epochs * max(len(loader), 1)  # optimiser steps: every process takes each one
     if cfg.max_steps:
         total = min(total, cfg.max_steps)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(int(cfg.warmup * total), total))
-    model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
+    # the loader stays ours (it is already sharded) and the scheduler steps once per optimiser step
+    model, optimizer = accelerator.prepare(model, optimizer)
 
     best_acc, best_state, curve, stale, step = -1.0, None, [], 0, 0
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"), TimeRemainingColumn())
@@ -177,6 +227,7 @@ def train(
             model.train()
             running, count = 0.0, 0
             for batch in loader:
+                batch = {k: v.to(accelerator.device) for k, v in batch.items()}
                 try:
                     loss, _ = loss_fn(model, batch)
                     if not torch.isfinite(loss):
@@ -201,9 +252,11 @@ def train(
                 if cfg.max_steps and step >= cfg.max_steps:
                     break
             unwrapped = accelerator.unwrap_model(model)
-            val_logits = predict(unwrapped, val_split, device=accelerator.device)
-            val_acc = (val_logits.argmax(-1) == val_split["labels"]).float().mean().item()
-            point = {"epoch": epoch, "step": step, "train_loss": round(running / max(count, 1), 5), "val_accuracy": round(val_acc, 5), "lr": scheduler.get_last_lr()[0]}
+            val_acc = validation_accuracy(unwrapped, val_split, accelerator)  # the same in every process: all stop together
+            train_loss = running / max(count, 1)
+            if accelerator.num_processes > 1:  # the mean over every process's batches
+                train_loss = accelerator.reduce(torch.tensor(train_loss, device=accelerator.device), "mean").item()
+            point = {"epoch": epoch, "step": step, "train_loss": round(train_loss, 5), "val_accuracy": round(val_acc, 5), "lr": scheduler.get_last_lr()[0]}
             curve.append(point)
             log(event="epoch", **point)
             progress.update(bar, info=f"epoch {epoch} loss {point['train_loss']:.3f} val acc {val_acc:.3f}")
