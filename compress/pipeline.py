@@ -210,7 +210,7 @@ def run_recipe(recipe, recipe_path: Path | None, runs_dir: Path, command: str = 
         variant_key, variant_model = key, copy.deepcopy(model)
         for index in range(len(recipe.steps), len(steps)):
             variant_key, variant_model = run_step(ctx, index, steps[index], variant_key, variant_model, say)
-    interleaved = recipe.bench.interleave and retime_interleaved(ctx, say)
+    interleaved = recipe.bench.interleave and is_main_process() and retime_interleaved(ctx, say)
     write_results(ctx, command, env, interleaved)
     return run_dir
 
@@ -222,6 +222,7 @@ def run_step(ctx: RunContext, index: int, step, previous: str, model, say) -> tu
     used = {section: getattr(recipe, section).model_dump() for section in spec.uses}
     key = fingerprint(previous, step.model_dump(), used)
     marker = run_dir / "steps" / f"{index:02d}-{step.kind}-{step.name}.json"
+    source = ctx.stage  # the stage whose model this step gets: a new stage's default parent
     if spec.makes_stage:
         ctx.stage = step.name
         ctx.stage_kinds[step.name] = step.kind
@@ -241,6 +242,8 @@ def run_step(ctx: RunContext, index: int, step, previous: str, model, say) -> tu
     ctx.pending = {}
     started = time.time()
     model = spec.fn(model, step, ctx)
+    if spec.makes_stage and source is not None and "parent" not in ctx.pending:
+        ctx.record("parent", source)  # steps that start elsewhere (prune's `parent:`) record their own
     if spec.makes_stage and spec.saves_model:
         ctx.save_model(model, ctx.stage)
         if ctx.teacher is None:

@@ -198,6 +198,7 @@ def summary_columns(base: Row, setting: tuple[int, int] | None) -> list[Column]:
     return [
         Column("Stage", lambda row: row.name, lambda v, row: v),
         Column("Kind", stage_field("kind"), lambda v, row: v),
+        Column("From", stage_field("parent"), lambda v, row: v),  # the stage it was made from: the pipeline's chain
         Column("Accuracy % (ONNX)", stage_field("accuracy"), percent, max),
         Column("Δ pts", delta, lambda v, row: f"{v:+.2f}"),
         Column("Accuracy % (torch)", stage_field("accuracy_torch"), percent, max),

@@ -160,6 +160,8 @@ def distillation_loss(teacher: torch.nn.Module, temperature: float = 2.0, alpha:
 def swap_attention(model, cfg: SwapAttentionConfig, ctx):
     """Swap attention in the current model (or a copy of the teacher), then recover with distillation."""
     model = copy.deepcopy(ctx.teacher) if cfg.source == "teacher" else model
+    if cfg.source == "teacher":
+        ctx.record("parent", next(iter(ctx.stage_kinds)))  # the first stage is the teacher
     swap_attention_(model, cfg.to, cfg.args, cfg.layers)
     val = ctx.encoded["validation"]
     before = (predict(model, val).argmax(-1) == val["labels"]).float().mean().item()

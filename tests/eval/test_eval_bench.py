@@ -34,9 +34,11 @@ def test_time_callable_counts_calls_and_syncs_before_each_clock_read():
     assert syncs == [3, 4, 5, 6, 7, 8, 9, 10]  # after warm-up, then after every timed call
 
 
-def test_time_callable_min_time_extends_repeats():
-    stats = time_callable(lambda: time.sleep(0.002), warmup=0, repeats=2, min_time_s=0.03)
-    assert stats["n"] > 2
+def test_time_callable_min_time_extends_repeats(monkeypatch):
+    ticks = iter(range(10**6))
+    monkeypatch.setattr("eval.bench.time.perf_counter", lambda: next(ticks) * 0.01)  # every call "takes" 10 ms
+    stats = time_callable(lambda: None, warmup=0, repeats=2, min_time_s=0.05)
+    assert stats["n"] == 5 and stats["p50_ms"] == pytest.approx(10.0)
 
 
 def test_time_callable_rejects_zero_repeats():

@@ -88,7 +88,7 @@ def test_single_run_writes_self_contained_html_and_markdown(make_run: Callable[.
     assert "<details>" in html_text and "hypernym &lt;b&gt;" in html_text
     assert "std/mean" in html_text  # the student's spread is 1.0 / 2.5 = 0.4
     markdown = paths["md"].read_text()
-    assert "| teacher | train | **71.00** | +0.00 |" in markdown and "| student | distill | 69.25 | -1.75 |" in markdown
+    assert "| teacher | train | — | **71.00** | +0.00 |" in markdown and "| student | distill | teacher | 69.25 | -1.75 |" in markdown
     figures = sorted(p.name for p in paths["files"].iterdir())
     assert figures == ["accuracy_vs_latency.png", "accuracy_vs_size.png", "latency_vs_batch.png", "training_curves.png"]
     assert all(f"report_files/{name}" in markdown for name in figures)
