@@ -265,15 +265,17 @@ def protocol_text(value: object) -> str:
 
 def find_warnings(runs: dict[str, dict], rows: list[Row], base: Row) -> list[str]:
     """Noisy timings, failed parity and protocol differences between runs."""
-    warnings = []
+    warnings, noisy_rows = [], []
     for row in rows:
         records = [r for r in row.stage.get("latency") or [] if r.get("std_ms") is not None and r.get("mean_ms")]
         spreads = [r["std_ms"] / r["mean_ms"] for r in records]
         noisy = [s for s in spreads if s > SPREAD_LIMIT]
         if noisy:
-            warnings.append(f"{row.name}: latency spread std/mean up to {max(noisy):.2f} in {len(noisy)} of "
-                            f"{len(spreads)} records (above {SPREAD_LIMIT}); speed-ups from these timings are not "
-                            "trustworthy: raise repeats or quiet the machine.")
+            noisy_rows.append(f"{row.name} (up to {max(noisy):.2f} in {len(noisy)} of {len(spreads)} records)")
+    if noisy_rows:
+        warnings.append(f"latency spread std/mean above {SPREAD_LIMIT}: {'; '.join(noisy_rows)}. Speed-ups from these "
+                        "timings are not trustworthy: raise repeats, quiet the machine, or re-time with "
+                        "`slimformer bench <run folder>`.")
         diff, atol = (row.stage.get("parity") or {}).get("max_abs_diff"), (row.stage.get("parity") or {}).get("atol")
         if diff is not None and atol is not None and diff > atol:
             warnings.append(f"{row.name}: ONNX output differs from torch by {diff:.3g}, above atol {atol:.3g}.")
