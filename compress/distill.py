@@ -16,7 +16,6 @@ from typing import Literal
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from pydantic import Field, model_validator
 from torch import nn
 
@@ -24,7 +23,7 @@ from compress.config import NAME_PATTERN, ConfigBase, ModelConfig, StepConfig
 from compress.distributed import main_process_first
 from compress.errors import RecipeError
 from compress.io import atomic_write_bytes
-from compress.losses import hidden_loss, relation_heads, relation_loss, soft_target_loss
+from compress.losses import hidden_loss, logits_loss, relation_heads, relation_loss
 from compress.pipeline import register_step
 from compress.train import OptimConfig, predict, train
 
@@ -187,11 +186,7 @@ def distill_loss(teacher: nn.Module, layer_map: list[int], cfg: DistillConfig):
             with torch.no_grad():
                 t_out = teacher.to(ids.device)(input_ids=ids, attention_mask=mask, output_hidden_states=bool(w.hidden))
             t_logits = t_out.logits
-        loss = out.logits.new_zeros(())
-        if w.logits:
-            loss = loss + w.logits * soft_target_loss(out.logits, t_logits, cfg.temperature)
-        if w.hard:
-            loss = loss + w.hard * F.cross_entropy(out.logits, batch["labels"])
+        loss = logits_loss(out.logits, t_logits, batch["labels"], w.logits, w.hard, cfg.temperature)
         if w.hidden:
             pairs = [(0, 0)] + [(i + 1, j + 1) for i, j in enumerate(layer_map)]
             parts = [hidden_loss(distiller.proj[k](out.hidden_states[i]), t_out.hidden_states[j], mask) for k, (i, j) in enumerate(pairs)]

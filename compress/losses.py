@@ -2,6 +2,8 @@
 
 - `soft_target_loss`: KL(teacher || student) of temperature-softened class distributions,
   scaled by T^2 so its gradients keep their size as T changes (Hinton et al. 2015).
+- `logits_loss`: the weighted soft-target + hard-label objective of Hinton et al. 2015; the one
+  implementation behind `distill` and the recovery of `swap_attention` and `prune_*`.
 - `hidden_loss`: MSE between a student layer's output and its mapped teacher layer's, through a
   learned linear projection when widths differ (TinyBERT, Jiao et al. 2020).
 - `relation_loss`: KL between teacher and student *relations* softmax(A B^T / sqrt(d)) of the
@@ -24,6 +26,17 @@ def soft_target_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
     t = F.log_softmax(teacher_logits.float() / temperature, dim=-1)  # (B, C)
     s = F.log_softmax(student_logits.float() / temperature, dim=-1)
     return F.kl_div(s, t, log_target=True, reduction="batchmean") * temperature**2
+
+
+def logits_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor | None, labels: torch.Tensor, w_logits: float, w_hard: float, temperature: float) -> torch.Tensor:
+    """w_logits * soft_target_loss + w_hard * CE(student, labels); a zero weight skips its term
+    (so `teacher_logits` may be None when w_logits is 0)."""
+    loss = student_logits.new_zeros(())
+    if w_logits:
+        loss = loss + w_logits * soft_target_loss(student_logits, teacher_logits, temperature)
+    if w_hard:
+        loss = loss + w_hard * F.cross_entropy(student_logits, labels)
+    return loss
 
 
 def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

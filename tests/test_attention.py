@@ -13,6 +13,7 @@ from transformers import AutoModelForSequenceClassification
 
 import cli
 from compress.attention import SwapAttentionConfig, distillation_loss, swap_attention_
+from compress.attention.swap import select_layers
 from compress.errors import RecipeError
 from compress.export import ExportConfig, export_stage
 from compress.models import ATTENTION, SlimformerConfig, SlimformerForSequenceClassification
@@ -255,6 +256,18 @@ def test_swap_copies_projections_fills_arguments_and_updates_config(tmp_path):
     assert all(a == {"kind": "full"} for a in model.config.attention)
     with pytest.raises(RecipeError, match="match no layer"):
         swap_attention_(model, "bigbird", layers=["layers.7"])
+
+
+
+def test_swap_layers_use_the_shared_selector_globs():
+    model = tiny_model(["full"] * 12, max_len=24)
+    model.layers[1].attn = None  # a layer whose heads were all pruned has nothing to swap
+    assert select_layers(model, ["*"]) == select_layers(model, ["layers.*.attn"]) == [0] + list(range(2, 12))
+    assert select_layers(model, ["1*"]) == select_layers(model, ["layers.1*"]) == [10, 11]  # bare index globs mean layers.<glob>
+    assert select_layers(model, ["[02]", "layers.3.attn", "layers.4"]) == [0, 2, 3, 4]
+    assert select_layers(model, ["layer.0"]) == []
+    with pytest.raises(ValueError, match="non-empty"):
+        SwapAttentionConfig(to="performer", layers=[" "])
 
 
 @pytest.mark.parametrize("to, args", [("linformer", {"k": 24}), ("bigbird", {"block": 4, "window": 15})])

@@ -8,7 +8,7 @@ import torch
 
 from compress.distill import Capture, DistillConfig, Distiller, augment, default_layer_map, distill_loss, init_from_teacher_
 from compress.export import ExportConfig, export_stage
-from compress.losses import hidden_loss, relation_loss, soft_target_loss
+from compress.losses import hidden_loss, logits_loss, relation_loss, soft_target_loss
 from compress.models import SlimformerConfig, SlimformerForSequenceClassification, SlimRNNConfig, SlimRNNForSequenceClassification
 
 
@@ -37,6 +37,14 @@ def test_soft_and_hidden_losses_zero_for_identical_positive_otherwise():
     changed = h.clone()
     changed[0, 3:] += 100.0  # padded positions do not count
     assert hidden_loss(h, changed, mask).item() == 0.0
+
+
+def test_logits_loss_weighs_soft_targets_and_hard_labels():
+    s, t, labels = torch.randn(4, 3), torch.randn(4, 3), torch.tensor([0, 1, 2, 0])
+    ce = torch.nn.functional.cross_entropy(s, labels)
+    torch.testing.assert_close(logits_loss(s, t, labels, 0.3, 0.7, 2.0), 0.3 * soft_target_loss(s, t, 2.0) + 0.7 * ce)
+    torch.testing.assert_close(logits_loss(s, None, labels, 0.0, 1.0, 2.0), ce)  # no teacher needed without the soft term
+    assert logits_loss(s, s, labels, 1.0, 0.0, 2.0).item() == pytest.approx(0.0, abs=1e-6)
 
 
 @pytest.mark.parametrize("relations", [1, 2, 4])

@@ -253,7 +253,7 @@ def fake_context(teacher, steps, n=96):
     data = scoring_data(n)
     val = {k: v[: n // 3] for k, v in data.items()}
     recipe = SimpleNamespace(steps=steps, seed=0)
-    return FakeContext(recipe=recipe, encoded={"train": data, "validation": val}, teacher=teacher, device="cpu", recorded={}, logged=[])
+    return FakeContext(recipe=recipe, steps=steps, encoded={"train": data, "validation": val}, teacher=teacher, device="cpu", recorded={}, logged=[])  # steps: the lineage run (RunContext.steps)
 
 
 def test_prune_heads_step_rounds_recovery_sweep_and_records():

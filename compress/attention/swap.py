@@ -6,31 +6,37 @@ built with the layer's current head count, takes the old module's `q_proj`/`k_pr
 extras start fresh (Linformer's E/F, Performer's features, BigBird's random layout);
 `model.config.attention[i]` is updated in the same call, so the model saves and reloads exactly.
 
+Layers are chosen with the one selector vocabulary (`compress/select.py`, STYLE.md rule 8):
+`layers` globs over the attention modules' names `layers.<i>.attn`, a parent's name counting
+(`layers.1`, `layers.*`, `*`); a bare index glob (`0`, `1*`) is shorthand for `layers.<glob>`.
+
 The `swap_attention` step then trains the swapped model with the one training loop and a
 distillation loss (Hinton et al. 2015, "Distilling the Knowledge in a Neural Network"): KL
-divergence to the teacher's temperature-softened logits, scaled by T^2 (`compress.losses`),
-plus cross-entropy on the labels; the teacher's logits on the training split are computed once. The kinds: BigBird (Zaheer et al. 2020), Linformer (Wang et al. 2020), Performer
-(Choromanski et al. 2021); see `compress/models/attention_*.py`.
+divergence to the teacher's temperature-softened logits, scaled by T^2, plus cross-entropy on
+the labels (`compress.losses.logits_loss`, shared with `distill`); the teacher's logits on the
+training split are computed once. The kinds: BigBird (Zaheer et al. 2020), Linformer (Wang et
+al. 2020), Performer (Choromanski et al. 2021); see `compress/models/attention_*.py`.
 """
 
 import copy
-import fnmatch
 import inspect
+import re
 from typing import Any, Literal
 
 import torch
-import torch.nn.functional as F
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from compress.config import NAME_PATTERN, StepConfig
 from compress.errors import RecipeError
-from compress.losses import soft_target_loss
+from compress.losses import logits_loss
 from compress.models import ATTENTION, build_attention
 from compress.pipeline import register_step
+from compress.select import select_names
 from compress.train import OptimConfig, cross_entropy_loss, predict, train
 
 PROJECTIONS = ("q_proj", "k_proj", "v_proj", "out_proj")
 CONTRACT_ARGS = ("dim", "n_heads", "head_dim", "dropout")  # every kind's constructor takes these; the model supplies them
+INDEX_GLOB = re.compile(r"[0-9*?\[\]!-]+")  # "0", "1*", "[01]": a glob over layer indices, shorthand for "layers.<glob>"
 
 
 class RecoverConfig(OptimConfig):
@@ -49,7 +55,7 @@ class SwapAttentionConfig(StepConfig):
     kind: Literal["swap_attention"] = "swap_attention"
     to: str  # the attention kind to swap in: bigbird | linformer | performer | full
     args: dict[str, Any] = Field(default_factory=dict)  # that kind's arguments, e.g. {k: 128} for linformer
-    layers: list[str] = Field(default_factory=lambda: ["*"], min_length=1)  # globs over layer indices or names: "*", "0", "layers.1"
+    layers: list[str] = Field(default_factory=lambda: ["*"], min_length=1)  # module-name globs (compress/select.py): "*", "layers.1", "layers.*.attn"; "0" = "layers.0"
     source: Literal["current", "teacher"] = "current"  # swap the current stage's model, or a copy of the teacher
     recover: RecoverConfig = Field(default_factory=RecoverConfig)
     name: str | None = Field(None, pattern=NAME_PATTERN)  # the stage this step makes; default: the kind swapped in
@@ -66,6 +72,13 @@ class SwapAttentionConfig(StepConfig):
         if to not in ATTENTION:
             raise ValueError(f"unknown attention kind {to!r}; choose one of {sorted(ATTENTION)}")
         return to
+
+    @field_validator("layers")
+    @classmethod
+    def non_empty_globs(cls, layers: list[str]) -> list[str]:
+        if any(not g.strip() for g in layers):
+            raise ValueError("layers globs must be non-empty strings such as '*', 'layers.1' or '0'")
+        return layers
 
     @field_validator("args")
     @classmethod
@@ -92,14 +105,15 @@ def check_args(kind: str, args: dict) -> None:
         raise ValueError(f"{kind} args {args}: {e}") from None
 
 
+def layer_globs(patterns: list[str]) -> list[str]:
+    """Module-name globs for `compress.select`: a bare index glob `0` becomes `layers.0`, others are kept."""
+    return [f"layers.{p}" if INDEX_GLOB.fullmatch(p) else p for p in patterns]
+
+
 def select_layers(model, patterns: list[str]) -> list[int]:
-    """Indices of layers with attention whose index (`0`) or name (`layers.0`, `layers.0.attn`) matches a glob."""
-    chosen = []
-    for i, layer in enumerate(model.layers):
-        names = (str(i), f"layers.{i}", f"layers.{i}.attn")
-        if layer.attn is not None and any(fnmatch.fnmatchcase(n, p) for n in names for p in patterns):
-            chosen.append(i)
-    return chosen
+    """Indices of layers with attention whose module `layers.<i>.attn` the globs select (`compress.select`)."""
+    names = {f"layers.{i}.attn": i for i, layer in enumerate(model.layers) if layer.attn is not None}
+    return [names[n] for n in select_names(list(names), include=layer_globs(patterns))]
 
 
 def swap_attention_(model, to: str, args: dict | None = None, layers: list[str] | tuple[str, ...] = ("*",)):
@@ -138,7 +152,8 @@ def swap_attention_(model, to: str, args: dict | None = None, layers: list[str] 
 
 
 def distillation_loss(teacher: torch.nn.Module, temperature: float = 2.0, alpha: float = 0.5):
-    """loss_fn for `train`: alpha * T^2 * KL(teacher_T || student_T) + (1 - alpha) * CE(student, labels).
+    """loss_fn for `train` (recovery after a swap or a pruning round): `logits_loss` with weights
+    alpha on T^2 * KL(teacher_T || student_T) and (1 - alpha) on CE(student, labels).
 
     Uses the batch's precomputed `teacher_logits` when present, else runs the teacher (eval, no grad).
     """
@@ -147,11 +162,10 @@ def distillation_loss(teacher: torch.nn.Module, temperature: float = 2.0, alpha:
         ids, mask = batch["input_ids"], batch["attention_mask"]
         logits = model(input_ids=ids, attention_mask=mask).logits  # (B, n_classes)
         target = batch.get("teacher_logits")
-        if target is None:
+        if target is None and alpha:
             with torch.no_grad():
                 target = teacher.eval().to(ids.device)(input_ids=ids, attention_mask=mask).logits
-        hard = F.cross_entropy(logits, batch["labels"])
-        return alpha * soft_target_loss(logits, target, temperature) + (1.0 - alpha) * hard, logits
+        return logits_loss(logits, target, batch["labels"], alpha, 1.0 - alpha, temperature), logits
 
     return loss_fn
 
