@@ -86,22 +86,25 @@ def accuracy_vs_size(names: list[str], size_mb: list[float], accuracies: list[fl
     return trade_off(names, size_mb, accuracies, "ONNX size, MB (log)", log_x=True)
 
 
-def latency_vs_batch(series: dict[str, list[tuple[int, float]]], setting: str) -> bytes | None:
-    """p50 latency against batch size, one line per stage; None unless some stage has two batch sizes."""
+def latency_curves(series: dict[str, list[tuple[int, float]]], xlabel: str, setting: str) -> bytes | None:
+    """p50 latency against `xlabel` (batch size or sequence length), one line per stage, log-log.
+
+    None unless some stage has at least two points.
+    """
     series = {name: sorted(points) for name, points in series.items() if points}
     if not any(len(points) > 1 for points in series.values()):
         return None
     fig = Figure(figsize=(6.4, 4.2), layout="constrained")
     ax = fig.subplots()
     for name, points in series.items():
-        ax.plot([b for b, _ in points], [ms for _, ms in points], marker="o", label=name)
+        ax.plot([x for x, _ in points], [ms for _, ms in points], marker="o", label=name)
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
-    ax.xaxis.set_major_locator(FixedLocator(sorted({b for points in series.values() for b, _ in points})))
+    ax.xaxis.set_major_locator(FixedLocator(sorted({x for points in series.values() for x, _ in points})))
     ax.xaxis.set_major_formatter(FuncFormatter(plain_number))
     ax.xaxis.set_minor_formatter(NullFormatter())
     plain_log_ticks(ax.yaxis)
-    ax.set_xlabel("batch size")
+    ax.set_xlabel(xlabel)
     ax.set_ylabel(f"p50 latency, ms ({setting})")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)

@@ -299,13 +299,17 @@ def make_figures(rows: list[Row], setting: tuple[int, int] | None) -> list[tuple
     sized = [(n, b / MB, a) for n, b, a in sized if b and a is not None]
     by_batch = {r.name: [(x["batch"], x["p50_ms"]) for x in r.stage.get("latency") or []
                          if is_headline_kind(x) and setting and x["seq_len"] == setting[1]] for r in rows}
+    by_length = {r.name: [(x["seq_len"], x["p50_ms"]) for x in r.stage.get("latency") or []
+                          if is_headline_kind(x) and setting and x["batch"] == setting[0]] for r in rows}
     curves = {r.name: r.stage.get("train_curve") or [] for r in rows}
     candidates = [
         ("Accuracy vs latency", "accuracy_vs_latency.png",
          plots.accuracy_vs_latency(*columns_of(timed), label) if timed else None),
         ("Accuracy vs size", "accuracy_vs_size.png", plots.accuracy_vs_size(*columns_of(sized)) if sized else None),
         ("Latency vs batch size", "latency_vs_batch.png",
-         plots.latency_vs_batch(by_batch, f"CPU ONNX Runtime, seq_len {setting[1]}") if setting else None),
+         plots.latency_curves(by_batch, "batch size", f"CPU ONNX Runtime, seq_len {setting[1]}") if setting else None),
+        ("Latency vs sequence length", "latency_vs_length.png",
+         plots.latency_curves(by_length, "sequence length (tokens)", f"CPU ONNX Runtime, batch {setting[0]}") if setting else None),
         ("Training curves", "training_curves.png", plots.training_curves(curves)),
     ]
     for r in rows:  # pruning stages: head importance per round, and the sensitivity sweep

@@ -94,6 +94,15 @@ def test_single_run_writes_self_contained_html_and_markdown(make_run: Callable[.
     assert all(f"report_files/{name}" in markdown for name in figures)
 
 
+def test_latency_vs_length_figure_when_stages_have_two_lengths(make_run: Callable[..., Path], make_results, make_latency):
+    results = make_results()
+    for stage, base in zip(results["stages"], (10.0, 2.5)):
+        stage["latency"] += [make_latency(8, base * 4, seq_len=256)]
+    paths = write_report([make_run(results=results)])
+    assert "latency_vs_length.png" in {p.name for p in paths["files"].iterdir()}
+    assert "Latency vs sequence length" in paths["html"].read_text()
+
+
 def compact_count(n: int) -> str:
     """The report's Params form, written out again here so the test does not reuse the code it checks."""
     return f"{n / 1e6:.3g}M" if n >= 1e6 else f"{n / 1e3:.3g}K" if n >= 1e3 else str(n)
