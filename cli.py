@@ -5,7 +5,7 @@
     slimformer validate my.yaml                     # check a recipe without running it
     slimformer report runs/a runs/b                 # one page comparing runs
     slimformer report runs/a --check t.yaml         # and exit 1 when a stage breaks a threshold (CI)
-    slimformer bench runs/a                         # re-time every stage of a run round-robin
+    slimformer bench runs/a                         # re-time every stage of a run in interleaved rounds
     slimformer bench --scaling                      # attention latency/memory against length
 
 `python cli.py ...` does the same from a checkout. User mistakes print one clear message and
@@ -166,7 +166,7 @@ def cmd_bench(args) -> int:
 
 
 def bench_run(args) -> int:
-    """`bench runs/<name>`: time every stage of a finished run again, round-robin, and re-render its report."""
+    """`bench runs/<name>`: time every stage of a finished run again, in interleaved rounds, and re-render its report."""
     from compress.errors import SlimformerError
     from eval.interleave import retime_run
     from eval.report import write_report
@@ -178,7 +178,7 @@ def bench_run(args) -> int:
     if not timed:
         raise SlimformerError(f"{run_dir}: fewer than two benchmarked stages with an ONNX artifact; nothing to compare")
     write_report([run_dir])
-    print(f"re-timed {len(timed)} stages round-robin: {', '.join(timed)}; report: {run_dir / 'report.html'}")
+    print(f"re-timed {len(timed)} stages in interleaved rounds: {', '.join(timed)}; report: {run_dir / 'report.html'}")
     return 0
 
 
@@ -250,8 +250,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "exit 1 when one is broken (docs/thresholds.example.yaml)")
     p.set_defaults(fn=cmd_report)
 
-    p = sub.add_parser("bench", help="re-time a run's stages round-robin; or --scaling: latency and memory against length per attention kind")
-    p.add_argument("run_dir", nargs="?", help="a finished run folder: every stage re-timed round-robin, results.json and report rewritten")
+    p = sub.add_parser("bench", help="re-time a run's stages in interleaved rounds; or --scaling: latency and memory against length per attention kind")
+    p.add_argument("run_dir", nargs="?", help="a finished run folder: every stage re-timed in interleaved rounds, results.json and report rewritten")
     p.add_argument("--scaling", action="store_true", help="run the attention scaling benchmark")
     p.add_argument("--lengths", type=int, nargs="+", help="sequence lengths (default 512 1024 2048 4096 8192)")
     p.add_argument("--kinds", nargs="+", help="attention kinds (default: full bigbird linformer performer)")

@@ -254,14 +254,14 @@ def run_step(ctx: RunContext, index: int, step, previous: str, model, say) -> tu
 
 
 def retime_interleaved(ctx: RunContext, say) -> bool:
-    """The protocol's last measurement: every benchmarked stage re-timed round-robin (eval/interleave.py)."""
+    """The protocol's last measurement: every benchmarked stage re-timed in interleaved rounds (eval/interleave.py)."""
     from eval.interleave import retime_stages
 
     bench = ctx.recipe.bench
     protocol = {**bench.model_dump(), "seq_lens": bench.seq_lens or [ctx.recipe.task.seq_len]}
     if sum("latency" in fields for fields in ctx.results.values()) < 2:
         return False
-    say("timing every stage again, round-robin (bench.interleave)")
+    say("timing every stage again, in interleaved rounds (bench.interleave)")
     return bool(retime_stages(ctx.results, ctx.run_dir, protocol, len(ctx.tokenizer)))
 
 

@@ -1,18 +1,28 @@
-"""Re-time every stage of a run round-robin, so ratios between stages survive a noisy machine.
+"""Re-time every stage of a run in rounds, so ratios between stages survive a noisy machine.
 
 Each `bench` step times its stage when the step runs. On a shared machine the load at that
 moment differs from stage to stage, and a ratio of two p50s then measures the load as much as
-the models. Here every stage's ONNX artifact gets a session, all are warmed up, and then each
-timed round calls every stage once, in an order rotated round by round: a burst of load hits
-all stages alike, and every stage's spread is the same population of moments. The records
-replace each stage's ONNX Runtime CPU records in `results.json` and are marked `interleaved`.
+the models. Here the timed calls of every stage are spread over the same stretch of time: in
+each of `rounds` rounds, every stage (in an order rotated round by round) gets a fresh ONNX
+Runtime session, its warm-up calls and its share of the timed calls, and the session is
+closed before the next stage's opens. A burst of load thus hits all stages alike.
 
-Runs at the end of `slimformer run` (`bench.interleave: true`, the default) and on a finished
-run with `slimformer bench runs/<name>`.
+Why not one call per stage in turn: each session keeps its own thread pool whose threads spin
+for a while after a call, and a model's weights leave the CPU caches while others run. Calls
+alternating between sessions measured 2-3x slower than the same sessions timed alone (teacher
+of recipes/flagship.yaml at batch 1: 48 ms against 8.6 ms), so they no longer measured what a
+deployed model sees. One session at a time, warmed up, measures what the `bench` step measures.
+
+The records replace each stage's ONNX Runtime CPU records in `results.json` and are marked
+`interleaved`. Runs at the end of `slimformer run` (`bench.interleave: true`, the default) and
+on a finished run with `slimformer bench runs/<name>`.
 """
 
+import gc
 import json
+import math
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -21,22 +31,36 @@ from compress.errors import SlimformerError
 from eval.bench import latency_record, latency_stats, make_inputs, ort_runner, ort_session
 
 ONNX_FILE = "model.onnx"
+ROUNDS = 5  # rounds the timed calls are spread over (fewer when repeats is smaller)
+
+Cell = tuple[int, int]  # (batch, seq_len)
 
 
-def time_round_robin(runners: dict[str, callable], warmup: int, repeats: int) -> dict[str, dict]:
-    """Latency statistics per name: `warmup` untimed calls each, then `repeats` rounds of one timed call each."""
-    names = list(runners)
-    for name in names:
-        for _ in range(warmup):
-            runners[name]()
-    times = {name: [] for name in names}
-    for r in range(repeats):
+def time_in_rounds(open_stage: dict[str, Callable[[], dict[Cell, Callable[[], None]]]], warmup: int, repeats: int,
+                   rounds: int = ROUNDS) -> dict[str, dict[Cell, dict]]:
+    """Latency statistics per stage and cell, the timed calls spread over `rounds` rounds.
+
+    `open_stage[name]()` opens the stage (a fresh session) and returns one no-argument runner
+    per cell; it is called once per round and dropped after it. Each round, each stage runs
+    `warmup` untimed then `ceil(repeats / rounds)` timed calls per cell.
+    """
+    names, rounds = list(open_stage), max(1, min(rounds, repeats))
+    per_round = math.ceil(repeats / rounds)
+    times: dict[str, dict[Cell, list[float]]] = {name: {} for name in names}
+    for r in range(rounds):
         shift = r % len(names)
         for name in names[shift:] + names[:shift]:  # rotated: no stage always runs right after the same one
-            start = time.perf_counter()
-            runners[name]()
-            times[name].append(time.perf_counter() - start)
-    return {name: latency_stats(np.asarray(t) * 1000.0) for name, t in times.items()}
+            runners = open_stage[name]()
+            for cell, run in runners.items():
+                for _ in range(warmup):
+                    run()
+                for _ in range(per_round):
+                    start = time.perf_counter()
+                    run()
+                    times[name].setdefault(cell, []).append(time.perf_counter() - start)
+            del runners
+            gc.collect()  # close the session (and its thread pool) before the next stage opens
+    return {name: {cell: latency_stats(np.asarray(t) * 1000.0) for cell, t in cells.items()} for name, cells in times.items()}
 
 
 def interleaved_latency(
@@ -48,17 +72,20 @@ def interleaved_latency(
     warmup: int = 5,
     repeats: int = 30,
 ) -> dict[str, list[dict]]:
-    """ONNX Runtime CPU latency records for `models` (name -> (model.onnx, precision)), timed round-robin per cell."""
-    sessions = {name: ort_session(path, threads) for name, (path, _) in models.items()}
-    records: dict[str, list[dict]] = {name: [] for name in models}
-    for batch in batch_sizes:
-        for seq_len in seq_lens:
-            feeds = make_inputs(batch, seq_len, vocab_size)
-            runners = {name: ort_runner(session, feeds, "cpu") for name, session in sessions.items()}
-            for name, stats in time_round_robin(runners, warmup, repeats).items():
-                record = latency_record("cpu", "onnxruntime", models[name][1], batch, seq_len, threads, stats)
-                records[name].append({**record, "interleaved": True})
-    return records
+    """ONNX Runtime CPU latency records for `models` (name -> (model.onnx, precision)), timed in rounds."""
+    feeds = {(b, t): make_inputs(b, t, vocab_size) for b in batch_sizes for t in seq_lens}
+
+    def opener(path: Path) -> Callable[[], dict[Cell, Callable[[], None]]]:
+        def open_() -> dict[Cell, Callable[[], None]]:
+            session = ort_session(path, threads)
+            return {cell: ort_runner(session, feed, "cpu") for cell, feed in feeds.items()}
+
+        return open_
+
+    timed = time_in_rounds({name: opener(path) for name, (path, _) in models.items()}, warmup, repeats)
+    return {name: [{**latency_record("cpu", "onnxruntime", models[name][1], b, t, threads, stats), "interleaved": True}
+                   for (b, t), stats in cells.items()]
+            for name, cells in timed.items()}
 
 
 def retime_stages(stages: dict[str, dict], run_dir: Path, protocol: dict, vocab_size: int) -> list[str]:
@@ -84,7 +111,7 @@ def retime_stages(stages: dict[str, dict], run_dir: Path, protocol: dict, vocab_
 
 
 def retime_run(run_dir: Path, repeats: int | None = None) -> list[str]:
-    """`slimformer bench runs/<name>`: re-time a finished run's stages round-robin and rewrite its results.json."""
+    """`slimformer bench runs/<name>`: re-time a finished run's stages in interleaved rounds and rewrite its results.json."""
     from compress.io import atomic_write_json
 
     path = Path(run_dir) / "results.json"

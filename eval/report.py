@@ -24,7 +24,7 @@ SPREAD_LIMIT = 0.2  # std/mean above this: timings too noisy to trust ratios
 MB = 1e6
 PROTOCOL_FIELDS = ("task", "task_description", "split", "n_test", "seq_len", "seq_lens", "batch_sizes",
                    "truncated", "threads", "warmup", "repeats", "interleaved", "devices", "cpu")
-# truncated: texts cut at seq_len, per split; interleaved: ONNX Runtime CPU timings re-taken round-robin across stages
+# truncated: texts cut at seq_len, per split; interleaved: ONNX Runtime CPU timings re-taken in interleaved rounds across stages
 LATENCY_FIELDS = ("device", "runtime", "precision", "batch", "seq_len", "threads",
                   "p50_ms", "p90_ms", "p99_ms", "mean_ms", "std_ms", "throughput_per_s")
 CSS = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1200px;padding:0 1em;color:#222}

@@ -1,4 +1,4 @@
-"""Round-robin re-timing: every stage is called once per round, in rotated order; records are replaced, not added."""
+"""Re-timing in rounds: every stage opened once per round, in rotated order; records are replaced, not added."""
 
 import json
 import shutil
@@ -7,17 +7,24 @@ import jsonschema
 import pytest
 
 import cli
-from eval.interleave import retime_run, retime_stages, time_round_robin
+from eval.interleave import retime_stages, time_in_rounds
 
 
-def test_round_robin_calls_every_stage_once_per_round_in_rotated_order():
-    calls = []
-    runners = {name: (lambda n=name: calls.append(n)) for name in "abc"}
-    stats = time_round_robin(runners, warmup=2, repeats=4)
-    timed = calls[6:]  # 2 warm-up calls per stage first
-    assert calls[:6] == ["a", "a", "b", "b", "c", "c"]
-    assert [timed[i:i + 3] for i in range(0, 12, 3)] == [list("abc"), list("bca"), list("cab"), list("abc")]
-    assert {name: s["n"] for name, s in stats.items()} == {"a": 4, "b": 4, "c": 4}
+def test_rounds_open_each_stage_once_per_round_in_rotated_order():
+    calls, opened = [], []
+
+    def opener(name):
+        def open_():
+            opened.append(name)
+            return {(1, 8): lambda: calls.append((name, 1)), (2, 8): lambda: calls.append((name, 2))}
+        return open_
+
+    stats = time_in_rounds({name: opener(name) for name in "abc"}, warmup=1, repeats=4, rounds=2)
+    assert opened == list("abc") + list("bca")
+    # per open: each cell gets 1 warm-up and ceil(4 / 2) = 2 timed calls, before the next stage opens
+    assert calls[:6] == [("a", 1)] * 3 + [("a", 2)] * 3
+    assert {name: {cell: s["n"] for cell, s in cells.items()} for name, cells in stats.items()} == {
+        name: {(1, 8): 4, (2, 8): 4} for name in "abc"}
 
 
 def stage(name, onnx_dir, latency):
