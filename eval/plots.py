@@ -9,6 +9,8 @@ import io
 import math
 from typing import Sequence
 
+import numpy as np
+
 from matplotlib.axis import Axis
 from matplotlib.figure import Figure
 from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter
@@ -60,8 +62,8 @@ def trade_off(names: list[str], costs: list[float], accuracies: list[float], xla
     ax = fig.subplots()
     percent = [100 * a for a in accuracies]
     ax.scatter(costs, percent, s=36, color="#4c72b0", zorder=3)
-    for name, x, y in zip(names, costs, percent):
-        ax.annotate(name, (x, y), textcoords="offset points", xytext=(5, 4), fontsize=8)
+    for name, x, y, dy in zip(names, costs, percent, label_offsets(costs, percent, log_x)):
+        ax.annotate(name, (x, y), textcoords="offset points", xytext=(5, dy), fontsize=8)
     front = pareto_front(costs, percent)
     if len(front) > 1:
         ax.step([costs[i] for i in front], [percent[i] for i in front], where="post",
@@ -74,6 +76,19 @@ def trade_off(names: list[str], costs: list[float], accuracies: list[float], xla
     ax.set_ylabel("accuracy (ONNX Runtime, %)")
     ax.grid(True, which="both", alpha=0.3)
     return figure_png(fig)
+
+
+def label_offsets(xs: Sequence[float], ys: Sequence[float], log_x: bool, near: float = 0.04) -> list[int]:
+    """Vertical label offsets in points: a point close to an earlier one (within `near` of each
+    axis' span) gets its label one line lower than that one's, so coinciding stages stay readable."""
+    fx = [np.log10(x) if log_x else x for x in xs]
+    span_x, span_y = (max(fx) - min(fx)) or 1.0, (max(ys) - min(ys)) or 1.0
+    offsets: list[int] = []
+    for i in range(len(xs)):
+        close = [offsets[j] for j in range(i)
+                 if abs(fx[i] - fx[j]) / span_x < near * 3 and abs(ys[i] - ys[j]) / span_y < near]
+        offsets.append(min(close) - 10 if close else 4)
+    return offsets
 
 
 def accuracy_vs_latency(names: list[str], p50_ms: list[float], accuracies: list[float], setting: str) -> bytes | None:
