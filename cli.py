@@ -149,7 +149,7 @@ def cmd_bench(args) -> int:
 
     if not args.scaling:
         return bench_run(args)
-    fields = {"lengths": args.lengths, "kinds": args.kinds, "threads": args.threads, "repeats": args.repeats, "warmup": args.warmup}
+    fields = {"lengths": args.lengths, "gpu_lengths": args.gpu_lengths, "kinds": args.kinds, "threads": args.threads, "repeats": args.repeats, "warmup": args.warmup}
     try:
         cfg = ScalingConfig(**{k: v for k, v in fields.items() if v is not None}, memory=not args.no_memory)
     except ValidationError as e:
@@ -255,6 +255,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scaling", action="store_true", help="run the attention scaling benchmark")
     p.add_argument("--lengths", type=int, nargs="+", help="sequence lengths (default 512 1024 2048 4096 8192)")
     p.add_argument("--kinds", nargs="+", help="attention kinds (default: full bigbird linformer performer)")
+    p.add_argument("--gpu-lengths", type=int, nargs="+", help="lengths timed in torch on a GPU, until a kind runs out of memory (default 512 ... 16384)")
     p.add_argument("--threads", type=int, help="intra-op threads (default 2)")
     p.add_argument("--repeats", type=int, help="timed calls per length (default 5); with a run folder: rounds (default: the run's repeats)")
     p.add_argument("--warmup", type=int, help="untimed calls per length (default 1)")

@@ -33,6 +33,8 @@ class ScalingConfig(ConfigBase):
     """What the scaling benchmark measures; the CLI flags of `slimformer bench --scaling` set these fields."""
 
     lengths: list[Annotated[int, Field(ge=8, le=65536)]] = Field(default_factory=lambda: [512, 1024, 2048, 4096, 8192])  # lengths timed
+    # lengths timed in torch on a GPU (when one is present), up to where a kind runs out of GPU memory
+    gpu_lengths: list[Annotated[int, Field(ge=8, le=65536)]] = Field(default_factory=lambda: [512, 1024, 2048, 4096, 8192, 16384])
     kinds: list[str] = Field(default_factory=lambda: list(KINDS))  # attention kinds compared; `full` is the reference
     threads: int = Field(2, ge=1, le=256)  # intra-op threads for ONNX Runtime (and torch)
     warmup: int = Field(1, ge=0)  # untimed calls per length
@@ -58,11 +60,18 @@ class ScalingConfig(ConfigBase):
         if unknown:
             raise RecipeError(f"unknown attention kind(s) {unknown}; choose from {sorted(ATTENTION)}")
         self.lengths = sorted(set(self.lengths))
+        self.gpu_lengths = sorted(set(self.gpu_lengths))
+
+    def longest(self) -> int:
+        """The model's positions: the longest length any device times."""
+        import torch
+
+        return max(self.lengths + (self.gpu_lengths if torch.cuda.is_available() else []))
 
     def attention(self, kind: str) -> dict:
         spec = {"kind": kind, **self.args.get(kind, {})}
         if kind == "linformer":
-            spec["max_len"] = max(self.lengths)
+            spec["max_len"] = self.longest()
         return spec
 
 
@@ -72,7 +81,7 @@ def build_model(cfg: ScalingConfig, kind: str):
 
     from compress.models import SlimformerConfig, SlimformerForSequenceClassification
 
-    config = SlimformerConfig(vocab_size=cfg.vocab_size, max_len=max(cfg.lengths), dim=cfg.dim, n_layers=cfg.n_layers,
+    config = SlimformerConfig(vocab_size=cfg.vocab_size, max_len=cfg.longest(), dim=cfg.dim, n_layers=cfg.n_layers,
                               n_heads=cfg.n_heads, ffn_dim=cfg.ffn_dim, attention=cfg.attention(kind), num_labels=2, dropout=0.0)
     torch.manual_seed(0)
     return SlimformerForSequenceClassification(config).eval()
@@ -91,6 +100,42 @@ def export_kind(model, path: Path) -> dict:
     mask[1, (3 * n) // 4 :] = 0
     export_onnx(model, path, (ids, mask))
     return check_parity(model, path, ids, mask, atol=1e-4)
+
+
+def gpu_sweep(model, cfg: ScalingConfig, time_at: Callable[[int], list[dict]], peak_at: Callable[[int], int]) -> tuple[list[dict], int | None]:
+    """Time `model` at each of `cfg.gpu_lengths` until it runs out of GPU memory.
+
+    `time_at(n)` returns latency records at length n and `peak_at(n)` the peak GPU bytes
+    allocated by one call; both may raise torch.cuda.OutOfMemoryError. Returns the records,
+    each with `gpu_peak_bytes`, and the first length that ran out of memory (None if none did).
+    """
+    import torch
+
+    records = []
+    for n in cfg.gpu_lengths:
+        try:
+            peak = peak_at(n)
+            records += [{**r, "gpu_peak_bytes": peak} for r in time_at(n)]
+        except torch.cuda.OutOfMemoryError:
+            torch.cuda.empty_cache()
+            return records, n  # longer inputs need more memory still
+    return records, None
+
+
+def cuda_peak_bytes(model, n: int, vocab_size: int) -> int:
+    """Peak GPU memory allocated by one batch-1 call at length n (weights included)."""
+    import torch
+
+    from eval.bench import make_inputs
+
+    feeds = {k: torch.from_numpy(v).cuda() for k, v in make_inputs(1, n, vocab_size).items()}
+    model = model.cuda()
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    with torch.inference_mode():
+        model(**feeds)
+    torch.cuda.synchronize()
+    return torch.cuda.max_memory_allocated()
 
 
 def crossover(lengths: list[int], full_ms: list[float], kind_ms: list[float]) -> dict:
@@ -214,6 +259,16 @@ def markdown(data: dict, pngs: list[tuple[str, str, bytes]]) -> str:
                 c = value["crossover"]
                 speedups = ", ".join(f"{n}: {s:.2f}×" for n, s in value["speedup"].items())
                 lines.append(f"| {kind} | {key} | {c['length'] or '—'} ({c['status']}) | {speedups} | {ratio} |")
+    if p.get("gpu"):
+        oom = data.get("gpu_oom") or {}
+        lines += ["", f"## GPU ({p['gpu']}): where each kind ran out of memory", ""]
+        lines += [f"- {kind}: {f'out of memory at {oom[kind]} tokens' if kind in oom else 'ran every length'}" for kind in p["kinds"]]
+        peaks = series(data["latency"], "gpu_peak_bytes", device="cuda")
+        lines += ["", "| kind | " + " | ".join(str(n) for n in p.get("gpu_lengths", [])) + " |", "|" + "---|" * (len(p.get("gpu_lengths", [])) + 1)]
+        for kind in p["kinds"]:
+            values = dict(peaks.get(kind, []))
+            lines.append(f"| {kind} (peak GPU MB) | " + " | ".join(f"{values[n] / MB:.0f}" if n in values else "OOM" if kind in oom and n >= oom[kind] else "—"
+                                                               for n in p.get("gpu_lengths", [])) + " |")
     lines += [""] + [f"![{t}]({name})" for t, name, _ in pngs] + [""]
     return "\n".join(lines)
 
@@ -229,7 +284,7 @@ def run_scaling(cfg: ScalingConfig, out_dir: Path, command: str = "", say: Calla
     onnx_dir = out_dir / "onnx"
     onnx_dir.mkdir(parents=True, exist_ok=True)
     env = collect_env(cfg.threads)
-    latency, memory, params, parity = [], [], {}, {}
+    latency, memory, params, parity, gpu_oom = [], [], {}, {}, {}
     for kind in cfg.kinds:
         model = build_model(cfg, kind)
         path = onnx_dir / f"{kind}.onnx"
@@ -240,9 +295,16 @@ def run_scaling(cfg: ScalingConfig, out_dir: Path, command: str = "", say: Calla
         for record in bench_onnx(path, [1], cfg.lengths, cfg.threads, cfg.vocab_size, warmup=cfg.warmup, repeats=cfg.repeats):
             latency.append({"kind": kind, **record})
         if torch.cuda.is_available():
-            say(f"{kind}: torch CUDA")
-            gpu = bench_torch(model, [1], cfg.lengths, cfg.threads, cfg.vocab_size, warmup=cfg.warmup, repeats=cfg.repeats, device="cuda")
+            say(f"{kind}: torch CUDA, lengths {cfg.gpu_lengths}")
+            gpu, oom = gpu_sweep(
+                model, cfg,
+                lambda n: bench_torch(model, [1], [n], cfg.threads, cfg.vocab_size, warmup=cfg.warmup, repeats=cfg.repeats, device="cuda"),
+                lambda n: cuda_peak_bytes(model, n, cfg.vocab_size))
             latency += [{"kind": kind, **record} for record in gpu]
+            if oom is not None:
+                gpu_oom[kind] = oom
+                say(f"{kind}: out of GPU memory at {oom} tokens")
+            model.cpu()
         if cfg.memory:
             for n in cfg.lengths:
                 memory.append({"kind": kind, **peak_memory(path, 1, n, cfg.threads)})
@@ -250,7 +312,7 @@ def run_scaling(cfg: ScalingConfig, out_dir: Path, command: str = "", say: Calla
     data = {
         "command": command,
         "protocol": {
-            "lengths": cfg.lengths, "kinds": cfg.kinds, "batch": 1, "threads": cfg.threads, "warmup": cfg.warmup, "repeats": cfg.repeats,
+            "lengths": cfg.lengths, "gpu_lengths": cfg.gpu_lengths if torch.cuda.is_available() else [], "kinds": cfg.kinds, "batch": 1, "threads": cfg.threads, "warmup": cfg.warmup, "repeats": cfg.repeats,
             "model": f"dim {cfg.dim}, {cfg.n_layers} layers, {cfg.n_heads} heads, ffn {cfg.ffn_dim}, vocab {cfg.vocab_size}, untrained",
             "attention": {kind: cfg.attention(kind) for kind in cfg.kinds},
             "cpu": f"{env.get('cpu')} ({env.get('n_cores_usable')} usable cores)",
@@ -261,6 +323,7 @@ def run_scaling(cfg: ScalingConfig, out_dir: Path, command: str = "", say: Calla
         "parity": parity,
         "latency": latency,
         "memory": memory,
+        "gpu_oom": gpu_oom,  # kind -> the first GPU length that ran out of memory
     }
     data["summary"] = summarise(data)
     pngs = figures(data)

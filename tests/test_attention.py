@@ -324,3 +324,45 @@ def test_bench_scaling_writes_json_plots_and_report(tmp_path, capsys):
 
     assert cli.main(["bench"]) == 2 and "--scaling" in capsys.readouterr().err
     assert cli.main(["bench", "--scaling", "--kinds", "longformer"]) == 2
+
+
+def test_gpu_sweep_stops_at_the_first_length_out_of_memory():
+    """The GPU scaling sweep records every length that fits and where the kind ran out of memory."""
+    from eval.scaling import ScalingConfig, gpu_sweep
+
+    cfg = ScalingConfig(kinds=["full"], gpu_lengths=[512, 1024, 2048, 4096], memory=False)
+    timed = []
+
+    def time_at(n):
+        timed.append(n)
+        return [{"device": "cuda", "runtime": "torch", "seq_len": n, "p50_ms": n / 100}]
+
+    def peak_at(n):
+        if n >= 2048:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory")
+        return n * 1000
+
+    records, oom = gpu_sweep(None, cfg, time_at, peak_at)
+    assert oom == 2048 and timed == [512, 1024], "nothing longer is tried after the first OOM"
+    assert [(r["seq_len"], r["gpu_peak_bytes"]) for r in records] == [(512, 512000), (1024, 1024000)]
+    assert gpu_sweep(None, ScalingConfig(kinds=["full"], gpu_lengths=[512], memory=False), time_at, lambda n: 1)[1] is None
+
+
+def test_scaling_markdown_says_where_each_kind_ran_out_of_gpu_memory():
+    from eval.scaling import markdown, summarise
+
+    def rec(kind, device, runtime, n, ms, peak=None):
+        return {"kind": kind, "device": device, "runtime": runtime, "seq_len": n, "p50_ms": ms, "batch": 1,
+                **({"gpu_peak_bytes": peak} if peak else {})}
+
+    latency = [rec(k, "cpu", "onnxruntime", n, n / d) for k, d in (("full", 10), ("linformer", 40)) for n in (512, 1024)]
+    latency += [rec("full", "cuda", "torch", 512, 1.0, 50e6), rec("linformer", "cuda", "torch", 512, 0.5, 10e6),
+                rec("linformer", "cuda", "torch", 1024, 0.6, 12e6)]
+    data = {"command": "slimformer bench --scaling", "latency": latency, "memory": [], "gpu_oom": {"full": 1024},
+            "protocol": {"lengths": [512, 1024], "gpu_lengths": [512, 1024], "kinds": ["full", "linformer"], "threads": 2,
+                         "warmup": 1, "repeats": 5, "model": "tiny", "attention": {"full": {}, "linformer": {"k": 64}},
+                         "gpu": "NVIDIA H100"}}
+    data["summary"] = summarise(data)
+    text = markdown(data, [])
+    assert "- full: out of memory at 1024 tokens" in text and "- linformer: ran every length" in text
+    assert "| full (peak GPU MB) | 50 | OOM |" in text and "| linformer (peak GPU MB) | 10 | 12 |" in text
