@@ -181,8 +181,13 @@ def sensitivity(data: dict, title: str) -> bytes | None:
         return None
     fig = Figure(figsize=(6.4, 4.2), layout="constrained")
     ax = fig.subplots()
+    xs = [100 * f for f in data["fractions"]]
     for method, acc in curves.items():
-        ax.plot([100 * f for f in data["fractions"]], [100 * a for a in acc], marker="o", label=method)
+        spread = (data.get("spread") or {}).get(method)
+        label = f"{method} (mean of {spread['seeds']} seeds, band: min-max)" if spread else method
+        line, = ax.plot(xs, [100 * a for a in acc], marker="o", label=label)
+        if spread:
+            ax.fill_between(xs, [100 * a for a in spread["min"]], [100 * a for a in spread["max"]], color=line.get_color(), alpha=0.15)
     ax.set_xlabel(f"{data.get('unit', 'units')} removed, % of {data.get('n_units', '?')}")
     ax.set_ylabel(f"{data.get('split', 'validation')} accuracy before recovery, %")
     ax.set_title(title, fontsize=10)

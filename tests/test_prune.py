@@ -253,7 +253,7 @@ def fake_context(teacher, steps, n=96):
     data = scoring_data(n)
     val = {k: v[: n // 3] for k, v in data.items()}
     recipe = SimpleNamespace(steps=steps, seed=0)
-    return FakeContext(recipe=recipe, steps=steps, encoded={"train": data, "validation": val}, teacher=teacher, device="cpu", recorded={}, logged=[])  # steps: the lineage run (RunContext.steps)
+    return FakeContext(recipe=recipe, steps=steps, encoded={"train": data, "validation": val, "test": val}, teacher=teacher, device="cpu", recorded={}, logged=[])  # steps: the lineage run (RunContext.steps)
 
 
 def test_prune_heads_step_rounds_recovery_sweep_and_records():
@@ -275,6 +275,9 @@ def test_prune_heads_step_rounds_recovery_sweep_and_records():
     full = (logits(teacher, *(ctx.encoded["validation"][k] for k in ("input_ids", "attention_mask"))).argmax(-1) == ctx.encoded["validation"]["labels"]).float().mean()
     assert all(v[0] == pytest.approx(full.item(), abs=1e-5) for v in sweep["accuracy"].values()), "fraction 0 is the unpruned model"
     assert len({tuple(v)[-1] for v in sweep["accuracy"].values()}) == 1, "fraction 1 masks every head whatever the method"
+    assert sweep["split"] == "test", "scored on validation batches, so the sweep is measured on the test split"
+    band = sweep["spread"]["random"]
+    assert band["seeds"] == 5 and all(lo <= mean <= hi for lo, mean, hi in zip(band["min"], sweep["accuracy"]["random"], band["max"]))
     assert [p["round"] for p in rec["train_curve"]] == [1, 2] and rec["train_curve"][1]["step"] > rec["train_curve"][0]["step"]
 
 
@@ -312,6 +315,7 @@ def test_report_draws_head_importance_and_sensitivity():
 
     stage = {"name": "pruned", "kind": "prune_heads",
              "head_importance": {"method": "taylor", "rounds": [{"round": 1, "scores": [[0.2, 0.9], [0.5, 0.1]]}, {"round": 2, "scores": [[None, 1.0], None]}]},
-             "sensitivity": {"unit": "heads", "split": "validation", "n_units": 4, "fractions": [0.0, 0.5], "accuracy": {"taylor": [0.8, 0.7], "random": [0.8, 0.5]}}}
+             "sensitivity": {"unit": "heads", "split": "validation", "n_units": 4, "fractions": [0.0, 0.5], "accuracy": {"taylor": [0.8, 0.7], "random": [0.8, 0.5]},
+                             "spread": {"random": {"seeds": 3, "min": [0.8, 0.4], "max": [0.8, 0.6]}}}}
     names = [name for _, name, png in make_figures([Row("pruned", stage)], None) if png.startswith(b"\x89PNG")]
     assert names == ["head_importance_pruned.png", "sensitivity_pruned.png"]
