@@ -10,6 +10,10 @@ data, the seed, the teacher's shape, every step before it and its own config. A 
 leaves a marker `runs/<name>/steps/NN-<name>.json` holding its fingerprint and what it
 recorded; running the recipe again skips every step whose marker matches and resumes at the
 first one that does not (a killed run resumes from the last finished step).
+
+A recipe with `variants:` runs its `steps:` (the trunk) once, then each variant's steps from
+the trunk's last stage on a copy of its model (`compress.config.lineages` names their stages).
+The last measurement re-times every stage in interleaved rounds (`eval/interleave.py`).
 """
 
 import copy
