@@ -369,13 +369,16 @@ def clean_location(loc: tuple) -> tuple:
 
 @cache
 def tag_names() -> frozenset:
+    """Task and step kinds (cached: the registry must be full first, hence the import)."""
+    import compress.steps  # noqa: F401  (fills the step registry)
     from compress.data import TASKS
     from compress.pipeline import STEPS
 
     return frozenset(TASKS) | frozenset(STEPS)
 
 
-def validation_message(error: ValidationError, source: str, lines: dict[tuple, int]) -> str:
+def validation_message(error: ValidationError, source: str, lines: dict[tuple, int], root: str = "recipe") -> str:
+    """`file:line: field: message` for each error (an unknown key's line is the key's own); `root` names the whole file."""
     parts = []
     for err in error.errors():
         loc = clean_location(tuple(err["loc"]))
@@ -385,7 +388,7 @@ def validation_message(error: ValidationError, source: str, lines: dict[tuple, i
             loc_of_line = loc
         line = next((lines[loc_of_line[:n]] for n in range(len(loc_of_line), -1, -1) if loc_of_line[:n] in lines), None)
         where = f"{source}" + (f":{line}" if line else "")
-        field = format_location(loc) or "recipe"
+        field = format_location(loc) or root
         msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "missing":
             msg = "required field is missing"

@@ -24,7 +24,7 @@ from typing import Callable, Literal
 import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
-from compress.config import ConfigBase, StrictLoader, yaml_lines
+from compress.config import ConfigBase, StrictLoader, validation_message, yaml_lines
 from compress.errors import SlimformerError
 from eval.report import MB, Row, gather_rows, load_runs, pick_baseline
 
@@ -191,19 +191,7 @@ def load_thresholds(path: str | Path) -> ThresholdsConfig:
     try:
         return ThresholdsConfig.model_validate(data)
     except ValidationError as e:
-        raise SlimformerError(error_text(e, str(path), yaml_lines(text))) from None
-
-
-def error_text(error: ValidationError, source: str, lines: dict[tuple, int]) -> str:
-    """`file:line: stages.int8: message` for each error, the line of an unknown key being the key's own."""
-    parts = []
-    for err in error.errors():
-        loc = tuple(err["loc"])
-        key_loc = loc + (err["ctx"]["key"],) if err["type"] == "unknown_key" else loc
-        line = next((lines[key_loc[:n]] for n in range(len(key_loc), -1, -1) if key_loc[:n] in lines), None)
-        msg = "required field is missing" if err["type"] == "missing" else err["msg"].removeprefix("Value error, ")
-        parts.append(f"{source}{f':{line}' if line else ''}: {'.'.join(map(str, loc)) or 'thresholds'}: {msg}")
-    return "\n".join(parts)
+        raise SlimformerError(validation_message(e, str(path), yaml_lines(text), root="thresholds")) from None
 
 
 def entries_for(run: str, stage: str, thresholds: ThresholdsConfig) -> list[tuple[str, StageThresholds]]:
