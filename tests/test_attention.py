@@ -17,6 +17,7 @@ from compress.attention.swap import select_layers
 from compress.errors import RecipeError
 from compress.export import ExportConfig, export_stage
 from compress.models import ATTENTION, SlimformerConfig, SlimformerForSequenceClassification
+from tests.helpers import logits, padded_batch
 
 KINDS = ["bigbird", "linformer", "performer"]
 # small settings that exercise the structure on short inputs: several blocks, k < T, few features
@@ -54,17 +55,7 @@ def tiny_model(attention, n_heads=4, max_len=40, seed=0) -> SlimformerForSequenc
 
 
 def token_batch(n=4, seq_len=21, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    ids = torch.randint(5, 60, (n, seq_len), generator=g)
-    mask = torch.ones_like(ids)
-    mask[0, seq_len // 2 :] = 0
-    ids[mask == 0] = 0
-    return ids, mask
-
-
-def logits(model, ids, mask):
-    with torch.no_grad():
-        return model.eval()(input_ids=ids, attention_mask=mask).logits
+    return padded_batch(n, seq_len, seed)
 
 
 # --------------------------------------------------------------------------- limiting cases

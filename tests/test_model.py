@@ -10,20 +10,11 @@ import torch
 from transformers import AutoModelForSequenceClassification
 
 from compress.models import ATTENTION, SlimformerConfig, SlimformerForSequenceClassification
+from tests.helpers import logits, padded_batch
 
 
 def inputs(batch=3, seq_len=10, vocab=60, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    ids = torch.randint(5, vocab, (batch, seq_len), generator=g)
-    mask = torch.ones_like(ids)
-    mask[0, seq_len // 2 :] = 0  # one padded example
-    ids[mask == 0] = 0
-    return ids, mask
-
-
-def logits(model, ids, mask):
-    with torch.no_grad():
-        return model.eval()(input_ids=ids, attention_mask=mask).logits
+    return padded_batch(batch, seq_len, seed, vocab)  # one padded example
 
 
 def test_round_trip_is_exact(tmp_path, tiny_config):

@@ -16,6 +16,7 @@ from compress.models import ATTENTION, SlimformerConfig, SlimformerForSequenceCl
 from compress.prune import PruneFfnConfig, PruneHeadsConfig, plan_removal, prune_ffn_, prune_heads_, prune_stage, round_counts
 from compress.select import SelectConfig, is_selected, select_modules
 from compress.train import TrainConfig
+from tests.helpers import logits, padded_batch
 
 DIM, HEAD_DIM, FFN = 32, 8, 64
 ARGS = {  # small settings that exercise each kind's structure on short inputs
@@ -38,17 +39,7 @@ def tiny(attention="full", n_layers=3, n_heads=4, norm="pre", seed=0) -> Slimfor
 
 
 def batch(n=4, seq_len=13, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    ids = torch.randint(5, 60, (n, seq_len), generator=g)
-    mask = torch.ones_like(ids)
-    mask[0, seq_len // 2 :] = 0
-    ids[mask == 0] = 0
-    return ids, mask
-
-
-def logits(model, ids, mask):
-    with torch.no_grad():
-        return model.eval()(input_ids=ids, attention_mask=mask).logits
+    return padded_batch(n, seq_len, seed)
 
 
 def masked_logits(model, unit, plan, ids, mask):
