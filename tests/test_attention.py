@@ -1,9 +1,6 @@
 """Efficient attention (bigbird, linformer, performer) and the swap: limiting cases, masking, head counts, save/load, export, distillation, scaling."""
 
 import json
-import os
-import subprocess
-import sys
 
 import numpy as np
 import onnxruntime as ort
@@ -17,7 +14,7 @@ from compress.attention.swap import select_layers
 from compress.errors import RecipeError
 from compress.export import ExportConfig, export_stage
 from compress.models import ATTENTION, SlimformerConfig, SlimformerForSequenceClassification
-from tests.helpers import logits, padded_batch
+from tests.helpers import logits, padded_batch, remote_code_logits
 
 KINDS = ["bigbird", "linformer", "performer"]
 # small settings that exercise the structure on short inputs: several blocks, k < T, few features
@@ -207,18 +204,7 @@ def test_every_kind_exports_with_parity(mixed, shape):
 def test_every_kind_loads_with_remote_code_without_slimformer(mixed, tmp_path):
     model, folder, _ = mixed
     ids, mask = token_batch()
-    torch.save({"ids": ids, "mask": mask}, tmp_path / "inputs.pt")
-    script = (
-        "import sys, torch\n"
-        "sys.modules['compress'] = None\n"
-        "from transformers import AutoModelForSequenceClassification\n"
-        f"d = torch.load({str(tmp_path / 'inputs.pt')!r})\n"
-        f"m = AutoModelForSequenceClassification.from_pretrained({str(folder / 'model')!r}, trust_remote_code=True).eval()\n"
-        "torch.save(m(input_ids=d['ids'], attention_mask=d['mask']).logits.detach(), sys.argv[1])\n"
-    )
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_MODULES_CACHE": str(tmp_path / "modules"), "PYTHONPATH": ""}
-    subprocess.run([sys.executable, "-c", script, str(tmp_path / "out.pt")], check=True, cwd=tmp_path, env=env, timeout=300)
-    torch.testing.assert_close(torch.load(tmp_path / "out.pt"), logits(model, ids, mask), atol=0, rtol=0)
+    torch.testing.assert_close(remote_code_logits(folder / "model", ids, mask, tmp_path), logits(model, ids, mask), atol=0, rtol=0)
 
 
 # --------------------------------------------------------------------------- swapping

@@ -1,16 +1,13 @@
 """The model: exact save/load round trips, per-layer shapes, the attention contract, remote code."""
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 import torch
 from transformers import AutoModelForSequenceClassification
 
 from compress.models import ATTENTION, SlimformerConfig, SlimformerForSequenceClassification
-from tests.helpers import logits, padded_batch
+from tests.helpers import logits, padded_batch, remote_code_logits
 
 
 def inputs(batch=3, seq_len=10, vocab=60, seed=0):
@@ -123,16 +120,4 @@ def test_loads_with_remote_code_without_slimformer(tmp_path):
     assert (tmp_path / "model" / "modeling_slimformer.py").is_file()
     ids, mask = inputs()
     expected = logits(model, ids, mask)
-    torch.save({"ids": ids, "mask": mask}, tmp_path / "inputs.pt")
-    script = (
-        "import sys, torch\n"
-        "sys.modules['compress'] = None  # slimformer is not importable here\n"
-        "from transformers import AutoModelForSequenceClassification\n"
-        f"d = torch.load({str(tmp_path / 'inputs.pt')!r})\n"
-        f"m = AutoModelForSequenceClassification.from_pretrained({str(tmp_path / 'model')!r}, trust_remote_code=True).eval()\n"
-        "assert 'transformers_modules' in type(m).__module__, type(m).__module__\n"
-        "torch.save(m(input_ids=d['ids'], attention_mask=d['mask']).logits.detach(), sys.argv[1])\n"
-    )
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_MODULES_CACHE": str(tmp_path / "modules"), "PYTHONPATH": ""}
-    subprocess.run([sys.executable, "-c", script, str(tmp_path / "out.pt")], check=True, cwd=tmp_path, env=env, timeout=300)
-    torch.testing.assert_close(torch.load(tmp_path / "out.pt"), expected, atol=0, rtol=0)
+    torch.testing.assert_close(remote_code_logits(tmp_path / "model", ids, mask, tmp_path), expected, atol=0, rtol=0)
