@@ -164,15 +164,15 @@ class RecipeBase(ConfigBase):
 
     @model_validator(mode="after")
     def check_steps(self):
-        stages = check_lineage(list(self.steps), [], None)
+        stages = set(check_lineage(list(self.steps), [], None))
         for variant, steps in lineages(self) if self.variants else []:
-            stages += check_lineage(steps, self.steps, variant)
+            stages |= set(check_lineage(steps, self.steps, variant))
         seq_len = self.task.seq_len
         too_long = [t for t in self.bench.seq_lens or [] if t > seq_len]
         if too_long:
             raise ValueError(f"bench.seq_lens {too_long} exceed task.seq_len {seq_len} (the model's positions)")
         if self.report.baseline is not None and self.report.baseline not in stages:
-            raise ValueError(f"report.baseline {self.report.baseline!r} is not a stage; stages: {sorted(set(stages))}")
+            raise ValueError(f"report.baseline {self.report.baseline!r} is not a stage; stages: {sorted(stages)}")
         return self
 
 
@@ -200,7 +200,10 @@ def lineages(recipe) -> list[tuple[str | None, list]]:
 
 
 def check_lineage(steps: list, trunk: list, variant: str | None) -> list[str]:
-    """Check one lineage's step order and stage names; return its stages. Locations name the YAML list."""
+    """Check one lineage's step order and stage names; return its stages. Locations name the YAML list.
+
+    `trunk` is the recipe's `steps:` when `steps` is a variant's lineage: their cross-step rules
+    were checked with the trunk, and errors past it are placed in the variant's list."""
     from compress.pipeline import STEPS
 
     def where(message: str) -> str:  # "steps[7]" of a lineage is "variants.kd[2]" in the YAML
@@ -226,7 +229,7 @@ def check_lineage(steps: list, trunk: list, variant: str | None) -> list[str]:
                 step.check_recipe(steps, i)
             except ValueError as e:
                 raise ValueError(where(str(e))) from None
-    return stages if variant is None else stages[len([s for s in trunk if STEPS[s.kind].makes_stage]):]
+    return stages
 
 
 # --------------------------------------------------------------------------- loading

@@ -263,10 +263,10 @@ def retime_interleaved(ctx: RunContext, say) -> bool:
 
     bench = ctx.recipe.bench
     protocol = {**bench.model_dump(), "seq_lens": bench.seq_lens or [ctx.recipe.task.seq_len]}
-    if sum("latency" in fields for fields in ctx.results.values()) < 2:
-        return False
-    say("timing every stage again, in interleaved rounds (bench.interleave)")
-    return bool(retime_stages(ctx.results, ctx.run_dir, protocol, len(ctx.tokenizer)))
+    timed = retime_stages(ctx.results, ctx.run_dir, protocol, len(ctx.tokenizer))
+    if timed:
+        say(f"timed {len(timed)} stages again in interleaved rounds (bench.interleave)")
+    return bool(timed)
 
 
 def write_results(ctx: RunContext, command: str, env: dict, interleaved: bool = False) -> Path:

@@ -28,9 +28,9 @@ from pathlib import Path
 import numpy as np
 
 from compress.errors import SlimformerError
+from compress.export import ONNX_FILE
 from eval.bench import latency_record, latency_stats, make_inputs, ort_runner, ort_session
 
-ONNX_FILE = "model.onnx"
 ROUNDS = 5  # rounds the timed calls are spread over (fewer when repeats is smaller)
 
 Cell = tuple[int, int]  # (batch, seq_len)
