@@ -145,18 +145,21 @@ def cmd_bench(args) -> int:
     from pydantic import ValidationError
 
     from compress.errors import SlimformerError
-    from eval.scaling import ScalingConfig, run_scaling
 
     if not args.scaling:
         return bench_run(args)
     fields = {"lengths": args.lengths, "gpu_lengths": args.gpu_lengths, "kinds": args.kinds, "threads": args.threads, "repeats": args.repeats, "warmup": args.warmup}
+    from compress.scaling import build_model, check_kinds, export_model
+    from eval.scaling import ScalingConfig, run_scaling
+
     try:
         cfg = ScalingConfig(**{k: v for k, v in fields.items() if v is not None}, memory=not args.no_memory)
     except ValidationError as e:
         raise SlimformerError("bench --scaling: " + "; ".join(f"--{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors())) from None
+    check_kinds(cfg.kinds)
     out = Path(args.out)
     command = "slimformer " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    run_scaling(cfg, out, command=command, say=console().print)
+    run_scaling(cfg, out, build_model, export_model, command=command, say=console().print)
     if (out / "results.json").is_file():  # a run folder: its report gets the scaling plots
         from eval.report import write_report
 
@@ -183,25 +186,32 @@ def bench_run(args) -> int:
 
 
 def cmd_predict(args) -> int:
-    """Classify texts with an exported ONNX folder: ONNX Runtime + the saved tokenizer only."""
+    """Classify texts with an exported ONNX folder: ONNX Runtime, the saved tokenizer and config.json only.
+
+    The config is read as JSON (labels and the longest input), so no model code is loaded and
+    nothing asks for `trust_remote_code`."""
     import numpy as np
     import onnxruntime as ort
-    from transformers import AutoConfig, AutoTokenizer
+    from transformers import AutoTokenizer
 
     from compress.errors import SlimformerError
 
     folder = Path(args.onnx_dir)
     if not (folder / "model.onnx").is_file():
         raise SlimformerError(f"{folder} holds no model.onnx; give a stage's onnx folder, e.g. runs/quickstart/stages/teacher/onnx")
+    if not (folder / "config.json").is_file():
+        raise SlimformerError(f"{folder} holds no config.json (labels, max_len); export the stage again with `slimformer run`")
+    config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    id2label = {int(k): v for k, v in (config.get("id2label") or {}).items()}
+    max_len = config.get("max_len") or config.get("max_position_embeddings") or 512
     tokenizer = AutoTokenizer.from_pretrained(folder)
-    config = AutoConfig.from_pretrained(folder)
-    enc = tokenizer(args.texts, padding=True, truncation=True, max_length=config.max_len, return_tensors="np")
+    enc = tokenizer(args.texts, padding=True, truncation=True, max_length=max_len, return_tensors="np")
     session = ort.InferenceSession(str(folder / "model.onnx"), providers=["CPUExecutionProvider"])
     logits = session.run(["logits"], {"input_ids": enc["input_ids"].astype(np.int64), "attention_mask": enc["attention_mask"].astype(np.int64)})[0]
     probs = np.exp(logits - logits.max(-1, keepdims=True))
     probs /= probs.sum(-1, keepdims=True)
     for text, p in zip(args.texts, probs):
-        label = config.id2label[int(p.argmax())]
+        label = id2label.get(int(p.argmax()), str(int(p.argmax())))
         print(json.dumps({"text": text, "label": label, "score": round(float(p.max()), 4)}))
     return 0
 

@@ -7,140 +7,27 @@ key is an error that lists the valid keys (nanoGPT, torchtune); YAML is read wit
 loader and nothing in a recipe can import code.
 """
 
-import difflib
-import json
 import re
 from functools import cache
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, model_validator
-from pydantic_core import PydanticCustomError
+from pydantic import BaseModel, Field, ValidationError, create_model, model_validator
 
+import compress.steps  # noqa: F401  (fills the step registry: the recipe's `steps:` union is built from it)
+from compress.config_base import NAME_PATTERN, BenchConfig, ConfigBase, ModelConfig, ReportConfig
+from compress.data import TASKS, TaskConfig
 from compress.errors import RecipeError
-from compress.models import ATTENTION, SIZES
+from compress.pipeline import STEPS, dump_recipe, lineages  # noqa: F401  (dump_recipe: the CLI's)
+from eval.schema import StrictLoader, validation_message, yaml_lines
 
 RECIPES_DIR = Path(__file__).resolve().parent.parent / "recipes"
-NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$"
-
-
-class ConfigBase(BaseModel):
-    """Base of every config: unknown keys are errors that list the valid keys."""
-
-    model_config = ConfigDict(extra="forbid", validate_default=True)
-
-    @model_validator(mode="before")
-    @classmethod
-    def reject_unknown_keys(cls, data: Any) -> Any:
-        if isinstance(data, dict):
-            valid = list(cls.model_fields)
-            for key in data:
-                if key not in cls.model_fields:
-                    close = difflib.get_close_matches(str(key), valid, n=1)
-                    hint = f" (did you mean {close[0]!r}?)" if close else ""
-                    raise PydanticCustomError(
-                        "unknown_key",
-                        "unknown key '{key}'{hint}; valid keys: {valid}",
-                        {"key": key, "hint": hint, "valid": ", ".join(valid)},
-                    )
-        return data
-
-
-class StepConfig(ConfigBase):
-    """Fields every step has. Each step kind subclasses it with `kind: Literal[...]`."""
-
-    kind: str
-    # the stage name a model-producing step saves under; other steps act on the current stage
-    name: str | None = Field(None, pattern=NAME_PATTERN)
-
-    @model_validator(mode="after")
-    def default_name(self):
-        if self.name is None:
-            self.name = self.kind
-        return self
-
-
-class ModelConfig(ConfigBase):
-    """A Transformer's shape: a named `size` and/or explicit fields that override it."""
-
-    size: Literal[tuple(SIZES)] | None = "mini"  # named size from compress/models/sizes.py
-    dim: int | None = Field(None, ge=8, le=8192)  # overrides the size's width
-    n_layers: int | None = Field(None, ge=1, le=64)
-    n_heads: int | None = Field(None, ge=1, le=128)
-    head_dim: int | None = Field(None, ge=4, le=512)  # default dim // n_heads
-    ffn_dim: int | None = Field(None, ge=1, le=65536)
-    attention: str = "full"  # attention kind for every layer (see `slimformer ls`)
-    norm: Literal["pre", "post"] = "pre"
-    pooling: Literal["mean", "cls"] = "mean"
-    activation: Literal["gelu", "relu"] = "gelu"
-    dropout: float = Field(0.1, ge=0.0, lt=1.0)
-    attention_dropout: float = Field(0.0, ge=0.0, lt=1.0)
-
-    def shape(self) -> dict:
-        """The size's fields with the explicit ones laid over them."""
-        base = dict(SIZES[self.size]) if self.size else {}
-        for key in ("dim", "n_layers", "n_heads", "head_dim", "ffn_dim"):
-            if getattr(self, key) is not None:
-                base[key] = getattr(self, key)
-        return base
-
-    @model_validator(mode="after")
-    def check_shape(self):
-        shape = self.shape()
-        missing = [k for k in ("dim", "n_layers", "n_heads", "ffn_dim") if k not in shape]
-        if missing:
-            raise ValueError(f"give a `size` ({', '.join(SIZES)}) or all of {missing}")
-        if "head_dim" not in shape and shape["dim"] % shape["n_heads"]:
-            raise ValueError(f"dim {shape['dim']} is not divisible by n_heads {shape['n_heads']}; set head_dim")
-        if self.attention not in ATTENTION:
-            raise ValueError(f"unknown attention kind {self.attention!r}; choose one of {sorted(ATTENTION)}")
-        return self
-
-    def build_config(self, vocab_size: int, max_len: int, label_names: list[str]):
-        from compress.models import SlimformerConfig
-
-        return SlimformerConfig(
-            vocab_size=vocab_size,
-            max_len=max_len,
-            attention=self.attention,
-            norm=self.norm,
-            pooling=self.pooling,
-            activation=self.activation,
-            dropout=self.dropout,
-            attention_dropout=self.attention_dropout,
-            id2label=dict(enumerate(label_names)),
-            label2id={n: i for i, n in enumerate(label_names)},
-            **self.shape(),
-        )
-
-
-class BenchConfig(ConfigBase):
-    """The measurement protocol: every `bench` step in a run uses it, so ratios compare like with like."""
-
-    batch_sizes: list[Annotated[int, Field(ge=1, le=4096)]] = [1, 8]
-    seq_lens: list[Annotated[int, Field(ge=1)]] | None = None  # default: the task's seq_len
-    threads: int = Field(2, ge=1, le=256)  # intra-op threads for torch and ONNX Runtime
-    warmup: int = Field(5, ge=0)  # untimed calls before timing
-    repeats: int = Field(30, ge=3)  # timed calls per setting
-    torch: bool = True  # also time eager torch (CPU, and CUDA when present)
-    memory: bool = True  # peak memory of a fresh process that loads the ONNX artifact
-    # after the last step, time every stage's ONNX artifact again in interleaved rounds (eval/interleave.py),
-    # so a load change on a shared machine hits all stages alike and their ratios stay honest
-    interleave: bool = True
-
-
-class ReportConfig(ConfigBase):
-    baseline: str | None = None  # stage every row is compared against; default: the first stage
 
 
 @cache
 def recipe_model() -> type[BaseModel]:
     """The Recipe model, with `steps:` a union of every registered step config."""
-    import compress.steps  # noqa: F401  (fills the step registry)
-    from compress.data import TaskConfig
-    from compress.pipeline import STEPS
-
     step_union = Annotated[Union[tuple(s.config for s in STEPS.values())], Field(discriminator="kind")]
     return create_model(
         "Recipe",
@@ -176,36 +63,11 @@ class RecipeBase(ConfigBase):
         return self
 
 
-def lineages(recipe) -> list[tuple[str | None, list]]:
-    """The step lists the runner walks: `[(None, steps)]`, or one `(variant, steps + its steps)` per variant.
-
-    A variant's steps are copies whose stage names carry the variant's prefix (`int8` in variant
-    `kd` becomes `kd.int8`), and a `parent:` naming one of the variant's own stages is prefixed
-    the same way, so every stage of every variant has its own folder and report row. The trunk's
-    stages keep their names and are made once.
-    """
-    if not recipe.variants:
-        return [(None, list(recipe.steps))]
-    out = []
-    for variant, steps in recipe.variants.items():
-        own = {step.name for step in steps}
-        renamed = []
-        for step in steps:
-            update = {"name": f"{variant}.{step.name}"}
-            if getattr(step, "parent", None) in own:
-                update["parent"] = f"{variant}.{step.parent}"
-            renamed.append(step.model_copy(update=update))
-        out.append((variant, list(recipe.steps) + renamed))
-    return out
-
-
 def check_lineage(steps: list, trunk: list, variant: str | None) -> list[str]:
     """Check one lineage's step order and stage names; return its stages. Locations name the YAML list.
 
     `trunk` is the recipe's `steps:` when `steps` is a variant's lineage: their cross-step rules
     were checked with the trunk, and errors past it are placed in the variant's list."""
-    from compress.pipeline import STEPS
-
     def where(message: str) -> str:  # "steps[7]" of a lineage is "variants.kd[2]" in the YAML
         def place(m):
             i = int(m.group(1))
@@ -245,44 +107,6 @@ def resolve_recipe_path(recipe: str | Path) -> Path:
         return shipped
     names = ", ".join(sorted(p.stem for p in RECIPES_DIR.glob("*.yaml")))
     raise RecipeError(f"recipe {str(recipe)!r} is neither a file nor a shipped recipe; shipped: {names}")
-
-
-class StrictLoader(yaml.SafeLoader):
-    """PyYAML's safe loader (no tags that build objects), refusing duplicate keys instead of keeping the last."""
-
-    def construct_mapping(self, node, deep=False):
-        seen = set()
-        for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=deep)
-            if isinstance(key, (str, int, float, bool)) and key in seen:
-                raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}: keep one of them", key_node.start_mark)
-            if isinstance(key, (str, int, float, bool)):
-                seen.add(key)
-        return super().construct_mapping(node, deep=deep)
-
-
-def yaml_lines(text: str) -> dict[tuple, int]:
-    """Map each key path, e.g. ("steps", 0, "epochs"), to its 1-based line in the YAML text."""
-    lines: dict[tuple, int] = {}
-
-    def walk(node, path):
-        lines[path] = node.start_mark.line + 1
-        if isinstance(node, yaml.MappingNode):
-            for key, value in node.value:
-                lines[path + (key.value,)] = key.start_mark.line + 1
-                walk(value, path + (key.value,))
-                lines[path + (key.value,)] = key.start_mark.line + 1
-        elif isinstance(node, yaml.SequenceNode):
-            for i, item in enumerate(node.value):
-                walk(item, path + (i,))
-
-    try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.YAMLError:
-        return lines
-    if root is not None:
-        walk(root, ())
-    return lines
 
 
 def parse_yaml(text: str, source: str) -> dict:
@@ -345,58 +169,20 @@ def find_list_item(items: list, key: str) -> int | None:
 
 def default_step_name(kind: Any) -> Any:
     """The name a step gets when the recipe gives none: its kind, or its config's default (train: teacher)."""
-    import compress.steps  # noqa: F401
-    from compress.pipeline import STEPS
-
     if kind not in STEPS:
         return kind
     return STEPS[kind].config.model_fields["name"].default or kind
 
 
-def format_location(loc: tuple) -> str:
-    out = ""
-    for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out
-
-
-def clean_location(loc: tuple) -> tuple:
-    """Drop the union tags pydantic puts in error locations: ("steps", 0, "train", "epochs") -> ("steps", 0, "epochs")."""
-    out: list = []
-    for part in loc:
-        is_tag = isinstance(part, str) and part in tag_names() and (out[-1:] == ["task"] or out[:1] == ["steps"] and len(out) == 2 or out[:1] == ["variants"] and len(out) == 3)
-        if not is_tag and not (isinstance(part, str) and "[" in part):
-            out.append(part)
-    return tuple(out)
-
-
 @cache
 def tag_names() -> frozenset:
-    """Task and step kinds (cached: the registry must be full first, hence the import)."""
-    import compress.steps  # noqa: F401  (fills the step registry)
-    from compress.data import TASKS
-    from compress.pipeline import STEPS
-
+    """Task and step kinds: the tags pydantic puts in error locations of the `task:` and `steps:` unions."""
     return frozenset(TASKS) | frozenset(STEPS)
 
 
-def validation_message(error: ValidationError, source: str, lines: dict[tuple, int], root: str = "recipe") -> str:
-    """`file:line: field: message` for each error (an unknown key's line is the key's own); `root` names the whole file."""
-    parts = []
-    for err in error.errors():
-        loc = clean_location(tuple(err["loc"]))
-        if err["type"] == "unknown_key":
-            loc_of_line = loc + (err["ctx"]["key"],)
-        else:
-            loc_of_line = loc
-        line = next((lines[loc_of_line[:n]] for n in range(len(loc_of_line), -1, -1) if loc_of_line[:n] in lines), None)
-        where = f"{source}" + (f":{line}" if line else "")
-        field = format_location(loc) or root
-        msg = err["msg"].removeprefix("Value error, ")
-        if err["type"] == "missing":
-            msg = "required field is missing"
-        parts.append(f"{where}: {field}: {msg}")
-    return "\n".join(parts)
+def recipe_error(error: ValidationError, source: str, lines: dict[tuple, int]) -> str:
+    """`file:line: field: message` for each error of a recipe (`eval.schema.validation_message`)."""
+    return validation_message(error, source, lines, root="recipe", tags=tag_names())
 
 
 def validate_recipe(data: dict, source: str = "<recipe>", text: str | None = None) -> BaseModel:
@@ -405,7 +191,7 @@ def validate_recipe(data: dict, source: str = "<recipe>", text: str | None = Non
     try:
         return recipe_model().model_validate(data)
     except ValidationError as e:
-        raise RecipeError(validation_message(e, source, lines)) from None
+        raise RecipeError(recipe_error(e, source, lines)) from None
 
 
 def load_recipe(recipe: str | Path, overrides: list[str] = ()) -> tuple[BaseModel, Path]:
@@ -425,8 +211,3 @@ def recipe_schema() -> dict:
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["title"] = "slimformer recipe"
     return schema
-
-
-def dump_recipe(recipe: BaseModel) -> str:
-    """The resolved recipe as YAML, re-runnable as is."""
-    return yaml.safe_dump(json.loads(recipe.model_dump_json()), sort_keys=False)

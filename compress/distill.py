@@ -19,7 +19,7 @@ import torch
 from pydantic import Field, model_validator
 from torch import nn
 
-from compress.config import NAME_PATTERN, ConfigBase, ModelConfig, StepConfig
+from compress.config_base import NAME_PATTERN, ConfigBase, ModelConfig, StepConfig
 from compress.distributed import main_process_first
 from compress.errors import RecipeError
 from compress.io import atomic_write_bytes
@@ -238,7 +238,7 @@ def teacher_logits(ctx, teacher: nn.Module, split: dict, cfg: DistillConfig) -> 
     """The teacher's logits on the (augmented) training set, computed once and cached beside the teacher."""
     from compress.pipeline import fingerprint
 
-    teacher_stage = next(iter(ctx.stage_kinds))
+    teacher_stage = ctx.teacher_stage
     weights = ctx.model_dir(teacher_stage) / "model.safetensors"
     stat = weights.stat() if weights.is_file() else None
     key = fingerprint(stat.st_size if stat else None, stat.st_mtime_ns if stat else None, cfg.augment.model_dump(), ctx.recipe.seed, len(split["input_ids"]))

@@ -1,12 +1,13 @@
 """The errors slimformer raises on bad input.
 
-Every error a user can cause derives from `SlimformerError`; the CLI prints its message
-and exits with code 2. Messages name the field or file at fault and say how to fix it.
+Every error a user can cause derives from `SlimformerError` (defined in `eval/errors.py`, the
+lower package, so both packages share one root); the CLI prints its message and exits with
+code 2. Messages name the field or file at fault and say how to fix it.
 """
 
+from eval.errors import ReportError, SlimformerError
 
-class SlimformerError(Exception):
-    """Base class: a mistake in the user's input, reported without a traceback."""
+__all__ = ["SlimformerError", "ReportError", "RecipeError", "DataError", "ExportError", "TrainingError", "CheckpointError"]
 
 
 class RecipeError(SlimformerError):
@@ -23,3 +24,7 @@ class ExportError(SlimformerError):
 
 class TrainingError(SlimformerError):
     """Training that cannot go on: non-finite loss, out of memory."""
+
+
+class CheckpointError(SlimformerError):
+    """A pretrained checkpoint folder that cannot be imported: missing files, unsupported architecture."""

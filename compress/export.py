@@ -20,14 +20,12 @@ import numpy as np
 import torch
 from pydantic import Field
 
-from compress.config import StepConfig
+from compress.config_base import StepConfig
 from compress.distributed import main_process_only
 from compress.errors import ExportError
 from compress.io import atomic_dir
 from compress.pipeline import register_step
-
-ONNX_FILE = "model.onnx"
-INPUT_NAMES = ("input_ids", "attention_mask")
+from eval.bench import INPUT_NAMES, ONNX_FILE  # the artifact's file name and inputs: the timer reads the same
 
 
 class ExportConfig(StepConfig):

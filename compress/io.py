@@ -1,87 +1,45 @@
-"""Atomic file and folder writes, so an interrupted run never leaves a half-written artifact.
+"""Atomic writes (`eval/io.py`) under the rule of several processes: only the main one writes.
 
-Everything is first written beside its final path under a hidden temporary name, then moved
-into place with `os.replace`, which is atomic on POSIX and Windows for paths on one filesystem.
-In a run of several processes only the main one writes (compress/distributed.py): the others'
-writes are skipped, so every file has one writer.
+In a run of several processes (compress/distributed.py) every process runs the recipe, but
+only the main one writes: the others' writes are skipped (an `atomic_dir` of theirs is a
+throw-away folder), so every file has one writer.
 """
 
 import contextlib
-import json
-import os
-import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
 from compress.distributed import is_main_process
-
-
-def umask() -> int:
-    current = os.umask(0)
-    os.umask(current)
-    return current
+from eval import io as files
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    if not is_main_process():
-        return
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~umask())  # mkstemp makes 0600; give the usual permissions
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    if is_main_process():
+        files.atomic_write_bytes(path, data)
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
+    if is_main_process():
+        files.atomic_write_text(path, text)
 
 
 def atomic_write_json(path: str | Path, obj: Any) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
+    if is_main_process():
+        files.atomic_write_json(path, obj)
 
 
 def append_jsonl(path: str | Path, record: dict) -> None:
-    """Append one line; a line is written with one `write` call, so readers see whole lines."""
-    if not is_main_process():
-        return
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a", encoding="utf-8") as f:
-        f.write(json.dumps(record, default=str) + "\n")
-        f.flush()
+    if is_main_process():
+        files.append_jsonl(path, record)
 
 
 @contextlib.contextmanager
 def atomic_dir(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary folder; on success it replaces `path` whole, on error it is removed."""
-    if not is_main_process():  # not the writer: what the caller writes is thrown away
-        with tempfile.TemporaryDirectory(prefix="slimformer-") as tmp:
-            yield Path(tmp)
+    """`eval.io.atomic_dir` in the main process; elsewhere a temporary folder that is thrown away."""
+    if is_main_process():
+        with files.atomic_dir(path) as tmp:
+            yield tmp
         return
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
-    try:
-        yield tmp
-        os.chmod(tmp, 0o777 & ~umask())  # mkdtemp makes 0700
-        if path.exists():
-            old = path.with_name(f".{path.name}.old.tmp")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(path, old)
-            os.replace(tmp, path)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    with tempfile.TemporaryDirectory(prefix="slimformer-") as tmp:
+        yield Path(tmp)

@@ -14,11 +14,11 @@ import numpy as np
 import torch
 from pydantic import Field
 
-from compress.config import StepConfig
+from compress.config_base import StepConfig
 from compress.distributed import main_process_only
 from compress.errors import RecipeError
-from compress.export import ONNX_FILE
-from compress.pipeline import register_step
+from compress.pipeline import STEPS, file_digest, register_step
+from eval.bench import ONNX_FILE
 
 
 class EvaluateConfig(StepConfig):
@@ -35,19 +35,22 @@ class BenchStepConfig(StepConfig):
     kind: Literal["bench"] = "bench"
 
 
-def baseline_logits(ctx, split: str) -> np.ndarray | None:
-    path = ctx.stage_dir(baseline_stage(ctx)) / f"{split}_logits.npy"
-    return np.load(path, allow_pickle=False) if path.is_file() else None
+def reference_path(cfg: EvaluateConfig, ctx):
+    """The saved logits agreement is computed against: the fp32 parent's for an ONNX-only (int8)
+    stage, else the baseline stage's (report.baseline, default the teacher)."""
+    stage = ctx.results.get(ctx.stage, {}).get("parent") if onnx_only(ctx) else ctx.baseline_stage
+    return ctx.stage_dir(stage) / f"{cfg.split}_logits.npy" if stage else None
 
 
-def baseline_stage(ctx) -> str:
-    return ctx.recipe.report.baseline or next(iter(ctx.stage_kinds))
+def reference_inputs(cfg: EvaluateConfig, ctx) -> dict:
+    """What `evaluate` reads besides its own stage, for its fingerprint: a new baseline, or new
+    baseline logits, re-runs it (else its `agreement` would be stale)."""
+    path = reference_path(cfg, ctx)
+    return {"baseline": ctx.baseline_stage, "reference": file_digest(path) if path else None}
 
 
 def onnx_only(ctx) -> bool:
     """The current stage has no torch model of its own (quantize): `model` is its fp32 parent's."""
-    from compress.pipeline import STEPS
-
     return not STEPS[ctx.stage_kinds[ctx.stage]].saves_model
 
 
@@ -63,7 +66,7 @@ def parent_logits(ctx, split: str, batch_size: int) -> np.ndarray:
     return predict_onnx(ctx.onnx_dir(parent) / ONNX_FILE, data["input_ids"], data["attention_mask"], batch_size=batch_size, threads=ctx.recipe.bench.threads)
 
 
-@register_step("evaluate", EvaluateConfig)
+@register_step("evaluate", EvaluateConfig, measures=True, code=("eval.accuracy",), inputs=reference_inputs)
 @main_process_only  # several processes: the main one exports/measures, the others wait
 def evaluate(model, cfg: EvaluateConfig, ctx):
     from eval.accuracy import classification_metrics, predict_onnx, predict_torch
@@ -77,14 +80,22 @@ def evaluate(model, cfg: EvaluateConfig, ctx):
         logits = predict_onnx(onnx_path, ids, mask, batch_size=cfg.batch_size, threads=ctx.recipe.bench.threads)
     else:
         logits = torch_logits  # no artifact yet: the report marks accuracy as torch-only
-    reference = parent_logits(ctx, cfg.split, cfg.batch_size) if quantized else baseline_logits(ctx, cfg.split)
+    if quantized:
+        reference = parent_logits(ctx, cfg.split, cfg.batch_size)
+    else:
+        path = reference_path(cfg, ctx)
+        reference = np.load(path, allow_pickle=False) if path is not None and path.is_file() else None
     metrics = classification_metrics(logits, labels, reference)
     np.save(ctx.stage_dir() / f"{cfg.split}_logits.npy", logits.astype(np.float32), allow_pickle=False)
     if cfg.split == "test":
         ctx.record("accuracy", metrics["accuracy"] if onnx_path.is_file() else None)
         ctx.record("accuracy_torch", None if quantized else classification_metrics(torch_logits, labels)["accuracy"])
         ctx.record("macro_f1", metrics["macro_f1"])
-        ctx.record("agreement", 1.0 if metrics["agreement"] is None else metrics["agreement"])
+        # the baseline agrees with itself; a stage measured before its baseline exists has no agreement (yet):
+        # its fingerprint holds the baseline's logits, so the next run fills it in
+        agreement = 1.0 if ctx.stage == ctx.baseline_stage else metrics["agreement"]
+        if agreement is not None:
+            ctx.record("agreement", agreement)
         ctx.record("n_test", metrics["n"])
     else:
         ctx.record(f"{cfg.split}_accuracy", metrics["accuracy"])
@@ -92,7 +103,7 @@ def evaluate(model, cfg: EvaluateConfig, ctx):
     return model
 
 
-@register_step("bench", BenchStepConfig, uses=("bench",))
+@register_step("bench", BenchStepConfig, uses=("bench",), measures=True, code=("eval.bench", "eval.memprobe"))
 @main_process_only  # several processes: the main one exports/measures, the others wait
 def bench(model, cfg: BenchStepConfig, ctx):
     from eval.bench import bench_onnx, bench_torch, count_params, file_size, peak_memory

@@ -12,8 +12,14 @@ recorded; running the recipe again skips every step whose marker matches and res
 first one that does not (a killed run resumes from the last finished step).
 
 A recipe with `variants:` runs its `steps:` (the trunk) once, then each variant's steps from
-the trunk's last stage on a copy of its model (`compress.config.lineages` names their stages).
-The last measurement re-times every stage in interleaved rounds (`eval/interleave.py`).
+the trunk's last stage on a copy of its model (`lineages` names their stages). The last
+measurement re-times every stage in interleaved rounds (`eval/interleave.py`).
+
+What steps need to know about stages is answered here, once: `RunContext.teacher_stage` (the
+first stage with a torch model), `ctx.parent()` (the stage a step starts from), `ctx.index`
+(the running step's position) and `stage_history` (the same answers for the recipe validator,
+before anything runs). This module imports no step and not the recipe schema
+(`compress/config.py` imports it), so there is no import circle.
 """
 
 import copy
@@ -25,11 +31,13 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
+import yaml
 from pydantic import BaseModel
 
 import compress
 from compress.distributed import is_main_process, main_process_first, wait_for_everyone
 from compress.io import append_jsonl, atomic_dir, atomic_write_json, atomic_write_text
+from compress.model_card import write_cards
 
 StepFn = Callable[[Any, Any, "RunContext"], Any]
 
@@ -43,29 +51,45 @@ class StepSpec:
     needs_model: bool  # needs a model from an earlier step
     uses: tuple[str, ...]  # top-level recipe sections the step reads (part of its fingerprint)
     saves_model: bool = True  # its stage has a torch model; False (quantize): ONNX only, the parent's model stays current
+    # a measuring step (evaluate, bench): its results feed no later step, so its fingerprint is its own and
+    # later steps chain from the step before it (re-measuring never retrains a later stage)
+    measures: bool = False
+    code: tuple[str, ...] = ()  # modules outside compress/ whose source is part of the fingerprint (eval's measuring code)
+    inputs: Callable[[Any, "RunContext"], Any] | None = None  # (cfg, ctx) -> files/choices read at run time, fingerprinted too
 
 
 STEPS: dict[str, StepSpec] = {}
 
 
-def register_step(kind: str, config: type[BaseModel], makes_stage: bool = False, needs_model: bool = True, uses=(), saves_model: bool = True):
+def register_step(kind: str, config: type[BaseModel], makes_stage: bool = False, needs_model: bool = True, uses=(),
+                  saves_model: bool = True, measures: bool = False, code=(), inputs=None):
     """Register `fn` as the step `kind`; returns `fn` unchanged."""
 
     def decorator(fn: StepFn) -> StepFn:
         if kind in STEPS:
             raise ValueError(f"step kind {kind!r} is registered twice")
-        STEPS[kind] = StepSpec(kind, config, fn, makes_stage, needs_model, tuple(uses), saves_model)
+        STEPS[kind] = StepSpec(kind, config, fn, makes_stage, needs_model, tuple(uses), saves_model, measures, tuple(code), inputs)
         return fn
 
     return decorator
 
 
-def code_version() -> str:
-    """Hash of the library's source: a code change invalidates cached stages."""
+def code_version(modules: tuple[str, ...] = ()) -> str:
+    """Hash of the library's source (every file of compress/) and of `modules` (e.g. "eval.bench"):
+    a code change invalidates the cached steps that ran it."""
+    import importlib.util
+
     h = hashlib.sha256(compress.__version__.encode())
-    for path in sorted(Path(compress.__file__).parent.rglob("*.py")):
+    paths = sorted(Path(compress.__file__).parent.rglob("*.py"))
+    paths += [Path(importlib.util.find_spec(name).origin) for name in modules]
+    for path in paths:
         h.update(path.read_bytes())
     return h.hexdigest()[:16]
+
+
+def file_digest(path: Path) -> str | None:
+    """sha256 of a file's bytes (None when it is missing): inputs a step reads become part of its fingerprint."""
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:16] if path.is_file() else None
 
 
 def fingerprint(*parts: Any) -> str:
@@ -87,9 +111,24 @@ class RunContext:
     stage_kinds: dict[str, str] = field(default_factory=dict)  # stage -> kind of the step that made it
     stage_variants: dict[str, str] = field(default_factory=dict)  # stage -> the variant it belongs to (not for trunk stages)
     steps: list = field(default_factory=list)  # the steps of the lineage being run: the trunk, + one variant's
+    index: int = 0  # the running step's position in `steps`
     variant: str | None = None  # the variant being run (None: the recipe has none)
     results: dict[str, dict] = field(default_factory=dict)  # stage -> recorded fields
     pending: dict[str, Any] = field(default_factory=dict)  # what the running step recorded
+
+    @property
+    def teacher_stage(self) -> str | None:
+        """The teacher: the first stage with a torch model of its own (what distillation and recovery learn from)."""
+        return next((s for s, kind in self.stage_kinds.items() if STEPS[kind].saves_model), None)
+
+    @property
+    def baseline_stage(self) -> str | None:
+        """The stage every other is compared with (agreement, the report's deltas): report.baseline, else the teacher."""
+        return self.recipe.report.baseline or self.teacher_stage
+
+    def parent(self, name: str | None = None) -> str | None:
+        """The stage the running step starts from: `name` if given, else the last stage with a torch model."""
+        return stage_history(self.steps, self.index, name)[0]
 
     def stage_dir(self, stage: str | None = None) -> Path:
         return self.run_dir / "stages" / (stage or self.stage)
@@ -127,6 +166,58 @@ class RunContext:
         register_auto_classes()
         model = AutoModelForSequenceClassification.from_pretrained(self.model_dir(stage))
         return model.eval()
+
+
+def stage_history(steps: list, index: int, parent: str | None = None) -> tuple[str | None, list[str], set[str]]:
+    """(parent, stages with a torch model, stages exported) as of `steps[index]`.
+
+    The default parent is the stage whose torch model is current: the last model-saving stage
+    (an earlier quantize stage is skipped, so two quantize steps in a row share their parent).
+    """
+    current, model_stages, exported = None, [], set()
+    for step in steps[:index]:
+        spec = STEPS[step.kind]
+        if spec.makes_stage:
+            current = step.name
+            if spec.saves_model:
+                model_stages.append(step.name)
+        if step.kind == "export":
+            exported.add(current)
+    return parent or (model_stages[-1] if model_stages else None), model_stages, exported
+
+
+
+def variant_stage(variant: str, name: str) -> str:
+    """A variant's stage name: `<variant>.<name>`, or just the variant's name when the two are equal (no `int8.int8`)."""
+    return variant if name == variant else f"{variant}.{name}"
+
+
+def lineages(recipe) -> list[tuple[str | None, list]]:
+    """The step lists the runner walks: `[(None, steps)]`, or one `(variant, steps + its steps)` per variant.
+
+    A variant's steps are copies whose stage names carry the variant's prefix (`int8` in variant
+    `kd` becomes `kd.int8`; a stage named like its variant keeps that one name), and a `parent:`
+    naming one of the variant's own stages is renamed the same way, so every stage of every
+    variant has its own folder and report row. The trunk's stages keep their names and are made once.
+    """
+    if not recipe.variants:
+        return [(None, list(recipe.steps))]
+    out = []
+    for variant, steps in recipe.variants.items():
+        own = {step.name for step in steps}
+        renamed = []
+        for step in steps:
+            update = {"name": variant_stage(variant, step.name)}
+            if getattr(step, "parent", None) in own:
+                update["parent"] = variant_stage(variant, step.parent)
+            renamed.append(step.model_copy(update=update))
+        out.append((variant, list(recipe.steps) + renamed))
+    return out
+
+
+def dump_recipe(recipe: BaseModel) -> str:
+    """The resolved recipe as YAML, re-runnable as is."""
+    return yaml.safe_dump(json.loads(recipe.model_dump_json()), sort_keys=False)
 
 
 def save_tokenizer(tokenizer, folder: Path) -> None:
@@ -180,11 +271,13 @@ def remove_stale_temporaries(run_dir: Path) -> None:
 
 def run_recipe(recipe, recipe_path: Path | None, runs_dir: Path, command: str = "", console=None) -> Path:
     """Run every step of `recipe` in `runs_dir/<name>/`, resuming finished steps. Returns the run folder."""
-    from compress.config import dump_recipe, lineages
+    from transformers.utils import logging as hf_logging
+
     from compress.data import encode_task, load_task
     from eval.env import collect_env
 
     say = console.print if console is not None else print
+    hf_logging.disable_progress_bar()  # transformers' own bars ("Loading weights", "Writing model shards") would interleave with ours
     # everything that can fail on bad input runs before the first file is written
     device = resolve_device(recipe.device)
     base_dir = recipe_path.parent if recipe_path else Path.cwd()
@@ -223,8 +316,11 @@ def run_step(ctx: RunContext, index: int, step, previous: str, model, say) -> tu
     """Run (or reuse, when its marker's fingerprint matches) one step. Returns (its fingerprint, the model)."""
     recipe, run_dir = ctx.recipe, ctx.run_dir
     spec = STEPS[step.kind]
+    ctx.index = index
     used = {section: getattr(recipe, section).model_dump() for section in spec.uses}
-    key = fingerprint(previous, step.model_dump(), used)
+    inputs = spec.inputs(step, ctx) if spec.inputs else None
+    key = fingerprint(previous, step.model_dump(), used, code_version(spec.code) if spec.code else None, inputs)
+    chain = previous if spec.measures else key  # what the next step's fingerprint builds on
     marker = run_dir / "steps" / f"{index:02d}-{step.kind}-{step.name}.json"
     source = ctx.stage  # the stage whose model this step gets: a new stage's default parent
     if spec.makes_stage:
@@ -241,7 +337,7 @@ def run_step(ctx: RunContext, index: int, step, previous: str, model, say) -> tu
             model = ctx.load_model(ctx.stage)
             if ctx.teacher is None:
                 ctx.teacher = ctx.load_model(ctx.stage)
-        return key, model
+        return chain, model
     say(f"[{label}] {step.kind} {ctx.stage or ''}".rstrip())
     ctx.pending = {}
     started = time.time()
@@ -254,7 +350,7 @@ def run_step(ctx: RunContext, index: int, step, previous: str, model, say) -> tu
             ctx.teacher = ctx.load_model(ctx.stage)
     ctx.log(event="step_done", step=index, kind=step.kind, seconds=round(time.time() - started, 2))
     atomic_write_json(marker, {"fingerprint": key, "stage": ctx.stage, "kind": step.kind, "recorded": ctx.pending})
-    return key, model
+    return chain, model
 
 
 def retime_interleaved(ctx: RunContext, say) -> bool:
@@ -300,9 +396,10 @@ def write_results(ctx: RunContext, command: str, env: dict, interleaved: bool = 
             "cpu": f"{env.get('cpu')} ({env.get('n_cores_usable')} usable cores)",
             "gpu": ", ".join(env.get("cuda_devices") or []) or None,
         },
-        "baseline": recipe.report.baseline or next(iter(ctx.stage_kinds), None),
+        "baseline": ctx.baseline_stage,
         "stages": stages,
     }
     path = ctx.run_dir / "results.json"
     atomic_write_json(path, results)
+    write_cards(results, ctx.run_dir, atomic_write_text)  # each model/ folder's README.md, with these measurements
     return path

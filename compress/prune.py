@@ -14,7 +14,7 @@ post-LN the Block also skips that branch's LayerNorm, so there the equality need
 
 `schedule: {iterations: N}` prunes in N rounds, re-scoring in between (Michel et al.'s iterative
 pruning), each round followed by recovery fine-tuning with the one training loop, optionally
-distilling from the unpruned teacher (Hinton et al. 2015; the loss of `compress/attention/swap.py`).
+distilling from the unpruned teacher (Hinton et al. 2015; `compress/recover.py`).
 
 Why explicit slicing rather than torch-pruning's dependency graph: every attention kind keeps
 q/k/v/out as plain Linears with the heads concatenated in order (the attention contract), so the
@@ -30,15 +30,15 @@ import torch
 from pydantic import Field, model_validator
 from torch import nn
 
-from compress.attention.swap import RecoverConfig as SwapRecoverConfig
-from compress.attention.swap import distillation_loss
-from compress.config import NAME_PATTERN, ConfigBase, StepConfig
+from compress.config_base import NAME_PATTERN, ConfigBase, StepConfig
 from compress.distributed import broadcast_from_main
 from compress.errors import RecipeError
 from compress.importance import UNITS_OF, Gates, Scores, importance, n_units, scoring_batches
-from compress.pipeline import register_step
+from compress.pipeline import register_step, stage_history
+from compress.recover import RecoverConfig as BaseRecoverConfig
+from compress.recover import recovery
 from compress.select import SelectConfig, select_names
-from compress.train import cross_entropy_loss, predict, train
+from compress.train import predict, train
 
 METHODS = ("taylor", "magnitude", "random", "attention_entropy")
 
@@ -170,7 +170,7 @@ class ScheduleConfig(ConfigBase):
     iterations: int = Field(1, ge=1, le=50)  # rounds of score -> prune -> recover; round r reaches r/iterations of the amount
 
 
-class RecoverConfig(SwapRecoverConfig):
+class RecoverConfig(BaseRecoverConfig):
     """Fine-tuning after each pruning round (the one training loop), distilling from the teacher or on labels."""
 
     epochs: int = Field(1, ge=0, le=10000)  # passes over the training split after each round; 0 = no recovery
@@ -219,8 +219,6 @@ class PruneConfig(StepConfig, SelectConfig):
 
     def check_recipe(self, steps: list, index: int) -> None:
         """Called by the recipe validator: the parent is an earlier stage with a torch model."""
-        from compress.quantize import stage_history
-
         parent, model_stages, _ = stage_history(steps, index, self.parent)
         if parent not in model_stages:
             raise ValueError(f"steps[{index}] ({self.kind} {self.name!r}): parent {parent!r} is not an earlier stage with a torch model; choose one of {model_stages}")
@@ -289,22 +287,9 @@ def sensitivity(model: nn.Module, cfg: PruneConfig, layers: list[int], batches: 
     return {"unit": cfg.unit, "split": split, "n_units": total, "fractions": list(cfg.sweep_fractions), "accuracy": curves, "spread": spread}
 
 
-def recovery(ctx, r: RecoverConfig):
-    """(train split, loss_fn) for recovery; the teacher's logits are computed once per step."""
-    split = dict(ctx.encoded["train"])
-    if r.distill_from == "none":
-        return split, cross_entropy_loss()
-    split["teacher_logits"] = predict(ctx.teacher, split)
-    return split, distillation_loss(ctx.teacher, r.temperature, r.alpha)
-
-
 def parent_model(model: nn.Module, cfg: PruneConfig, ctx) -> tuple[str, nn.Module]:
     """The stage pruned and a copy of its model (the current model, or an earlier stage loaded from disk)."""
-    from compress.quantize import stage_history
-
-    index = next((i for i, step in enumerate(ctx.steps) if step is cfg), len(ctx.steps))
-    parent, _, _ = stage_history(ctx.steps, index, cfg.parent)
-    current = stage_history(ctx.steps, index)[0]
+    parent, current = ctx.parent(cfg.parent), ctx.parent()
     return parent, copy.deepcopy(model) if parent == current else ctx.load_model(parent)
 
 

@@ -32,12 +32,11 @@ import numpy as np
 import torch
 from pydantic import Field, model_validator
 
-from compress.config import NAME_PATTERN, ConfigBase, StepConfig
+from compress.config_base import NAME_PATTERN, ConfigBase, StepConfig
 from compress.distributed import main_process_only
 from compress.errors import RecipeError
-from compress.export import ONNX_FILE
 from compress.io import atomic_dir
-from compress.pipeline import STEPS, register_step
+from compress.pipeline import STEPS, register_step, stage_history
 from compress.quantize_graph import (
     aliases,
     candidates,
@@ -48,6 +47,7 @@ from compress.quantize_graph import (
     split_unsqueezes_,
 )
 from compress.select import SelectConfig
+from eval.bench import ONNX_FILE
 
 QUANT_TYPES = {"int8": "QInt8", "uint8": "QUInt8"}
 CALIBRATION_METHODS = {"minmax": "MinMax", "entropy": "Entropy", "percentile": "Percentile"}
@@ -122,24 +122,6 @@ class QuantizeConfig(StepConfig, SelectConfig):
             if steps[j].kind == "export":
                 raise ValueError(f"steps[{j}] (export) would overwrite the int8 artifact of stage {self.name!r}; "
                                  "remove it (a quantized stage is already ONNX)")
-
-
-def stage_history(steps: list, index: int, parent: str | None = None) -> tuple[str | None, list[str], set[str]]:
-    """(parent, stages with a torch model, stages exported) as of `steps[index]`.
-
-    The default parent is the stage whose torch model is current: the last model-saving stage
-    (an earlier quantize stage is skipped, so two quantize steps in a row share their parent).
-    """
-    current, model_stages, exported = None, [], set()
-    for step in steps[:index]:
-        spec = STEPS[step.kind]
-        if spec.makes_stage:
-            current = step.name
-            if spec.saves_model:
-                model_stages.append(step.name)
-        if step.kind == "export":
-            exported.add(current)
-    return parent or (model_stages[-1] if model_stages else None), model_stages, exported
 
 
 # --------------------------------------------------------------------------- calibration
@@ -302,8 +284,7 @@ def quantize_stage(parent_dir: Path, out_dir: Path, cfg: QuantizeConfig, calibra
 def quantize(model, cfg: QuantizeConfig, ctx):
     from eval.bench import file_size
 
-    index = next((i for i, step in enumerate(ctx.steps) if step is cfg), len(ctx.steps))
-    parent = stage_history(ctx.steps, index, cfg.parent)[0]
+    parent = ctx.parent(cfg.parent)
     source = ctx.onnx_dir(parent)
     if parent is None or not (source / ONNX_FILE).is_file():
         raise RecipeError(f"quantize {cfg.name!r}: stage {parent!r} has no ONNX artifact ({source / ONNX_FILE}); "

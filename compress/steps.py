@@ -1,8 +1,10 @@
-"""Importing this module registers every pipeline step (one file per method)."""
+"""Importing this module registers every pipeline step (one file per method).
 
-from compress import distill, export, measure, prune, quantize, train  # noqa: F401
+Only the recipe schema (`compress/config.py`, which builds the `steps:` union from the full
+registry) and the CLI import it; steps never import each other.
+"""
 
-from compress.attention import swap  # noqa: F401
+from compress import distill, export, measure, prune, quantize, swap, train  # noqa: F401
 from compress.pipeline import STEPS
 
 __all__ = ["STEPS"]

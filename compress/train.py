@@ -23,7 +23,7 @@ from pydantic import Field
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from torch.utils.data import BatchSampler, DataLoader, RandomSampler
 
-from compress.config import NAME_PATTERN, ConfigBase, StepConfig
+from compress.config_base import NAME_PATTERN, ConfigBase, StepConfig
 from compress.errors import TrainingError
 from compress.pipeline import register_step
 

@@ -25,8 +25,9 @@ import onnx
 import onnxruntime as ort
 import torch
 
-from compress.errors import SlimformerError
+from eval.errors import SlimformerError
 
+ONNX_FILE = "model.onnx"  # the artifact's file in each stage's onnx/ folder
 INPUT_NAMES = ("input_ids", "attention_mask")
 OUTPUT_NAME = "logits"
 FIRST_TOKEN_ID = 5  # ids below are reserved for special tokens (pad, unk, cls, sep, mask)

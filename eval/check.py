@@ -24,9 +24,9 @@ from typing import Callable, Literal
 import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
-from compress.config import ConfigBase, StrictLoader, validation_message, yaml_lines
-from compress.errors import SlimformerError
+from eval.errors import SlimformerError
 from eval.report import MB, Row, gather_rows, load_runs, pick_baseline
+from eval.schema import ConfigBase, StrictLoader, validation_message, yaml_lines
 
 EPS = 1e-9  # float slack, so that 0.77 - 0.76 passes max_accuracy_drop: 0.01
 SETTING_KEYS = ("batch_size", "seq_len", "runtime", "device")

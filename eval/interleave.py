@@ -27,9 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
-from compress.errors import SlimformerError
-from compress.export import ONNX_FILE
-from eval.bench import latency_record, latency_stats, make_inputs, ort_runner, ort_session
+from eval.bench import ONNX_FILE, latency_record, latency_stats, make_inputs, ort_runner, ort_session
+from eval.errors import SlimformerError
 
 ROUNDS = 5  # rounds the timed calls are spread over (fewer when repeats is smaller)
 
@@ -112,7 +111,7 @@ def retime_stages(stages: dict[str, dict], run_dir: Path, protocol: dict, vocab_
 
 def retime_run(run_dir: Path, repeats: int | None = None) -> list[str]:
     """`slimformer bench runs/<name>`: re-time a finished run's stages in interleaved rounds and rewrite its results.json."""
-    from compress.io import atomic_write_json
+    from eval.io import atomic_write_json
 
     path = Path(run_dir) / "results.json"
     if not path.is_file():

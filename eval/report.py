@@ -3,8 +3,9 @@
 `write_report` reads `runs/<name>/results.json` (schema: `eval/results_schema.json`) and
 writes `report.md` (readable in a pull request; figures as PNG files in `report_files/`)
 and `report.html` (self-contained: figures embedded as base64 PNG, inline CSS, no scripts).
-Sections: protocol, summary table (deltas and ratios vs the baseline, best value per column
-highlighted), warnings, figures, and every latency record in a collapsible table.
+Sections: summary table (deltas and ratios vs the baseline, best value per column highlighted),
+warnings, figures, the protocol the numbers were measured under, and every latency record in a
+collapsible table: what a reader wants first comes first.
 Comparison follows Long Range Arena's rule: like with like, or a warning that it is not.
 """
 
@@ -15,9 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from compress.errors import SlimformerError
-from compress.io import atomic_dir, atomic_write_bytes, atomic_write_text
 from eval import plots
+from eval.errors import SlimformerError
+from eval.io import atomic_dir, atomic_write_bytes, atomic_write_text
 
 HEADLINE_BATCH = 8  # the batch the summary quotes latency at, when benchmarked; else the largest
 SPREAD_LIMIT = 0.2  # std/mean above this: timings too noisy to trust ratios
@@ -272,13 +273,13 @@ def find_warnings(runs: dict[str, dict], rows: list[Row], base: Row) -> list[str
         noisy = [s for s in spreads if s > SPREAD_LIMIT]
         if noisy:
             noisy_rows.append(f"{row.name} (up to {max(noisy):.2f} in {len(noisy)} of {len(spreads)} records)")
+        diff, atol = (row.stage.get("parity") or {}).get("max_abs_diff"), (row.stage.get("parity") or {}).get("atol")
+        if diff is not None and atol is not None and diff > atol:  # every row, whatever the timings
+            warnings.append(f"{row.name}: ONNX output differs from torch by {diff:.3g}, above atol {atol:.3g}.")
     if noisy_rows:
         warnings.append(f"latency spread std/mean above {SPREAD_LIMIT}: {'; '.join(noisy_rows)}. Speed-ups from these "
                         "timings are not trustworthy: raise repeats, quiet the machine, or re-time with "
                         "`slimformer bench <run folder>`.")
-        diff, atol = (row.stage.get("parity") or {}).get("max_abs_diff"), (row.stage.get("parity") or {}).get("atol")
-        if diff is not None and atol is not None and diff > atol:
-            warnings.append(f"{row.name}: ONNX output differs from torch by {diff:.3g}, above atol {atol:.3g}.")
     protocols = [results.get("protocol") or {} for results in runs.values()]
     compared = [k for k in (*PROTOCOL_FIELDS, "versions") if k != "task_description"]
     differing = [k for k in compared if len({json.dumps(p.get(k), sort_keys=True) for p in protocols}) > 1]
@@ -352,8 +353,13 @@ def build_report(runs: dict[str, dict], baseline: str | None) -> Report:
 
 
 def md_escape(text: str) -> str:
-    """Text safe in a Markdown table cell: no HTML tags, no column breaks, one line."""
-    return text.replace("<", "&lt;").replace("|", "\\|").replace("\n", " ")
+    """Text safe in a Markdown table cell or paragraph: no HTML tags, no column breaks, one line.
+
+    Outside `code spans` a `<` is backslash-escaped (rendered as `<`); inside one it is kept as
+    is, since a code span shows an entity such as `&lt;` literally."""
+    parts = text.replace("\n", " ").split("`")
+    parts = [p.replace("|", "\\|") if i % 2 else p.replace("<", "\\<").replace("|", "\\|") for i, p in enumerate(parts)]
+    return "`".join(parts)
 
 
 def md_cell(text: str, best: bool) -> str:
@@ -368,11 +374,12 @@ def markdown_table(table: Table) -> list[str]:
 def render_markdown(report: Report, files_dir: str) -> str:
     """The Markdown report; figures are linked from `files_dir` (relative to the report)."""
     lines = [f"# slimformer report: {md_escape(report.title)}", ""]
-    lines += [f"Reproduce: `{c}`" for c in report.commands] + ["", "## Protocol", ""] + markdown_table(report.protocol)
-    lines += ["", "## Summary", "", report.caption, ""] + markdown_table(report.summary) + [""]
+    lines += [f"Reproduce: `{c}`" for c in report.commands] + [""]
+    lines += ["## Summary", "", report.caption, ""] + markdown_table(report.summary) + [""]
     lines += [f"> ⚠️ {md_escape(w)}  " for w in report.warnings] + [""] * bool(report.warnings)
     if report.figures:
         lines += ["## Figures", ""] + [f"![{t}]({files_dir}/{name})" for t, name, _ in report.figures] + [""]
+    lines += ["## Protocol", ""] + markdown_table(report.protocol) + [""]
     lines += ["## All latency records", "", f"<details><summary>{len(report.latency.rows)} records</summary>", ""]
     return "\n".join(lines + markdown_table(report.latency) + ["", "</details>", ""])
 
@@ -395,7 +402,6 @@ def render_html(report: Report) -> str:
              f"<title>slimformer report: {title}</title><style>{CSS}</style></head><body>",
              f"<h1>slimformer report: {title}</h1>"]
     parts += [f"<p>Reproduce: <code>{html.escape(c)}</code></p>" for c in report.commands]
-    parts += ["<h2>Protocol</h2>", html_table(report.protocol)]
     parts += ["<h2>Summary</h2>", f"<p>{caption}</p>", html_table(report.summary)]
     parts += [f'<p class="warn">⚠️ {html.escape(w)}</p>' for w in report.warnings]
     if report.figures:
@@ -404,6 +410,7 @@ def render_html(report: Report) -> str:
         uri = "data:image/png;base64," + base64.b64encode(png).decode("ascii")
         t = html.escape(t)
         parts.append(f'<figure><figcaption>{t}</figcaption><img alt="{t}" src="{uri}"></figure>')
+    parts += ["<h2>Protocol</h2>", html_table(report.protocol)]
     parts += ["<h2>All latency records</h2>", f"<details><summary>{len(report.latency.rows)} records</summary>",
               html_table(report.latency), "</details>", "</body></html>\n"]
     return "\n".join(parts)

@@ -1,8 +1,8 @@
 """The scaling benchmark: latency and peak memory against sequence length, full attention vs each efficient kind.
 
-`slimformer bench --scaling` builds one small untrained classifier per attention kind (same
-shape, same seed, `max_len` = the longest length), exports each to ONNX once with a dynamic
-sequence axis (and checks parity), then at batch 1 and fixed threads times every length in
+`slimformer bench --scaling` takes one small untrained classifier per attention kind (same
+shape, same seed, `max_len` = the longest length; built and exported to ONNX with a parity check
+by `compress/scaling.py` and handed in by the CLI, so this package never imports the library), then at batch 1 and fixed threads times every length in
 ONNX Runtime on CPU with `eval.bench.bench_onnx`, measures peak memory with
 `eval.bench.peak_memory` (a fresh process per point), and on a CUDA machine also times eager
 torch on the GPU. It writes `scaling.json`, log-log plots and `scaling.md` into one folder;
@@ -20,9 +20,9 @@ from typing import Annotated
 
 from pydantic import Field
 
-from compress.config import ConfigBase
-from compress.io import atomic_write_bytes, atomic_write_json, atomic_write_text
 from eval import plots
+from eval.io import atomic_write_bytes, atomic_write_json, atomic_write_text
+from eval.schema import ConfigBase
 
 SCALING_FILE = "scaling.json"
 KINDS = ("full", "bigbird", "linformer", "performer")
@@ -53,12 +53,6 @@ class ScalingConfig(ConfigBase):
     })
 
     def model_post_init(self, _context) -> None:
-        from compress.errors import RecipeError
-        from compress.models import ATTENTION
-
-        unknown = [k for k in self.kinds if k not in ATTENTION]
-        if unknown:
-            raise RecipeError(f"unknown attention kind(s) {unknown}; choose from {sorted(ATTENTION)}")
         self.lengths = sorted(set(self.lengths))
         self.gpu_lengths = sorted(set(self.gpu_lengths))
 
@@ -73,33 +67,6 @@ class ScalingConfig(ConfigBase):
         if kind == "linformer":
             spec["max_len"] = self.longest()
         return spec
-
-
-def build_model(cfg: ScalingConfig, kind: str):
-    """The benchmark classifier for `kind`, seed 0, in eval mode."""
-    import torch
-
-    from compress.models import SlimformerConfig, SlimformerForSequenceClassification
-
-    config = SlimformerConfig(vocab_size=cfg.vocab_size, max_len=cfg.longest(), dim=cfg.dim, n_layers=cfg.n_layers,
-                              n_heads=cfg.n_heads, ffn_dim=cfg.ffn_dim, attention=cfg.attention(kind), num_labels=2, dropout=0.0)
-    torch.manual_seed(0)
-    return SlimformerForSequenceClassification(config).eval()
-
-
-def export_kind(model, path: Path) -> dict:
-    """Export with a dynamic sequence axis and check parity on a short padded batch."""
-    import torch
-
-    from compress.export import check_parity, export_onnx
-
-    g = torch.Generator().manual_seed(0)
-    n = min(200, model.config.max_len)
-    ids = torch.randint(5, model.config.vocab_size, (2, n), generator=g)
-    mask = torch.ones_like(ids)
-    mask[1, (3 * n) // 4 :] = 0
-    export_onnx(model, path, (ids, mask))
-    return check_parity(model, path, ids, mask, atol=1e-4)
 
 
 def gpu_sweep(model, cfg: ScalingConfig, time_at: Callable[[int], list[dict]], peak_at: Callable[[int], int]) -> tuple[list[dict], int | None]:
@@ -273,8 +240,13 @@ def markdown(data: dict, pngs: list[tuple[str, str, bytes]]) -> str:
     return "\n".join(lines)
 
 
-def run_scaling(cfg: ScalingConfig, out_dir: Path, command: str = "", say: Callable[[str], None] = print) -> dict:
-    """Measure every kind at every length; write scaling.json, the plots and scaling.md into `out_dir`."""
+def run_scaling(cfg: ScalingConfig, out_dir: Path, build_model: Callable, export_model: Callable, command: str = "",
+                say: Callable[[str], None] = print) -> dict:
+    """Measure every kind at every length; write scaling.json, the plots and scaling.md into `out_dir`.
+
+    `build_model(cfg, kind)` returns the untrained torch classifier of `kind` (eval mode) and
+    `export_model(model, path)` writes its ONNX file and returns the parity check's summary
+    (`compress/scaling.py` supplies both)."""
     import torch
 
     from eval.bench import bench_onnx, bench_torch, count_params, peak_memory
@@ -289,7 +261,7 @@ def run_scaling(cfg: ScalingConfig, out_dir: Path, command: str = "", say: Calla
         model = build_model(cfg, kind)
         path = onnx_dir / f"{kind}.onnx"
         say(f"{kind}: export")
-        parity[kind] = export_kind(model, path)
+        parity[kind] = export_model(model, path)
         params[kind] = count_params(model)
         say(f"{kind}: ONNX Runtime CPU, lengths {cfg.lengths}")
         for record in bench_onnx(path, [1], cfg.lengths, cfg.threads, cfg.vocab_size, warmup=cfg.warmup, repeats=cfg.repeats):

@@ -3,6 +3,13 @@
 import torch
 
 
+class FakeTokenizer:
+    """Stands in for a tokenizer where only `save_pretrained` is called (export writes it beside the model)."""
+
+    def save_pretrained(self, folder):
+        (folder / "tokenizer.json").write_text("{}")
+
+
 def padded_batch(n: int, seq_len: int, seed: int = 0, vocab: int = 60) -> tuple[torch.Tensor, torch.Tensor]:
     """Seeded token ids in [5, vocab) and their mask, both (n, seq_len); example 0 is padded from seq_len // 2."""
     g = torch.Generator().manual_seed(seed)

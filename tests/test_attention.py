@@ -9,15 +9,16 @@ import torch
 from transformers import AutoModelForSequenceClassification
 
 import cli
-from compress.attention import SwapAttentionConfig, distillation_loss, swap_attention_
-from compress.attention.swap import select_layers
 from compress.errors import RecipeError
 from compress.export import ExportConfig, export_stage
 from compress.models import ATTENTION, SlimformerConfig, SlimformerForSequenceClassification
-from tests.helpers import logits, padded_batch, remote_code_logits
+from compress.recover import distillation_loss
+from compress.swap import SwapAttentionConfig, select_layers, swap_attention_
+from tests.helpers import FakeTokenizer, logits, padded_batch, remote_code_logits
 
-KINDS = ["bigbird", "linformer", "performer"]
-# small settings that exercise the structure on short inputs: several blocks, k < T, few features
+KINDS = [kind for kind in ATTENTION if kind != "full"]  # every registered kind meets the battery below
+# small settings that exercise the structure on short inputs: several blocks, k < T, few features; a kind
+# registered later runs with its defaults until it gets an entry here
 SMALL = {
     "bigbird": {"block": 4, "window": 3, "n_global": 1, "n_random": 1},
     "linformer": {"k": 6, "max_len": 24},
@@ -110,7 +111,7 @@ def test_performer_error_falls_as_features_grow():
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_masked_positions_do_not_influence_outputs(kind):
-    _, attn = full_and(kind, **SMALL[kind])
+    _, attn = full_and(kind, **SMALL.get(kind, {}))
     x, mask = padded(3, 13)
     x2 = x.clone()
     x2[mask == 0] = torch.randn(int((mask == 0).sum()), 32) * 100  # wild values at padded positions
@@ -123,7 +124,7 @@ def test_masked_positions_do_not_influence_outputs(kind):
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("n_heads", [1, 3])
 def test_fewer_heads_after_pruning(kind, n_heads):
-    attn = ATTENTION[kind](dim=32, n_heads=n_heads, head_dim=8, **SMALL[kind])
+    attn = ATTENTION[kind](dim=32, n_heads=n_heads, head_dim=8, **SMALL.get(kind, {}))
     assert attn.n_heads == n_heads and attn.q_proj.weight.shape == (n_heads * 8, 32)
     x, mask = padded(2, 13)
     y = attn(x, mask)
@@ -167,17 +168,12 @@ def test_bad_arguments_are_clear_errors():
 @pytest.fixture(scope="module")
 def mixed(tmp_path_factory):
     """One model with every kind, pruned-looking head counts, saved and exported once."""
-    attention = [{"kind": k, **SMALL[k]} for k in KINDS]
+    attention = [{"kind": k, **SMALL.get(k, {})} for k in KINDS]
     model = tiny_model(attention, n_heads=[4, 2, 1], max_len=24)
     folder = tmp_path_factory.mktemp("mixed")
     model.save_pretrained(folder / "model")
     parity = export_stage(model, FakeTokenizer(), folder / "onnx", token_batch(seq_len=21), ExportConfig())
     return model, folder, parity
-
-
-class FakeTokenizer:
-    def save_pretrained(self, folder):
-        (folder / "tokenizer.json").write_text("{}")
 
 
 def test_every_kind_round_trips_with_from_pretrained(mixed):

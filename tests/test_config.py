@@ -95,11 +95,12 @@ variants:
 
 
 def test_variants_continue_from_the_trunk_with_prefixed_stage_names(tmp_path):
-    from compress.config import lineages
+    from compress.pipeline import lineages
 
     recipe, _ = load_recipe(write(tmp_path, VARIANTS))
     runs = {variant: [s.name for s in steps] for variant, steps in lineages(recipe)}
-    assert runs == {"int8": ["teacher", "export", "int8.int8"],
+    # a stage named like its variant keeps the one name (`int8`, not `int8.int8`)
+    assert runs == {"int8": ["teacher", "export", "int8"],
                     "pruned": ["teacher", "export", "pruned.heads", "pruned.export", "pruned.int8"]}
     pruned_int8 = lineages(recipe)[1][1][-1]
     assert pruned_int8.parent == "pruned.heads", "a parent naming the variant's own stage is prefixed too"

@@ -10,6 +10,7 @@ from compress.distill import Capture, DistillConfig, Distiller, augment, default
 from compress.export import ExportConfig, export_stage
 from compress.losses import hidden_loss, logits_loss, relation_loss, soft_target_loss
 from compress.models import SlimformerConfig, SlimformerForSequenceClassification, SlimRNNConfig, SlimRNNForSequenceClassification
+from tests.helpers import FakeTokenizer
 
 
 def teacher_model(**kw):
@@ -134,11 +135,6 @@ def test_capture_hooks_are_removed():
     captured.remove()
     model(**{k: v for k, v in batch().items() if k != "labels"})
     assert captured.out == {}
-
-
-class FakeTokenizer:
-    def save_pretrained(self, folder):
-        (folder / "tokenizer.json").write_text("{}")
 
 
 @pytest.mark.parametrize("cell", ["boe", "gru", "lstm"])

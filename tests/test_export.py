@@ -10,11 +10,7 @@ import torch
 from compress.errors import ExportError
 from compress.export import ExportConfig, check_parity, export_stage
 from compress.models import SlimformerConfig, SlimformerForSequenceClassification
-
-
-class FakeTokenizer:
-    def save_pretrained(self, folder):
-        (folder / "tokenizer.json").write_text("{}")
+from tests.helpers import FakeTokenizer
 
 
 def batch(n=6, seq_len=12, seed=0):

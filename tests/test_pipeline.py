@@ -144,3 +144,64 @@ def test_variants_share_the_trunk_and_cache_independently(tmp_path):
     assert cli.main([*args, "variants.p.heads.amount=0.25"]) == 0
     rerun = done()[len(first):]
     assert rerun == ["p.heads:prune_heads", "p.heads:export", "p.heads:evaluate"], "only the changed variant reruns"
+
+
+STALE = (
+    "name: stale\n"
+    "task: {kind: lookup, n_train: 200, n_validation: 30, n_test: 30, min_pairs: 4, max_pairs: 8, seq_len: 24}\n"
+    "teacher: {dim: 32, n_heads: 2, ffn_dim: 64, n_layers: 2}\n"
+    "steps:\n"
+    "  - {kind: train, max_steps: 3}\n  - {kind: export}\n  - {kind: evaluate}\n  - {kind: bench}\n"
+    "  - {kind: distill, student: {n_layers: 1}, max_steps: 3}\n  - {kind: export}\n  - {kind: evaluate}\n"
+    "bench: {batch_sizes: [1], repeats: 3, warmup: 1, memory: false, interleave: false}\n"
+)
+
+
+def finished_steps(run_dir: Path) -> list[str]:
+    events = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return [f"{e['stage']}:{e['kind']}" for e in events if e.get("event") == "step_done"]
+
+
+def test_code_version_covers_the_modules_a_step_names(tmp_path, monkeypatch):
+    from compress.pipeline import code_version
+
+    module = tmp_path / "measuring_code.py"
+    module.write_text("def measure():\n    return 1\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    before = code_version(("measuring_code",))
+    assert code_version(("measuring_code",)) == before and code_version() != before
+    module.write_text("def measure():\n    return 2\n")
+    assert code_version(("measuring_code",)) != before
+
+
+def test_editing_eval_code_reruns_only_the_measuring_steps_that_use_it(tmp_path, monkeypatch):
+    recipe = tmp_path / "stale.yaml"
+    recipe.write_text(STALE)
+    args = ["run", str(recipe), "--runs-dir", str(tmp_path / "runs")]
+    assert cli.main(args) == 0
+    run_dir = tmp_path / "runs" / "stale"
+    first = finished_steps(run_dir)
+    import compress.pipeline
+
+    real = compress.pipeline.code_version
+    # eval/accuracy.py "edited": its source hash changes, nothing else does
+    monkeypatch.setattr(compress.pipeline, "code_version", lambda modules=(): real(modules) + ("-edited" if "eval.accuracy" in modules else ""))
+    assert cli.main(args) == 0
+    assert finished_steps(run_dir)[len(first):] == ["teacher:evaluate", "student:evaluate"], "only evaluate reads eval/accuracy.py"
+
+
+def test_a_new_baseline_reruns_evaluate_and_refreshes_agreement(tmp_path):
+    recipe = tmp_path / "stale.yaml"
+    recipe.write_text(STALE)
+    args = ["run", str(recipe), "--runs-dir", str(tmp_path / "runs")]
+    assert cli.main(args) == 0
+    run_dir = tmp_path / "runs" / "stale"
+    first = finished_steps(run_dir)
+    before = {s["name"]: s for s in json.loads((run_dir / "results.json").read_text())["stages"]}
+    assert before["teacher"]["agreement"] == 1.0
+    assert cli.main([*args, "report.baseline=student"]) == 0
+    rerun = finished_steps(run_dir)[len(first):]
+    assert "teacher:train" not in rerun and "student:distill" not in rerun, "a new baseline retrains nothing"
+    assert "teacher:evaluate" in rerun
+    after = {s["name"]: s for s in json.loads((run_dir / "results.json").read_text())["stages"]}
+    assert after["student"]["agreement"] == 1.0 and after["teacher"]["agreement"] == before["student"]["agreement"]

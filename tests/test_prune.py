@@ -233,6 +233,13 @@ def test_selector_globs_and_protection():
 
 
 class FakeContext(SimpleNamespace):
+    """RunContext's surface that the prune steps use; the running step is the last of `steps`."""
+
+    def parent(self, name=None):
+        from compress.pipeline import stage_history
+
+        return stage_history(self.steps, len(self.steps) - 1, name)[0]
+
     def record(self, key, value):
         self.recorded[key] = value
 

@@ -209,14 +209,30 @@ def test_killed_run_resumes_with_the_same_metrics(tmp_path):
     assert not list((killed_runs / "listops").rglob(".*.tmp"))
 
 
-def test_sigint_stops_cleanly_and_says_how_to_resume(tmp_path):
-    proc = run_cli(tmp_path, "steps.teacher.epochs=50")
-    deadline = time.time() + 120
-    while not (tmp_path / "listops" / "tokenizer").exists() and time.time() < deadline:
+def wait_for_event(path: Path, event: str, proc: subprocess.Popen, timeout_s: float = 600) -> dict:
+    """The first line of metrics.jsonl with `event`, once the run has written it: an event, not a clock.
+
+    The deadline is only a guard against a hung run (generous: CI machines are busy)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if path.is_file():
+            for line in path.read_text().splitlines():
+                record = json.loads(line) if line.strip().endswith("}") else {}
+                if record.get("event") == event:
+                    return record
+        assert proc.poll() is None, f"the run ended (code {proc.returncode}) before writing a {event!r} event: {proc.stderr.read()}"
         time.sleep(0.05)
-    time.sleep(1.0)
+    raise AssertionError(f"no {event!r} event in {path} after {timeout_s} s")
+
+
+def test_sigint_stops_cleanly_and_says_how_to_resume(tmp_path):
+    proc = run_cli(tmp_path, "steps.teacher.epochs=50", "steps.teacher.patience=null")  # far more epochs than the wait needs
+    wait_for_event(tmp_path / "listops" / "metrics.jsonl", "epoch", proc)  # training is under way
     proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130, err
-    assert "run the same command again to resume" in err
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 130, err  # the CLI's code for "interrupted by SIGINT" (128 + 2)
+    assert "interrupted: finished steps are kept; run the same command again to resume" in err
+    events = [json.loads(line).get("event") for line in (tmp_path / "listops" / "metrics.jsonl").read_text().splitlines()]
+    assert "step_done" not in events, "the signal stopped training: no step finished"
     assert not (tmp_path / "listops" / "stages" / "teacher").exists()
+    assert not list((tmp_path / "listops").rglob(".*.tmp")), "nothing half-written is left"

@@ -34,7 +34,7 @@ import numpy as np
 from pydantic import Field
 from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 
-from compress.config import ConfigBase
+from compress.config_base import ConfigBase
 
 if TYPE_CHECKING:  # torch and transformers take seconds to import; configs must load fast
     from transformers import PreTrainedTokenizerFast

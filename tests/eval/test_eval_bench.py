@@ -2,7 +2,6 @@
 
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -19,12 +18,20 @@ RECORD_KEYS = {"device", "runtime", "precision", "batch", "seq_len", "threads", 
                "mean_ms", "std_ms", "throughput_per_s"}
 
 
-def test_time_callable_measures_known_sleeps():
-    stats = time_callable(lambda: time.sleep(0.004), warmup=1, repeats=10)
+def test_time_callable_measures_known_durations(monkeypatch):
+    """A fake clock: call i "takes" (i + 1) ms, so every statistic is known exactly (no wall clock)."""
+    clock = [0.0]
+    durations = iter([0.001 * (i + 1) for i in range(11)])
+
+    def call():
+        clock[0] += next(durations)
+
+    monkeypatch.setattr("eval.bench.time.perf_counter", lambda: clock[0])
+    stats = time_callable(call, warmup=1, repeats=10)  # the warm-up call took 1 ms; timed calls 2..11 ms
     assert stats["n"] == 10
-    assert 3.5 <= stats["min_ms"] <= stats["p50_ms"] <= stats["p90_ms"] <= stats["p99_ms"]
-    assert stats["p50_ms"] < 40  # loose: shared CI machines oversleep
-    assert stats["std_ms"] >= 0 and stats["mean_ms"] >= stats["min_ms"]
+    assert stats["min_ms"] == pytest.approx(2.0) and stats["p50_ms"] == pytest.approx(6.5)
+    assert stats["min_ms"] <= stats["p50_ms"] <= stats["p90_ms"] <= stats["p99_ms"] <= 11.0 + 1e-9
+    assert stats["mean_ms"] == pytest.approx(6.5) and stats["std_ms"] > 0
 
 
 def test_time_callable_counts_calls_and_syncs_before_each_clock_read():

@@ -4,7 +4,6 @@ import json
 import shutil
 
 import jsonschema
-import pytest
 
 import cli
 from eval.interleave import retime_stages, time_in_rounds

@@ -222,3 +222,21 @@ def test_fixture_matches_schema(make_results):
 )
 def test_pareto_front(costs, gains, front):
     assert pareto_front(costs, gains) == front
+
+
+def test_parity_warning_names_every_row_that_breaks_the_gate(make_run: Callable[..., Path], make_results, fast_figures):
+    """Quiet timings (no noisy-timing warning), and two rows above their parity gate: both are named."""
+    results = make_results()
+    results["stages"][1]["latency"] = [r | {"std_ms": 0.01} for r in results["stages"][1]["latency"]]
+    results["stages"][0]["parity"] = {"max_abs_diff": 0.5, "atol": 1e-4, "n": 64}
+    results["stages"][1]["parity"] = {"max_abs_diff": 0.2, "atol": 1e-4, "n": 64}
+    text = write_report([make_run(results=results)])["md"].read_text()
+    assert "latency spread" not in text
+    assert "teacher: ONNX output differs from torch by 0.5" in text and "student: ONNX output differs from torch by 0.2" in text
+
+
+def test_markdown_keeps_angle_brackets_readable():
+    from eval.report import md_escape
+
+    assert md_escape("re-time with `slimformer bench <run folder>`") == "re-time with `slimformer bench <run folder>`"
+    assert md_escape("a <b> | c") == "a \\<b> \\| c"

@@ -23,30 +23,19 @@ import inspect
 import re
 from typing import Any, Literal
 
-import torch
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
-from compress.config import NAME_PATTERN, StepConfig
+from compress.config_base import NAME_PATTERN, StepConfig
 from compress.errors import RecipeError
-from compress.losses import logits_loss
 from compress.models import ATTENTION, build_attention
 from compress.pipeline import register_step
+from compress.recover import RecoverConfig, recovery
 from compress.select import select_names
-from compress.train import OptimConfig, cross_entropy_loss, predict, train
+from compress.train import predict, train
 
 PROJECTIONS = ("q_proj", "k_proj", "v_proj", "out_proj")
 CONTRACT_ARGS = ("dim", "n_heads", "head_dim", "dropout")  # every kind's constructor takes these; the model supplies them
 INDEX_GLOB = re.compile(r"[0-9*?\[\]!-]+")  # "0", "1*", "[01]": a glob over layer indices, shorthand for "layers.<glob>"
-
-
-class RecoverConfig(OptimConfig):
-    """Training after the swap: the one training loop, distilling from the teacher (or on labels alone)."""
-
-    epochs: int = Field(3, ge=0, le=10000)  # passes over the training split; 0 = no recovery
-    lr: float = Field(5e-4, gt=0, le=1.0)  # peak learning rate of AdamW
-    distill_from: Literal["teacher", "none"] = "teacher"  # teacher: soft targets from the first stage; none: labels only
-    temperature: float = Field(2.0, gt=0, le=100)  # softens both distributions in the KL term
-    alpha: float = Field(0.5, ge=0, le=1)  # weight of the KL term; (1 - alpha) goes to cross-entropy on the labels
 
 
 class SwapAttentionConfig(StepConfig):
@@ -151,31 +140,12 @@ def swap_attention_(model, to: str, args: dict | None = None, layers: list[str] 
     return model
 
 
-def distillation_loss(teacher: torch.nn.Module, temperature: float = 2.0, alpha: float = 0.5):
-    """loss_fn for `train` (recovery after a swap or a pruning round): `logits_loss` with weights
-    alpha on T^2 * KL(teacher_T || student_T) and (1 - alpha) on CE(student, labels).
-
-    Uses the batch's precomputed `teacher_logits` when present, else runs the teacher (eval, no grad).
-    """
-
-    def loss_fn(model, batch):
-        ids, mask = batch["input_ids"], batch["attention_mask"]
-        logits = model(input_ids=ids, attention_mask=mask).logits  # (B, n_classes)
-        target = batch.get("teacher_logits")
-        if target is None and alpha:
-            with torch.no_grad():
-                target = teacher.eval().to(ids.device)(input_ids=ids, attention_mask=mask).logits
-        return logits_loss(logits, target, batch["labels"], alpha, 1.0 - alpha, temperature), logits
-
-    return loss_fn
-
-
 @register_step("swap_attention", SwapAttentionConfig, makes_stage=True)
 def swap_attention(model, cfg: SwapAttentionConfig, ctx):
     """Swap attention in the current model (or a copy of the teacher), then recover with distillation."""
     model = copy.deepcopy(ctx.teacher) if cfg.source == "teacher" else model
     if cfg.source == "teacher":
-        ctx.record("parent", next(iter(ctx.stage_kinds)))  # the first stage is the teacher
+        ctx.record("parent", ctx.teacher_stage)
     swap_attention_(model, cfg.to, cfg.args, cfg.layers)
     val = ctx.encoded["validation"]
     before = (predict(model, val).argmax(-1) == val["labels"]).float().mean().item()
@@ -185,12 +155,7 @@ def swap_attention(model, cfg: SwapAttentionConfig, ctx):
     r = cfg.recover
     if r.epochs == 0:
         return model.eval()
-    split = dict(ctx.encoded["train"])
-    if r.distill_from == "teacher":
-        split["teacher_logits"] = predict(ctx.teacher, split)  # once, not every epoch
-        loss = distillation_loss(ctx.teacher, r.temperature, r.alpha)
-    else:
-        loss = cross_entropy_loss()
+    split, loss = recovery(ctx, r)
     model, curve = train(model, split, val, r, loss, seed=ctx.recipe.seed, device=ctx.device, log=ctx.log, desc=f"recover {cfg.name}")
     ctx.record("train_curve", curve)
     ctx.record("val_accuracy", max(p["val_accuracy"] for p in curve))
