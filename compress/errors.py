@@ -23,3 +23,7 @@ class ExportError(SlimformerError):
 
 class TrainingError(SlimformerError):
     """Training that cannot go on: non-finite loss, out of memory."""
+
+
+class CheckpointError(SlimformerError):
+    """A pretrained checkpoint folder that cannot be imported: missing files, unsupported architecture or weights."""
