@@ -76,15 +76,16 @@ def bert_like(arch: str, **kw) -> Family:
     )
 
 
-ROBERTA = dict(
-    prefix="roberta.", embeddings=BERT_EMBEDDINGS, head={"classifier_dense": "classifier.dense", "classifier": "classifier.out_proj"},
-    head_activation="tanh", ignore=("lm_head.", "pooler.", *BUFFERS), position_offset=True,
-)
+ROBERTA = {  # RoBERTa and XLM-R share names; their task heads never use the pooler
+    "prefix": "roberta.", "embeddings": BERT_EMBEDDINGS,
+    "head": {"classifier_dense": "classifier.dense", "classifier": "classifier.out_proj"}, "head_activation": "tanh",
+    "ignore": ("lm_head.", "pooler.", *BUFFERS), "position_offset": True,
+}
 FAMILIES: dict[str, Family] = {  # model_type -> family
     "bert": bert_like(
         "Bert", extra=("BertForPreTraining",), prefix="bert.", embeddings=BERT_EMBEDDINGS,
         head={"classifier_dense": "pooler.dense", "classifier": "classifier"}, head_activation="tanh",
-        ignore=("cls.", *BUFFERS), pooler="pooler.dense",
+        ignore=("cls.", "fit_dense", *BUFFERS), pooler="pooler.dense",  # fit_dense(s): TinyBERT's distillation projections
     ),
     "roberta": bert_like("Roberta", **ROBERTA),
     "xlm-roberta": bert_like("XLMRoberta", **ROBERTA),
@@ -121,25 +122,25 @@ def import_pretrained(
     one. `pooling` ("mean" or "cls") for a fresh head; default from sentence-transformers'
     `1_Pooling/config.json`, else "cls". `seed` initialises a fresh head. Raises CheckpointError.
     """
+    if label_names is not None and (not label_names or len(set(label_names)) != len(label_names)):
+        raise ValueError(f"label_names must be distinct class names, got {label_names}")
+    if pooling not in (None, "mean", "cls"):
+        raise ValueError(f"pooling must be 'mean', 'cls' or None (decided from the checkpoint), got {pooling!r}")
     folder = Path(folder)
-    raw = read_config(folder)
+    raw = read_config(folder)  # cheap checks first: config, activation, files, tokenizer; then the weights
     model_type = raw["model_type"]
     family = FAMILIES[model_type]
     architecture = (raw.get("architectures") or [family.architectures[0]])[0]
     hf = load_hf_config(folder)
     shape = read_shape(hf, model_type)
     activation = match_activation(shape.pop("hidden_act"), folder)
-    files = weight_files(folder)
-    check_tokenizer_files(folder)
-    if label_names is not None and (not label_names or len(set(label_names)) != len(label_names)):
-        raise ValueError(f"label_names must be distinct class names, got {label_names}")
-    if pooling not in (None, "mean", "cls"):
-        raise ValueError(f"pooling must be 'mean', 'cls' or None (decided from the checkpoint), got {pooling!r}")
-
     if family.position_offset and not isinstance(hf.pad_token_id, int):
         raise CheckpointError(f"{folder / 'config.json'}: pad_token_id is {hf.pad_token_id!r}; {model_type} positions start "
                               "after it, so it must be the padding token's id (1 in RoBERTa and XLM-R)")
     offset = hf.pad_token_id + 1 if family.position_offset else 0
+    files = weight_files(folder)
+    check_tokenizer_files(folder)
+    tokenizer = load_tokenizer(folder, shape["vocab_size"])
 
     weights, dtypes = read_weights(files, family.prefix)
     head = decide_head(folder, family, architecture, hf, weights, label_names, pooling)
@@ -160,15 +161,42 @@ def import_pretrained(
         model = SlimformerForSequenceClassification(config)
     mapping = weight_map(family, config.n_layers, head)
     load_weights_(model, weights, mapping, family, offset, set_aside, folder)
-    tokenizer = load_tokenizer(folder, config.vocab_size)
     info = {
         "family": model_type, "architecture": architecture, "folder": str(folder),
         "head": head["head"], "head_reason": head["reason"], "pooling": head["pooling"], "pooling_from": head["pooling_from"],
         "labels": list(head["labels"]), "activation": activation, "max_len": config.max_len,
         "n_params": sum(p.numel() for p in model.parameters()), "weights": [f.name for f in files],
         "source_dtype": sorted(dtypes), "tokenizer_pad_token_id": tokenizer.pad_token_id, "pad_token_id": hf.pad_token_id,
+        "notes": notes(folder, family, model_type, hf),
     }
     return ImportedModel(model=model.eval(), tokenizer=tokenizer, info=info)
+
+
+def notes(folder: Path, family: Family, model_type: str, hf) -> list[str]:
+    """What differs from the checkpoint run by transformers, in words (none of it at real tokens of one text)."""
+    out = []
+    if family.token_types is not None:
+        out.append("token type 0 is folded into the position table: one text per input, no token_type_ids for sentence pairs")
+    if family.position_offset:
+        out.append(f"positions count from the first column: right-pad inputs (as {model_type}'s tokenizer does); pad tokens get "
+                   "other positions than in transformers, which changes only their own hidden states")
+    if getattr(hf, "sinusoidal_pos_embds", False):
+        out.append("DistilBERT's sinusoidal positions are imported as a learned (trainable) table")
+    modules = [m.get("type", "?") for m in read_json(folder / "modules.json", [])]
+    extra = [m for m in modules if not m.endswith((".Transformer", ".Pooling"))]
+    if extra:
+        out.append(f"sentence-transformers modules {extra} are not imported: the classifier reads the pooled hidden states")
+    return out
+
+
+def read_json(path: Path, default=None):
+    """A JSON file's content, `default` when absent; a clear error when it does not parse."""
+    if not path.is_file():
+        return default
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{path} is not valid JSON ({e}); download or write the file again") from e
 
 
 # --------------------------------------------------------------------------- config
@@ -177,14 +205,18 @@ def import_pretrained(
 def read_config(folder: Path) -> dict:
     """config.json as written, checked for what slimformer cannot compute."""
     if not folder.is_dir():
-        raise CheckpointError(f"checkpoint folder {folder} does not exist; give a local folder with config.json, model.safetensors "
-                              "and tokenizer files (e.g. `huggingface-cli download NAME --local-dir DIR` where the hub is reachable)")
+        raise CheckpointError(f"checkpoint folder {folder} does not exist; give a local folder with config.json, "
+                              "model.safetensors and tokenizer files (e.g. `huggingface-cli download NAME --local-dir DIR` "
+                              "where the hub is reachable)")
     path = folder / "config.json"
     if not path.is_file():
         raise CheckpointError(f"{folder} has no config.json; give the folder a Hugging Face `save_pretrained` wrote "
                               "(for an old sentence-transformers layout, the subfolder holding config.json)")
-    raw = json.loads(path.read_text())
+    raw = read_json(path)
     model_type = raw.get("model_type")
+    if model_type is None:
+        raise CheckpointError(f"{path} has no model_type; add the family's, e.g. \"model_type\": \"bert\" for an old "
+                              f"BERT/TinyBERT upload (supported: {SUPPORTED})")
     if model_type not in FAMILIES:
         raise CheckpointError(f"{path}: model_type {model_type!r} cannot be imported; supported: {SUPPORTED}")
     family = FAMILIES[model_type]
@@ -205,21 +237,31 @@ def read_config(folder: Path) -> dict:
 def load_hf_config(folder: Path):
     from transformers import AutoConfig
 
-    return AutoConfig.from_pretrained(folder, local_files_only=True, trust_remote_code=False)
+    try:
+        return AutoConfig.from_pretrained(folder, local_files_only=True, trust_remote_code=False)
+    except Exception as e:  # transformers raises many kinds; the user needs the file and the cause
+        cause = f"{type(e).__name__}: {str(e)[:500]}"
+        raise CheckpointError(f"{folder / 'config.json'} does not load in transformers: {cause}") from e
 
 
 def read_shape(hf, model_type: str) -> dict:
     """The SlimformerConfig fields the checkpoint's config fixes (hidden_act and n_positions still raw)."""
     if model_type == "distilbert":
-        shape = dict(dim=hf.dim, n_layers=hf.n_layers, n_heads=hf.n_heads, ffn_dim=hf.hidden_dim, hidden_act=hf.activation,
-                     layer_norm_eps=1e-12, dropout=hf.dropout, attention_dropout=hf.attention_dropout)  # eps fixed in DistilBERT's code
+        shape = {
+            "dim": hf.dim, "n_layers": hf.n_layers, "n_heads": hf.n_heads, "ffn_dim": hf.hidden_dim, "hidden_act": hf.activation,
+            "layer_norm_eps": 1e-12,  # fixed in DistilBERT's code, not in its config
+            "dropout": hf.dropout, "attention_dropout": hf.attention_dropout,
+        }
     else:
-        shape = dict(dim=hf.hidden_size, n_layers=hf.num_hidden_layers, n_heads=hf.num_attention_heads, ffn_dim=hf.intermediate_size,
-                     hidden_act=hf.hidden_act, layer_norm_eps=hf.layer_norm_eps, dropout=hf.hidden_dropout_prob,
-                     attention_dropout=hf.attention_probs_dropout_prob, embed_dim=getattr(hf, "embedding_size", None))
+        shape = {
+            "dim": hf.hidden_size, "n_layers": hf.num_hidden_layers, "n_heads": hf.num_attention_heads,
+            "ffn_dim": hf.intermediate_size, "hidden_act": hf.hidden_act, "layer_norm_eps": hf.layer_norm_eps,
+            "dropout": hf.hidden_dropout_prob, "attention_dropout": hf.attention_probs_dropout_prob,
+            "embed_dim": getattr(hf, "embedding_size", None),  # ELECTRA's narrower embeddings
+        }
     if shape["dim"] % shape["n_heads"]:
         raise CheckpointError(f"config.json: hidden size {shape['dim']} is not divisible by {shape['n_heads']} heads")
-    return shape | dict(vocab_size=hf.vocab_size, n_positions=hf.max_position_embeddings)
+    return shape | {"vocab_size": hf.vocab_size, "n_positions": hf.max_position_embeddings}
 
 
 def match_activation(hidden_act, folder: Path) -> str:
@@ -246,15 +288,16 @@ def weight_files(folder: Path) -> list[Path]:
     if single.is_file():
         return [single]
     if index.is_file():
-        shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        shards = sorted(set(read_json(index).get("weight_map", {}).values()))
         missing = [s for s in shards if not (folder / s).is_file()]
         if missing:
             raise CheckpointError(f"{index} names shards that are not in the folder: {missing}; download them too")
         return [folder / s for s in shards]
     others = [p.name for p in sorted(folder.iterdir()) if p.name.startswith(("pytorch_model", "tf_model", "flax_model"))]
     if others:
-        raise CheckpointError(f"{folder} has weights only as {others}, which slimformer does not read (pickle files can run code); "
-                              f"convert them once to safetensors in an environment you trust: {CONVERT.format(dir=folder)}")
+        raise CheckpointError(f"{folder} has weights only as {others}, which slimformer does not read (pickle files can "
+                              "run code); convert them once to safetensors in an environment you trust: "
+                              f"{CONVERT.format(dir=folder)}")
     raise CheckpointError(f"{folder} has no model.safetensors or model.safetensors.index.json; add the checkpoint's weights")
 
 
@@ -282,7 +325,8 @@ def weight_map(family: Family, n_layers: int, head: dict) -> dict[str, str]:
 
 
 def load_weights_(
-    model: nn.Module, weights: dict, mapping: dict[str, str], family: Family, offset: int, set_aside: tuple[str, ...], folder: Path
+    model: nn.Module, weights: dict, mapping: dict[str, str], family: Family, offset: int, set_aside: tuple[str, ...],
+    folder: Path,
 ) -> None:
     """Fill `model` from `weights` through `mapping`; every slimformer weight must be found and every
     checkpoint weight used or known to lie outside the encoder."""
@@ -292,16 +336,17 @@ def load_weights_(
         for kind in ("weight", "bias"):
             if f"{ours}.{kind}" in state:
                 source[f"{ours}.{kind}"] = f"{theirs}.{kind}"
-    missing = [theirs for theirs in [*source.values(), family.positions + ".weight"] if theirs not in weights]
+    tables = [f"{t}.weight" for t in (family.positions, family.token_types) if t is not None]
+    missing = [theirs for theirs in [*source.values(), *tables] if theirs not in weights]
     if missing:
-        raise CheckpointError(f"{folder}: the checkpoint lacks {missing}, which its config.json implies; the files are incomplete "
-                              "or belong to another architecture")
+        raise CheckpointError(f"{folder}: the checkpoint lacks {missing}, which its config.json implies; the files are "
+                              "incomplete or belong to another architecture")
     new = {ours: weights[theirs] for ours, theirs in source.items()}
     used |= set(source.values())
     n = model.config.max_len
     pos = weights[family.positions + ".weight"][offset : offset + n]  # (max_len, embed_dim)
     used.add(family.positions + ".weight")
-    if family.token_types is not None and family.token_types + ".weight" in weights:
+    if family.token_types is not None:
         pos = pos + weights[family.token_types + ".weight"][0]  # single-text input: token type 0 everywhere
         used.add(family.token_types + ".weight")
     new["embeddings.pos.weight"] = pos
@@ -359,17 +404,16 @@ ST_POOLING = {"pooling_mode_mean_tokens": "mean", "pooling_mode_cls_token": "cls
 
 def sentence_transformers_pooling(folder: Path) -> tuple[str | None, str | None]:
     """The pooling a sentence-transformers folder's Pooling module uses, or (None, None) without one."""
-    path = "1_Pooling"
-    modules = folder / "modules.json"
-    if modules.is_file():
-        path = next((m["path"] for m in json.loads(modules.read_text()) if m.get("type", "").endswith(".Pooling")), path)
+    modules = read_json(folder / "modules.json", [])
+    path = next((m["path"] for m in modules if m.get("type", "").endswith(".Pooling")), "1_Pooling")
     cfg_path = folder / path / "config.json"
     if not cfg_path.is_file():
         return None, None
-    modes = sorted(k for k, v in json.loads(cfg_path.read_text()).items() if k.startswith("pooling_mode_") and v is True)
+    modes = sorted(k for k, v in read_json(cfg_path).items() if k.startswith("pooling_mode_") and v is True)
     if len(modes) != 1 or modes[0] not in ST_POOLING:
         raise CheckpointError(f"{cfg_path} pools with {modes}; slimformer pools with one of {sorted(ST_POOLING)} "
-                              "(mean or cls): pass pooling='mean' or pooling='cls' to choose one (the classifier is trained fresh either way)")
+                              "(mean or cls): pass pooling='mean' or pooling='cls' to choose one "
+                              "(the classifier is trained fresh either way)")
     return ST_POOLING[modes[0]], f"{path}/config.json"
 
 
@@ -381,8 +425,9 @@ TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json + merges.txt", "se
 def check_tokenizer_files(folder: Path) -> None:
     found = any((folder / f).is_file() for f in ("tokenizer.json", "vocab.txt", "sentencepiece.bpe.model", "spiece.model"))
     if not (found or ((folder / "vocab.json").is_file() and (folder / "merges.txt").is_file())):
-        raise CheckpointError(f"{folder} has no tokenizer: add the checkpoint's tokenizer files (one of {', '.join(TOKENIZER_FILES)}, "
-                              "with tokenizer_config.json), e.g. AutoTokenizer.from_pretrained(NAME).save_pretrained(DIR)")
+        raise CheckpointError(f"{folder} has no tokenizer: add the checkpoint's tokenizer files (one of "
+                              f"{', '.join(TOKENIZER_FILES)}, with tokenizer_config.json), "
+                              "e.g. AutoTokenizer.from_pretrained(NAME).save_pretrained(DIR)")
 
 
 def load_tokenizer(folder: Path, vocab_size: int):
@@ -397,8 +442,8 @@ def load_tokenizer(folder: Path, vocab_size: int):
         raise CheckpointError(f"{folder}: the tokenizer is not a fast (tokenizers) tokenizer; add tokenizer.json, e.g. "
                               "AutoTokenizer.from_pretrained(DIR).save_pretrained(DIR) where it converts")
     if len(tokenizer) > vocab_size:
-        raise CheckpointError(f"{folder}: the tokenizer has {len(tokenizer)} tokens but the embedding table only {vocab_size} rows; "
-                              "the tokenizer belongs to another checkpoint")
+        raise CheckpointError(f"{folder}: the tokenizer has {len(tokenizer)} tokens but the embedding table only "
+                              f"{vocab_size} rows; the tokenizer belongs to another checkpoint")
     return tokenizer
 
 

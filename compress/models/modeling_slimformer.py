@@ -56,7 +56,8 @@ class SlimformerConfig(PreTrainedConfig):
     pooling: str = "mean"  # "mean" over real tokens, or "cls" (the first token)
     activation: str = "gelu"  # MLP activation: "gelu" (exact), "gelu_tanh" or "relu"
     embed_dim: int | None = None  # width of the token/position embeddings; set below dim, a Linear projects them up (ELECTRA)
-    head_activation: str | None = None  # None: pooled -> classifier; "tanh"/"relu"/"gelu": pooled -> classifier_dense -> act -> classifier
+    # None: pooled -> classifier; "tanh"/"relu"/"gelu": pooled -> classifier_dense -> that activation -> classifier
+    head_activation: str | None = None
     dropout: float = 0.1
     attention_dropout: float = 0.0
     layer_norm_eps: float = 1e-5
@@ -249,4 +250,7 @@ class SlimformerForSequenceClassification(SlimformerPreTrainedModel):
         )
 
 
-__all__ = ["ACTIVATIONS", "ATTENTION", "HEAD_ACTIVATIONS", "SlimformerConfig", "SlimformerForSequenceClassification", "SlimformerPreTrainedModel"]
+__all__ = [
+    "ACTIVATIONS", "ATTENTION", "HEAD_ACTIVATIONS",
+    "SlimformerConfig", "SlimformerForSequenceClassification", "SlimformerPreTrainedModel",
+]
