@@ -109,6 +109,7 @@ def test_classifier_and_encoder_parity(checkpoints, family):
     assert hidden_diff(hf.base_model, model, ids, mask) <= ATOL
     assert model.config.max_len == 40 and info["max_len"] == 40  # RoBERTa: 42 positions - (padding_idx + 1)
     assert imported.tokenizer.pad_token_id == pad
+    json.dumps(info)  # recordable as is
 
     # the bare encoder folder (no base-model prefix, no head): same hidden states, a fresh head
     fresh = import_pretrained(bare, label_names=["neg", "pos"])
@@ -197,6 +198,7 @@ def test_head_decisions(checkpoints):
     hf, folder, bare, _ = checkpoints["bert"]
     kept = import_pretrained(folder, label_names=["x", "y", "z"])
     assert kept.info["head"] == "imported" and kept.model.config.id2label == {0: "x", 1: "y", 2: "z"}
+    assert "replaced by label_names ['x', 'y', 'z'], index for index" in kept.info["head_reason"]
     other = import_pretrained(folder, label_names=["x", "y"])
     assert other.info["head"] == "fresh" and "has 3 labels" in other.info["head_reason"]
     assert "pretrained pooler" in other.info["head_reason"]  # BERT: fresh classifier on the pooler

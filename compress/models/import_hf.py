@@ -377,7 +377,10 @@ def decide_head(folder: Path, family: Family, architecture: str, hf, weights: di
         elif pooling not in (None, "cls"):
             reason = f"pooling {pooling!r} was asked; the checkpoint's head reads the first token"
         else:
-            return {"head": "imported", "reason": f"{architecture} head with {hf.num_labels} labels", "pooling": "cls",
+            reason = f"{architecture} head with {hf.num_labels} labels"
+            if label_names is not None and list(label_names) != checkpoint_labels:  # the order cannot be checked: say it
+                reason += f"; its names {checkpoint_labels} are replaced by label_names {list(label_names)}, index for index"
+            return {"head": "imported", "reason": reason, "pooling": "cls",
                     "pooling_from": "checkpoint head", "head_activation": family.head_activation, "modules": family.head,
                     "labels": label_names or checkpoint_labels}
     else:
