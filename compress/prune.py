@@ -86,7 +86,8 @@ def fold_bias_(model: nn.Module, i: int, branch: str, bias: torch.Tensor | None)
             target = module.out_proj.bias if b == "attn" else module.down_proj.bias
             break
     else:
-        target = model.embeddings.norm.bias  # (dim,) the embeddings' LayerNorm writes the stream first
+        emb = model.embeddings  # its projection (embed_dim -> dim), else its LayerNorm, writes the stream first
+        target = (emb.proj if getattr(emb, "proj", None) is not None else emb.norm).bias  # (dim,)
     with torch.no_grad():
         target.add_(bias.detach())
 

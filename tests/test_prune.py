@@ -112,6 +112,22 @@ def test_pruned_ffn_equals_the_masked_ffn(norm):
                                masked_logits(model, "heads", heads, ids, mask), atol=1e-5, rtol=1e-5)
 
 
+def test_a_removed_first_layer_folds_its_bias_into_the_embedding_projection():
+    """Pre-LN with embeddings narrower than dim (embed_dim): `embeddings.proj` writes the stream first."""
+    config = SlimformerConfig(vocab_size=60, max_len=24, dim=DIM, n_layers=2, n_heads=4, head_dim=HEAD_DIM, ffn_dim=FFN,
+                              num_labels=3, embed_dim=16, dropout=0.0)
+    torch.manual_seed(0)
+    model = SlimformerForSequenceClassification(config).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0.0, 0.3)
+    ids, mask = batch()
+    plan = {0: [0, 1, 2, 3]}
+    pruned = prune_heads_(copy.deepcopy(model), plan)
+    assert pruned.layers[0].attn is None
+    torch.testing.assert_close(logits(pruned, ids, mask), masked_logits(model, "heads", plan, ids, mask), atol=1e-5, rtol=1e-5)
+
+
 def test_linformer_per_head_projections_are_cut_too():
     model = tiny("linformer")
     prune_heads_(model, {0: [0, 2]})

@@ -3,6 +3,10 @@
 Read top to bottom: config -> embeddings -> MLP -> block -> classifier. The architecture is
 BERT's encoder (Devlin et al. 2019) with learned positions, pre- or post-LayerNorm blocks
 (Xiong et al. 2020 for pre-LN), mean or [CLS] pooling and a linear classification head.
+Three optional pieces let BERT-family checkpoints load exactly (`import_hf.py`): embeddings
+narrower than `dim` followed by a projection (ELECTRA, Clark et al. 2020), the tanh-approximated
+GELU, and a dense + activation layer before the classifier (BERT's pooler, RoBERTa's and
+ELECTRA's classification heads, DistilBERT's pre_classifier).
 
 What makes it compressible: every layer has its own `n_heads`, `ffn_dim` and attention kind in
 the config, so a model whose heads were pruned, FFN narrowed or attention swapped saves and
@@ -14,6 +18,8 @@ with the Auto classes, see `compress/models/__init__.py`). This file and the `at
 files beside it import only torch and transformers, so a saved folder also loads with
 `trust_remote_code=True` where slimformer is not installed.
 """
+
+from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -29,7 +35,9 @@ from .attention_registry import ATTENTION, build_attention
 
 POOLINGS = ("mean", "cls")
 NORMS = ("pre", "post")
-ACTIVATIONS = {"gelu": nn.GELU, "relu": nn.ReLU}
+# "gelu" is the exact erf GELU (transformers' "gelu"); "gelu_tanh" its tanh approximation ("gelu_new")
+ACTIVATIONS = {"gelu": nn.GELU, "relu": nn.ReLU, "gelu_tanh": partial(nn.GELU, approximate="tanh")}
+HEAD_ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU, "gelu": nn.GELU}
 
 
 class SlimformerConfig(PreTrainedConfig):
@@ -46,7 +54,10 @@ class SlimformerConfig(PreTrainedConfig):
     attention: str | dict | list[dict] = "full"  # kind, {"kind": ..., **args}, or one per layer
     norm: str = "pre"  # "pre" (LayerNorm inside the residual branch) or "post" (BERT)
     pooling: str = "mean"  # "mean" over real tokens, or "cls" (the first token)
-    activation: str = "gelu"
+    activation: str = "gelu"  # MLP activation: "gelu" (exact), "gelu_tanh" or "relu"
+    embed_dim: int | None = None  # width of the token/position embeddings; set below dim, a Linear projects them up (ELECTRA)
+    # None: pooled -> classifier; "tanh"/"relu"/"gelu": pooled -> classifier_dense -> that activation -> classifier
+    head_activation: str | None = None
     dropout: float = 0.1
     attention_dropout: float = 0.0
     layer_norm_eps: float = 1e-5
@@ -73,21 +84,32 @@ class SlimformerConfig(PreTrainedConfig):
             raise ValueError(f"pooling must be one of {POOLINGS}, got {self.pooling!r}")
         if self.activation not in ACTIVATIONS:
             raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {self.activation!r}")
+        if self.embed_dim == self.dim:
+            self.embed_dim = None  # no projection needed
+        if self.embed_dim is not None and self.embed_dim < 1:
+            raise ValueError(f"embed_dim must be a positive width (or null for dim), got {self.embed_dim}")
+        if self.head_activation is not None and self.head_activation not in HEAD_ACTIVATIONS:
+            raise ValueError(f"head_activation must be null or one of {sorted(HEAD_ACTIVATIONS)}, got {self.head_activation!r}")
         super().__post_init__(**kwargs)
 
 
 class Embeddings(nn.Module):
+    """Token + learned position embeddings, LayerNorm, dropout; then `proj` up to `dim` when the
+    tables are narrower (`embed_dim`, ELECTRA's `embeddings_project`), else `proj` is None."""
+
     def __init__(self, config: SlimformerConfig):
         super().__init__()
-        self.tok = nn.Embedding(config.vocab_size, config.dim, padding_idx=config.pad_token_id)
-        self.pos = nn.Embedding(config.max_len, config.dim)
-        self.norm = nn.LayerNorm(config.dim, eps=config.layer_norm_eps)
+        width = config.embed_dim or config.dim
+        self.tok = nn.Embedding(config.vocab_size, width, padding_idx=config.pad_token_id)
+        self.pos = nn.Embedding(config.max_len, width)
+        self.norm = nn.LayerNorm(width, eps=config.layer_norm_eps)
         self.drop = nn.Dropout(config.dropout)
+        self.proj = nn.Linear(width, config.dim) if config.embed_dim is not None else None
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
         positions = torch.arange(input_ids.shape[1], device=input_ids.device)  # (T,)
-        x = self.tok(input_ids) + self.pos(positions)[None]  # (B, T, dim)
-        return self.drop(self.norm(x))
+        x = self.drop(self.norm(self.tok(input_ids) + self.pos(positions)[None]))  # (B, T, embed_dim or dim)
+        return x if self.proj is None else self.proj(x)  # (B, T, dim)
 
 
 class MLP(nn.Module):
@@ -162,6 +184,11 @@ class SlimformerForSequenceClassification(SlimformerPreTrainedModel):
         )
         self.norm = nn.LayerNorm(config.dim, eps=config.layer_norm_eps) if config.norm == "pre" else nn.Identity()
         self.drop = nn.Dropout(config.dropout)
+        # optional dense + activation before the classifier (BERT's pooler, RoBERTa/ELECTRA/DistilBERT heads);
+        # named classifier_* so the default `classifier*` protect glob keeps it out of pruning and quantization
+        head = config.head_activation
+        self.classifier_dense = nn.Linear(config.dim, config.dim) if head is not None else None
+        self.classifier_act = HEAD_ACTIVATIONS[head]() if head is not None else None
         self.classifier = nn.Linear(config.dim, config.num_labels)
         self.post_init()
 
@@ -185,6 +212,23 @@ class SlimformerForSequenceClassification(SlimformerPreTrainedModel):
         m = mask.to(x.dtype).unsqueeze(-1)  # (B, T, 1)
         return (x * m).sum(dim=1) / m.sum(dim=1).clamp(min=1.0)  # (B, dim)
 
+    def encode(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, hidden_states: list | None = None
+    ) -> torch.Tensor:
+        """The final hidden states (B, T, dim), after the final norm of a pre-LN model: what the
+        classifier pools and what a masked-LM head reads. When `hidden_states` is a list, the
+        embeddings' output and every layer's output (before the final norm) are appended to it."""
+        if input_ids.shape[1] > self.config.max_len:
+            raise ValueError(f"input has {input_ids.shape[1]} tokens; this model accepts at most max_len={self.config.max_len}")
+        x = self.embeddings(input_ids)  # (B, T, dim)
+        if hidden_states is not None:
+            hidden_states.append(x)
+        for layer in self.layers:
+            x = layer(x, attention_mask)
+            if hidden_states is not None:
+                hidden_states.append(x)
+        return self.norm(x)  # (B, T, dim)
+
     def forward(
         self,
         input_ids: torch.Tensor,
@@ -194,19 +238,19 @@ class SlimformerForSequenceClassification(SlimformerPreTrainedModel):
         return_dict: bool | None = None,
         **kwargs,
     ) -> SequenceClassifierOutput:
-        if input_ids.shape[1] > self.config.max_len:
-            raise ValueError(f"input has {input_ids.shape[1]} tokens; this model accepts at most max_len={self.config.max_len}")
-        x = self.embeddings(input_ids)  # (B, T, dim)
-        hidden_states = [x]
-        for layer in self.layers:
-            x = layer(x, attention_mask)
-            hidden_states.append(x)
-        x = self.norm(x)
-        logits = self.classifier(self.drop(self.pool(x, attention_mask)))  # (B, n_classes)
+        hidden_states = [] if output_hidden_states else None
+        x = self.encode(input_ids, attention_mask, hidden_states)  # (B, T, dim)
+        pooled = self.pool(x, attention_mask)  # (B, dim)
+        if self.classifier_dense is not None:
+            pooled = self.classifier_act(self.classifier_dense(self.drop(pooled)))  # (B, dim)
+        logits = self.classifier(self.drop(pooled))  # (B, n_classes)
         loss = F.cross_entropy(logits, labels) if labels is not None else None
         return SequenceClassifierOutput(
             loss=loss, logits=logits, hidden_states=tuple(hidden_states) if output_hidden_states else None
         )
 
 
-__all__ = ["ATTENTION", "SlimformerConfig", "SlimformerForSequenceClassification", "SlimformerPreTrainedModel"]
+__all__ = [
+    "ACTIVATIONS", "ATTENTION", "HEAD_ACTIVATIONS",
+    "SlimformerConfig", "SlimformerForSequenceClassification", "SlimformerPreTrainedModel",
+]

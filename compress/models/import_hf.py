@@ -1,0 +1,453 @@
+"""Import a pretrained Hugging Face encoder checkpoint into slimformer's own model, exactly.
+
+BERT (Devlin et al. 2019; also MiniLM, TinyBERT and sentence-transformers folders), RoBERTa
+(Liu et al. 2019) and XLM-RoBERTa, DistilBERT (Sanh et al. 2019) and ELECTRA (Clark et al. 2020)
+are all post-LN BERT encoders; `SlimformerForSequenceClassification` with `norm: post` computes
+the same function once every weight is moved to its slimformer name. Each family has an explicit
+table of those names; a checkpoint weight with no place, or a slimformer weight the checkpoint
+lacks, is an error that names it. Two tables are folded so the model needs no extra parts:
+row 0 of the token-type table is added to the position table (single-text input), and RoBERTa's
+positions, which start at padding_idx + 1, are sliced from there.
+
+Weights are read with `safetensors` only (never pickle); the tokenizer is the folder's own,
+loaded offline with `AutoTokenizer`. The classification head is the checkpoint's when it has a
+sequence-classification head with the asked number of labels; otherwise a fresh Linear (on BERT's
+pretrained pooler when the pooling is [CLS], as `BertForSequenceClassification` does), pooling
+as asked, or as the sentence-transformers `1_Pooling` config says, or [CLS].
+
+This file imports torch, transformers, safetensors and `compress.errors` (a leaf) only.
+"""
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from compress.errors import CheckpointError
+
+from . import register_auto_classes
+from .modeling_slimformer import ACTIVATIONS, SlimformerConfig, SlimformerForSequenceClassification
+
+ACTIVATION_ATOL = 1e-4  # a checkpoint's hidden_act maps to ours only if they agree this closely on [-12, 12]
+CONVERT = ("python -c \"from transformers import AutoModel; "
+           "AutoModel.from_pretrained('{dir}').save_pretrained('{dir}', safe_serialization=True)\"")
+
+
+@dataclass(frozen=True)
+class Family:
+    """How one family's checkpoint maps onto slimformer: module names (weight and bias follow)."""
+
+    prefix: str  # the base model's prefix in task checkpoints ("bert." in BertForSequenceClassification)
+    architectures: tuple[str, ...]  # accepted `architectures[0]`; the first is the bare encoder
+    classifier_architecture: str  # the one whose head is imported
+    layer: str  # a layer's prefix, with {i}
+    layer_map: dict[str, str]  # slimformer module in a layer -> the checkpoint's
+    embeddings: dict[str, str]  # slimformer module -> the checkpoint's (positions are handled apart)
+    positions: str
+    token_types: str | None
+    head: dict[str, str]  # classifier_dense / classifier -> the checkpoint's head modules
+    head_activation: str
+    ignore: tuple[str, ...]  # prefixes of weights that are not the encoder (LM heads, unused pooler, buffers)
+    pooler: str | None = None  # a pretrained pooler (dense + tanh on [CLS]) a fresh classifier may sit on
+    position_offset: bool = False  # RoBERTa: real tokens' positions start at padding_idx + 1
+
+
+BERT_LAYER = {
+    "attn.q_proj": "attention.self.query", "attn.k_proj": "attention.self.key", "attn.v_proj": "attention.self.value",
+    "attn.out_proj": "attention.output.dense", "norm1": "attention.output.LayerNorm",
+    "mlp.up_proj": "intermediate.dense", "mlp.down_proj": "output.dense", "norm2": "output.LayerNorm",
+}
+DISTILBERT_LAYER = {
+    "attn.q_proj": "attention.q_lin", "attn.k_proj": "attention.k_lin", "attn.v_proj": "attention.v_lin",
+    "attn.out_proj": "attention.out_lin", "norm1": "sa_layer_norm",
+    "mlp.up_proj": "ffn.lin1", "mlp.down_proj": "ffn.lin2", "norm2": "output_layer_norm",
+}
+BERT_EMBEDDINGS = {"embeddings.tok": "embeddings.word_embeddings", "embeddings.norm": "embeddings.LayerNorm"}
+BUFFERS = ("embeddings.position_ids", "embeddings.token_type_ids")
+
+
+def bert_like(arch: str, **kw) -> Family:
+    return Family(
+        architectures=(f"{arch}Model", f"{arch}ForSequenceClassification", f"{arch}ForMaskedLM", *kw.pop("extra", ())),
+        classifier_architecture=f"{arch}ForSequenceClassification", layer="encoder.layer.{i}.", layer_map=BERT_LAYER,
+        positions="embeddings.position_embeddings", token_types="embeddings.token_type_embeddings", **kw,
+    )
+
+
+ROBERTA = {  # RoBERTa and XLM-R share names; their task heads never use the pooler
+    "prefix": "roberta.", "embeddings": BERT_EMBEDDINGS,
+    "head": {"classifier_dense": "classifier.dense", "classifier": "classifier.out_proj"}, "head_activation": "tanh",
+    "ignore": ("lm_head.", "pooler.", *BUFFERS), "position_offset": True,
+}
+FAMILIES: dict[str, Family] = {  # model_type -> family
+    "bert": bert_like(
+        "Bert", extra=("BertForPreTraining",), prefix="bert.", embeddings=BERT_EMBEDDINGS,
+        head={"classifier_dense": "pooler.dense", "classifier": "classifier"}, head_activation="tanh",
+        ignore=("cls.", "fit_dense", *BUFFERS), pooler="pooler.dense",  # fit_dense(s): TinyBERT's distillation projections
+    ),
+    "roberta": bert_like("Roberta", **ROBERTA),
+    "xlm-roberta": bert_like("XLMRoberta", **ROBERTA),
+    "electra": bert_like(
+        "Electra", extra=("ElectraForPreTraining",), prefix="electra.",
+        embeddings=BERT_EMBEDDINGS | {"embeddings.proj": "embeddings_project"},
+        head={"classifier_dense": "classifier.dense", "classifier": "classifier.out_proj"}, head_activation="gelu",
+        ignore=("discriminator_predictions.", "generator_predictions.", "generator_lm_head.", *BUFFERS),
+    ),
+    "distilbert": Family(
+        prefix="distilbert.", architectures=("DistilBertModel", "DistilBertForSequenceClassification", "DistilBertForMaskedLM"),
+        classifier_architecture="DistilBertForSequenceClassification", layer="transformer.layer.{i}.", layer_map=DISTILBERT_LAYER,
+        embeddings=BERT_EMBEDDINGS, positions="embeddings.position_embeddings", token_types=None,
+        head={"classifier_dense": "pre_classifier", "classifier": "classifier"}, head_activation="relu",
+        ignore=("vocab_transform.", "vocab_layer_norm.", "vocab_projector.", *BUFFERS),
+    ),
+}
+SUPPORTED = ", ".join(f"{t} ({', '.join(f.architectures)})" for t, f in FAMILIES.items())
+
+
+@dataclass
+class ImportedModel:
+    model: SlimformerForSequenceClassification  # in eval mode, fp32
+    tokenizer: object  # the folder's transformers fast tokenizer
+    info: dict = field(default_factory=dict)  # family, architecture, head and pooling (and why), n_params, max_len, ...
+
+
+def import_pretrained(
+    folder: str | Path, *, label_names: list[str] | None = None, pooling: str | None = None, seed: int = 0
+) -> ImportedModel:
+    """Load a BERT/RoBERTa/XLM-R/DistilBERT/ELECTRA checkpoint folder as a slimformer model + tokenizer.
+
+    `label_names`: the task's classes; a checkpoint head with another count is replaced by a fresh
+    one. `pooling` ("mean" or "cls") for a fresh head; default from sentence-transformers'
+    `1_Pooling/config.json`, else "cls". `seed` initialises a fresh head. Raises CheckpointError.
+    """
+    if label_names is not None and (not label_names or len(set(label_names)) != len(label_names)):
+        raise ValueError(f"label_names must be distinct class names, got {label_names}")
+    if pooling not in (None, "mean", "cls"):
+        raise ValueError(f"pooling must be 'mean', 'cls' or None (decided from the checkpoint), got {pooling!r}")
+    folder = Path(folder)
+    raw = read_config(folder)  # cheap checks first: config, activation, files, tokenizer; then the weights
+    model_type = raw["model_type"]
+    family = FAMILIES[model_type]
+    architecture = (raw.get("architectures") or [family.architectures[0]])[0]
+    hf = load_hf_config(folder)
+    shape = read_shape(hf, model_type)
+    activation = match_activation(shape.pop("hidden_act"), folder)
+    if family.position_offset and not isinstance(hf.pad_token_id, int):
+        raise CheckpointError(f"{folder / 'config.json'}: pad_token_id is {hf.pad_token_id!r}; {model_type} positions start "
+                              "after it, so it must be the padding token's id (1 in RoBERTa and XLM-R)")
+    offset = hf.pad_token_id + 1 if family.position_offset else 0
+    files = weight_files(folder)
+    check_tokenizer_files(folder)
+    tokenizer = load_tokenizer(folder, shape["vocab_size"])
+
+    weights, dtypes = read_weights(files, family.prefix)
+    head = decide_head(folder, family, architecture, hf, weights, label_names, pooling)
+    # weights known to lie outside what we import: LM heads, buffers, a pooler or task head not used
+    set_aside = family.ignore + ((family.pooler + ".",) if family.pooler else ())
+    if architecture == family.classifier_architecture:
+        set_aside += tuple(f"{m}." for m in family.head.values())
+    n_positions = shape.pop("n_positions")
+    config = SlimformerConfig(
+        **shape, max_len=n_positions - offset, head_dim=shape["dim"] // shape["n_heads"], attention="full", norm="post",
+        activation=activation, pooling=head["pooling"], head_activation=head["head_activation"],
+        initializer_range=hf.initializer_range, pad_token_id=hf.pad_token_id,
+        id2label=dict(enumerate(head["labels"])), label2id={n: i for i, n in enumerate(head["labels"])},
+    )
+    register_auto_classes()  # save_pretrained writes the code beside the weights; Auto classes load it back
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = SlimformerForSequenceClassification(config)
+    mapping = weight_map(family, config.n_layers, head)
+    load_weights_(model, weights, mapping, family, offset, set_aside, folder)
+    info = {
+        "family": model_type, "architecture": architecture, "folder": str(folder),
+        "head": head["head"], "head_reason": head["reason"], "pooling": head["pooling"], "pooling_from": head["pooling_from"],
+        "labels": list(head["labels"]), "activation": activation, "max_len": config.max_len,
+        "n_params": sum(p.numel() for p in model.parameters()), "weights": [f.name for f in files],
+        "source_dtype": sorted(dtypes), "tokenizer_pad_token_id": tokenizer.pad_token_id, "pad_token_id": hf.pad_token_id,
+        "notes": notes(folder, family, model_type, hf),
+    }
+    return ImportedModel(model=model.eval(), tokenizer=tokenizer, info=info)
+
+
+def notes(folder: Path, family: Family, model_type: str, hf) -> list[str]:
+    """What differs from the checkpoint run by transformers, in words (none of it at real tokens of one text)."""
+    out = []
+    if family.token_types is not None:
+        out.append("token type 0 is folded into the position table: one text per input, no token_type_ids for sentence pairs")
+    if family.position_offset:
+        out.append(f"positions count from the first column: right-pad inputs (as {model_type}'s tokenizer does); pad tokens get "
+                   "other positions than in transformers, which changes only their own hidden states")
+    if getattr(hf, "sinusoidal_pos_embds", False):
+        out.append("DistilBERT's sinusoidal positions are imported as a learned (trainable) table")
+    modules = [m.get("type", "?") for m in read_json(folder / "modules.json", [])]
+    extra = [m for m in modules if not m.endswith((".Transformer", ".Pooling"))]
+    if extra:
+        out.append(f"sentence-transformers modules {extra} are not imported: the classifier reads the pooled hidden states")
+    return out
+
+
+def read_json(path: Path, default=None):
+    """A JSON file's content, `default` when absent; a clear error when it does not parse."""
+    if not path.is_file():
+        return default
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{path} is not valid JSON ({e}); download or write the file again") from e
+
+
+# --------------------------------------------------------------------------- config
+
+
+def read_config(folder: Path) -> dict:
+    """config.json as written, checked for what slimformer cannot compute."""
+    if not folder.is_dir():
+        raise CheckpointError(f"checkpoint folder {folder} does not exist; give a local folder with config.json, "
+                              "model.safetensors and tokenizer files (e.g. `huggingface-cli download NAME --local-dir DIR` "
+                              "where the hub is reachable)")
+    path = folder / "config.json"
+    if not path.is_file():
+        raise CheckpointError(f"{folder} has no config.json; give the folder a Hugging Face `save_pretrained` wrote "
+                              "(for an old sentence-transformers layout, the subfolder holding config.json)")
+    raw = read_json(path)
+    model_type = raw.get("model_type")
+    if model_type is None:
+        raise CheckpointError(f"{path} has no model_type; add the family's, e.g. \"model_type\": \"bert\" for an old "
+                              f"BERT/TinyBERT upload (supported: {SUPPORTED})")
+    if model_type not in FAMILIES:
+        raise CheckpointError(f"{path}: model_type {model_type!r} cannot be imported; supported: {SUPPORTED}")
+    family = FAMILIES[model_type]
+    architecture = (raw.get("architectures") or [family.architectures[0]])[0]
+    if architecture not in family.architectures:
+        raise CheckpointError(f"{path}: architecture {architecture!r} cannot be imported; supported: {SUPPORTED}")
+    kind = raw.get("position_embedding_type", "absolute")
+    if kind != "absolute":
+        raise CheckpointError(f"{path}: position_embedding_type {kind!r} is not supported; slimformer has absolute "
+                              "learned positions only: choose a checkpoint with position_embedding_type 'absolute'")
+    for key in ("is_decoder", "add_cross_attention"):
+        if raw.get(key):
+            raise CheckpointError(f"{path}: {key} is true; slimformer imports bidirectional encoders without cross-attention: "
+                                  "choose an encoder checkpoint (or set it to false if the model was trained as an encoder)")
+    return raw
+
+
+def load_hf_config(folder: Path):
+    from transformers import AutoConfig
+
+    try:
+        return AutoConfig.from_pretrained(folder, local_files_only=True, trust_remote_code=False)
+    except Exception as e:  # transformers raises many kinds; the user needs the file and the cause
+        cause = f"{type(e).__name__}: {str(e)[:500]}"
+        raise CheckpointError(f"{folder / 'config.json'} does not load in transformers: {cause}") from e
+
+
+def read_shape(hf, model_type: str) -> dict:
+    """The SlimformerConfig fields the checkpoint's config fixes (hidden_act and n_positions still raw)."""
+    if model_type == "distilbert":
+        shape = {
+            "dim": hf.dim, "n_layers": hf.n_layers, "n_heads": hf.n_heads, "ffn_dim": hf.hidden_dim, "hidden_act": hf.activation,
+            "layer_norm_eps": 1e-12,  # fixed in DistilBERT's code, not in its config
+            "dropout": hf.dropout, "attention_dropout": hf.attention_dropout,
+        }
+    else:
+        shape = {
+            "dim": hf.hidden_size, "n_layers": hf.num_hidden_layers, "n_heads": hf.num_attention_heads,
+            "ffn_dim": hf.intermediate_size, "hidden_act": hf.hidden_act, "layer_norm_eps": hf.layer_norm_eps,
+            "dropout": hf.hidden_dropout_prob, "attention_dropout": hf.attention_probs_dropout_prob,
+            "embed_dim": getattr(hf, "embedding_size", None),  # ELECTRA's narrower embeddings
+        }
+    if shape["dim"] % shape["n_heads"]:
+        raise CheckpointError(f"config.json: hidden size {shape['dim']} is not divisible by {shape['n_heads']} heads")
+    return shape | {"vocab_size": hf.vocab_size, "n_positions": hf.max_position_embeddings}
+
+
+def match_activation(hidden_act, folder: Path) -> str:
+    """Our activation that computes transformers' `hidden_act` within ACTIVATION_ATOL, else an error."""
+    from transformers.activations import ACT2FN
+
+    x = torch.linspace(-12, 12, 20001)
+    if isinstance(hidden_act, str) and hidden_act in ACT2FN:
+        with torch.no_grad():
+            theirs = ACT2FN[hidden_act](x)
+            for name, act in ACTIVATIONS.items():
+                if (act()(x) - theirs).abs().max() <= ACTIVATION_ATOL:
+                    return name
+    raise CheckpointError(f"{folder / 'config.json'}: hidden_act {hidden_act!r} is not supported; slimformer computes "
+                          f"{sorted(ACTIVATIONS)} (exact GELU, tanh GELU as in gelu_new/gelu_pytorch_tanh/gelu_fast, ReLU)")
+
+
+# --------------------------------------------------------------------------- weights
+
+
+def weight_files(folder: Path) -> list[Path]:
+    """model.safetensors, or the shards named in model.safetensors.index.json."""
+    single, index = folder / "model.safetensors", folder / "model.safetensors.index.json"
+    if single.is_file():
+        return [single]
+    if index.is_file():
+        shards = sorted(set(read_json(index).get("weight_map", {}).values()))
+        missing = [s for s in shards if not (folder / s).is_file()]
+        if missing:
+            raise CheckpointError(f"{index} names shards that are not in the folder: {missing}; download them too")
+        return [folder / s for s in shards]
+    others = [p.name for p in sorted(folder.iterdir()) if p.name.startswith(("pytorch_model", "tf_model", "flax_model"))]
+    if others:
+        raise CheckpointError(f"{folder} has weights only as {others}, which slimformer does not read (pickle files can "
+                              "run code); convert them once to safetensors in an environment you trust: "
+                              f"{CONVERT.format(dir=folder)}")
+    raise CheckpointError(f"{folder} has no model.safetensors or model.safetensors.index.json; add the checkpoint's weights")
+
+
+def read_weights(files: list[Path], prefix: str) -> tuple[dict[str, torch.Tensor], set[str]]:
+    """Every tensor as fp32, named without the base-model prefix, old LayerNorm gamma/beta renamed."""
+    from safetensors.torch import load_file
+
+    weights, dtypes = {}, set()
+    for path in files:
+        for name, tensor in load_file(path, device="cpu").items():
+            name = name.removeprefix(prefix)
+            if name.endswith((".gamma", ".beta")) and ("LayerNorm" in name or "layer_norm" in name):
+                name = name.rsplit(".", 1)[0] + (".weight" if name.endswith(".gamma") else ".bias")
+            dtypes.add(str(tensor.dtype).removeprefix("torch."))
+            weights[name] = tensor.float() if tensor.is_floating_point() else tensor
+    return weights, dtypes
+
+
+def weight_map(family: Family, n_layers: int, head: dict) -> dict[str, str]:
+    """slimformer module -> checkpoint module, for every module with weights except the position table."""
+    mapping = dict(family.embeddings)
+    for i in range(n_layers):
+        mapping |= {f"layers.{i}.{ours}": family.layer.format(i=i) + theirs for ours, theirs in family.layer_map.items()}
+    return mapping | head["modules"]
+
+
+def load_weights_(
+    model: nn.Module, weights: dict, mapping: dict[str, str], family: Family, offset: int, set_aside: tuple[str, ...],
+    folder: Path,
+) -> None:
+    """Fill `model` from `weights` through `mapping`; every slimformer weight must be found and every
+    checkpoint weight used or known to lie outside the encoder."""
+    state = model.state_dict()
+    source, used = {}, set()
+    for ours, theirs in mapping.items():
+        for kind in ("weight", "bias"):
+            if f"{ours}.{kind}" in state:
+                source[f"{ours}.{kind}"] = f"{theirs}.{kind}"
+    tables = [f"{t}.weight" for t in (family.positions, family.token_types) if t is not None]
+    missing = [theirs for theirs in [*source.values(), *tables] if theirs not in weights]
+    if missing:
+        raise CheckpointError(f"{folder}: the checkpoint lacks {missing}, which its config.json implies; the files are "
+                              "incomplete or belong to another architecture")
+    new = {ours: weights[theirs] for ours, theirs in source.items()}
+    used |= set(source.values())
+    n = model.config.max_len
+    pos = weights[family.positions + ".weight"][offset : offset + n]  # (max_len, embed_dim)
+    used.add(family.positions + ".weight")
+    if family.token_types is not None:
+        pos = pos + weights[family.token_types + ".weight"][0]  # single-text input: token type 0 everywhere
+        used.add(family.token_types + ".weight")
+    new["embeddings.pos.weight"] = pos
+    for name, tensor in new.items():
+        if tuple(tensor.shape) != tuple(state[name].shape):
+            theirs = source.get(name, family.positions + ".weight")
+            raise CheckpointError(f"{folder}: weight {theirs} has shape {tuple(tensor.shape)} where config.json implies "
+                                  f"{tuple(state[name].shape)}; config.json and the weights disagree")
+    unmapped = sorted(k for k in weights if k not in used and not k.startswith(set_aside))
+    if unmapped:
+        raise CheckpointError(f"{folder}: weights {unmapped[:8]} ({len(unmapped)} in all) have no place in slimformer's model; "
+                              "the checkpoint has parts slimformer does not compute")
+    model.load_state_dict(state | new, strict=True)
+
+
+# --------------------------------------------------------------------------- head and pooling
+
+
+def decide_head(folder: Path, family: Family, architecture: str, hf, weights: dict, label_names, pooling) -> dict:
+    """The head: the checkpoint's (when it classifies into the asked labels) or fresh, with the reason."""
+    checkpoint_labels = [hf.id2label[i] for i in range(hf.num_labels)]
+    if architecture == family.classifier_architecture:
+        problem = getattr(hf, "problem_type", None)
+        if problem not in (None, "single_label_classification"):
+            reason = f"the checkpoint's head was trained for problem_type {problem!r}, not single-label classification"
+        elif label_names is not None and len(label_names) != hf.num_labels:
+            reason = f"the checkpoint's head has {hf.num_labels} labels {checkpoint_labels}; label_names has {len(label_names)}"
+        elif pooling not in (None, "cls"):
+            reason = f"pooling {pooling!r} was asked; the checkpoint's head reads the first token"
+        else:
+            reason = f"{architecture} head with {hf.num_labels} labels"
+            if label_names is not None and list(label_names) != checkpoint_labels:  # the order cannot be checked: say it
+                reason += f"; its names {checkpoint_labels} are replaced by label_names {list(label_names)}, index for index"
+            return {"head": "imported", "reason": reason, "pooling": "cls",
+                    "pooling_from": "checkpoint head", "head_activation": family.head_activation, "modules": family.head,
+                    "labels": label_names or checkpoint_labels}
+    else:
+        reason = f"{architecture} has no sequence-classification head"
+    if pooling is not None:
+        pooling_from = "argument"
+    else:
+        pooling, pooling_from = sentence_transformers_pooling(folder)
+        if pooling is None:
+            pooling, pooling_from = "cls", "default: the first token, as the family's own classification heads"
+    labels = label_names or checkpoint_labels
+    modules = {}
+    if pooling == "cls" and family.pooler is not None and family.pooler + ".weight" in weights:
+        modules = {"classifier_dense": family.pooler}  # BertForSequenceClassification's fine-tuning start
+        reason += "; fresh classifier on the checkpoint's pretrained pooler (dense + tanh on [CLS])"
+    else:
+        reason += "; fresh linear classifier"
+    return {"head": "fresh", "reason": reason, "pooling": pooling, "pooling_from": pooling_from,
+            "head_activation": "tanh" if modules else None, "modules": modules, "labels": labels}
+
+
+ST_POOLING = {"pooling_mode_mean_tokens": "mean", "pooling_mode_cls_token": "cls"}
+
+
+def sentence_transformers_pooling(folder: Path) -> tuple[str | None, str | None]:
+    """The pooling a sentence-transformers folder's Pooling module uses, or (None, None) without one."""
+    modules = read_json(folder / "modules.json", [])
+    path = next((m["path"] for m in modules if m.get("type", "").endswith(".Pooling")), "1_Pooling")
+    cfg_path = folder / path / "config.json"
+    if not cfg_path.is_file():
+        return None, None
+    modes = sorted(k for k, v in read_json(cfg_path).items() if k.startswith("pooling_mode_") and v is True)
+    if len(modes) != 1 or modes[0] not in ST_POOLING:
+        raise CheckpointError(f"{cfg_path} pools with {modes}; slimformer pools with one of {sorted(ST_POOLING)} "
+                              "(mean or cls): pass pooling='mean' or pooling='cls' to choose one "
+                              "(the classifier is trained fresh either way)")
+    return ST_POOLING[modes[0]], f"{path}/config.json"
+
+
+# --------------------------------------------------------------------------- tokenizer
+
+TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json + merges.txt", "sentencepiece.bpe.model", "spiece.model")
+
+
+def check_tokenizer_files(folder: Path) -> None:
+    found = any((folder / f).is_file() for f in ("tokenizer.json", "vocab.txt", "sentencepiece.bpe.model", "spiece.model"))
+    if not (found or ((folder / "vocab.json").is_file() and (folder / "merges.txt").is_file())):
+        raise CheckpointError(f"{folder} has no tokenizer: add the checkpoint's tokenizer files (one of "
+                              f"{', '.join(TOKENIZER_FILES)}, with tokenizer_config.json), "
+                              "e.g. AutoTokenizer.from_pretrained(NAME).save_pretrained(DIR)")
+
+
+def load_tokenizer(folder: Path, vocab_size: int):
+    """The folder's fast tokenizer, offline; its ids must fit the embedding table."""
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True, trust_remote_code=False)
+    except Exception as e:  # transformers raises many kinds; the user needs the folder and the cause
+        raise CheckpointError(f"{folder}: the tokenizer does not load: {type(e).__name__}: {str(e)[:500]}") from e
+    if not getattr(tokenizer, "is_fast", False):
+        raise CheckpointError(f"{folder}: the tokenizer is not a fast (tokenizers) tokenizer; add tokenizer.json, e.g. "
+                              "AutoTokenizer.from_pretrained(DIR).save_pretrained(DIR) where it converts")
+    if len(tokenizer) > vocab_size:
+        raise CheckpointError(f"{folder}: the tokenizer has {len(tokenizer)} tokens but the embedding table only "
+                              f"{vocab_size} rows; the tokenizer belongs to another checkpoint")
+    return tokenizer
+
+
+__all__ = ["FAMILIES", "ImportedModel", "import_pretrained"]
