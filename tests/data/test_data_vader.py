@@ -97,7 +97,7 @@ def test_labels_dropped_rows_and_normalised_text(built):
 
 
 def test_counts_in_readme_and_license(sdist, tmp_path, capsys):
-    splits, stats = build(tmp_path / "v", sdist)
+    _, stats = build(tmp_path / "v", sdist)
     assert stats == {"read": 3 * 2 * N_PER_STRATUM + 14, "neutral_dropped": 5, "duplicates_dropped": 2,
                      "conflicting_dropped": 2}
     readme = (tmp_path / "v" / "README.md").read_text()
