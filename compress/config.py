@@ -66,8 +66,9 @@ class RecipeBase(ConfigBase):
 def check_lineage(steps: list, trunk: list, variant: str | None) -> list[str]:
     """Check one lineage's step order and stage names; return its stages. Locations name the YAML list.
 
-    `trunk` is the recipe's `steps:` when `steps` is a variant's lineage: their cross-step rules
-    were checked with the trunk, and errors past it are placed in the variant's list."""
+    `trunk` is the recipe's `steps:` when `steps` is a variant's lineage: the trunk's own rules were
+    checked with the trunk (so what fails here involves the variant's steps, e.g. a trunk prune_vocab
+    followed by a variant's distill), and errors past it are placed in the variant's list."""
     def where(message: str) -> str:  # "steps[7]" of a lineage is "variants.kd[2]" in the YAML
         def place(m):
             i = int(m.group(1))
@@ -86,7 +87,7 @@ def check_lineage(steps: list, trunk: list, variant: str | None) -> list[str]:
             stages.append(step.name)
             has_model = True
     for i, step in enumerate(steps):
-        if hasattr(step, "check_recipe") and (variant is None or i >= len(trunk)):  # cross-step rules a kind owns
+        if hasattr(step, "check_recipe"):  # cross-step rules a kind owns
             try:
                 step.check_recipe(steps, i)
             except ValueError as e:

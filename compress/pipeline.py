@@ -56,19 +56,21 @@ class StepSpec:
     measures: bool = False
     code: tuple[str, ...] = ()  # modules outside compress/ whose source is part of the fingerprint (eval's measuring code)
     inputs: Callable[[Any, "RunContext"], Any] | None = None  # (cfg, ctx) -> files/choices read at run time, fingerprinted too
+    sets_tokenizer: bool = False  # its stage has a tokenizer of its own (prune_vocab), saved in its model folder
 
 
 STEPS: dict[str, StepSpec] = {}
 
 
 def register_step(kind: str, config: type[BaseModel], makes_stage: bool = False, needs_model: bool = True, uses=(),
-                  saves_model: bool = True, measures: bool = False, code=(), inputs=None):
+                  saves_model: bool = True, measures: bool = False, code=(), inputs=None, sets_tokenizer: bool = False):
     """Register `fn` as the step `kind`; returns `fn` unchanged."""
 
     def decorator(fn: StepFn) -> StepFn:
         if kind in STEPS:
             raise ValueError(f"step kind {kind!r} is registered twice")
-        STEPS[kind] = StepSpec(kind, config, fn, makes_stage, needs_model, tuple(uses), saves_model, measures, tuple(code), inputs)
+        STEPS[kind] = StepSpec(kind, config, fn, makes_stage, needs_model, tuple(uses), saves_model, measures, tuple(code), inputs,
+                               sets_tokenizer)
         return fn
 
     return decorator
@@ -98,13 +100,18 @@ def fingerprint(*parts: Any) -> str:
 
 @dataclass
 class RunContext:
-    """What steps share: the recipe, data, tokenizer, teacher, run folder and recorded results."""
+    """What steps share: the recipe, data, tokenizer, teacher, run folder and recorded results.
+
+    `ctx.tokenizer` and `ctx.encoded` are the current stage's: a stage made by a step that sets
+    its own (prune_vocab renumbers the vocabulary) has it, every other stage inherits the one of
+    the stage it started from, and the first stages use the run's (`base_tokenizer`).
+    """
 
     recipe: Any
     run_dir: Path
     data: Any  # compress.data.TaskData
-    tokenizer: Any  # transformers.PreTrainedTokenizerFast
-    encoded: dict[str, dict]  # split -> {"input_ids": (N, T), "attention_mask": (N, T), "labels": (N,)}
+    base_tokenizer: Any  # the run's transformers.PreTrainedTokenizerFast
+    base_encoded: dict[str, dict]  # split -> {"input_ids": (N, T), "attention_mask": (N, T), "labels": (N,)} with it
     device: str
     teacher: Any = None  # the model of the first stage, frozen
     stage: str | None = None  # the current stage's name
@@ -115,6 +122,47 @@ class RunContext:
     variant: str | None = None  # the variant being run (None: the recipe has none)
     results: dict[str, dict] = field(default_factory=dict)  # stage -> recorded fields
     pending: dict[str, Any] = field(default_factory=dict)  # what the running step recorded
+    base_dir: Path = field(default_factory=Path.cwd)  # the recipe's folder: relative paths in steps are read from it
+    stage_origins: dict[str, str | None] = field(default_factory=dict)  # stage -> the stage it started from
+    stage_tokenizers: dict[str, Any] = field(default_factory=dict)  # stage -> its own tokenizer (prune_vocab); others inherit
+    stage_encoded: dict[str, dict] = field(default_factory=dict)  # those stages' splits encoded with it
+
+    def tokenizer_stage(self, stage: str | None = None) -> str | None:
+        """The stage whose tokenizer `stage` (default: the current one) uses: itself or its nearest
+        ancestor with one of its own; None: the run's tokenizer."""
+        stage, seen = stage or self.stage, set()
+        while stage is not None and stage not in self.stage_tokenizers and stage not in seen:
+            seen.add(stage)
+            stage = self.stage_origins.get(stage)
+        return stage if stage in self.stage_tokenizers else None
+
+    def tokenizer_of(self, stage: str | None = None):
+        owner = self.tokenizer_stage(stage)
+        return self.base_tokenizer if owner is None else self.stage_tokenizers[owner]
+
+    @property
+    def tokenizer(self):
+        """The current stage's tokenizer (transformers.PreTrainedTokenizerFast)."""
+        return self.tokenizer_of()
+
+    @property
+    def encoded(self) -> dict[str, dict]:
+        """The task's splits encoded with the current stage's tokenizer."""
+        owner = self.tokenizer_stage()
+        if owner is None:
+            return self.base_encoded
+        if owner not in self.stage_encoded:
+            from compress.data import encode_task
+
+            self.stage_encoded[owner] = encode_task(self.data, self.stage_tokenizers[owner], self.recipe.task.seq_len)
+        return self.stage_encoded[owner]
+
+    def set_tokenizer(self, tokenizer, encoded: dict[str, dict] | None = None) -> None:
+        """Give the current stage a tokenizer of its own (and the splits encoded with it); its descendants inherit it."""
+        self.stage_tokenizers[self.stage] = tokenizer
+        self.stage_encoded.pop(self.stage, None)
+        if encoded is not None:
+            self.stage_encoded[self.stage] = encoded
 
     @property
     def teacher_stage(self) -> str | None:
@@ -155,7 +203,7 @@ class RunContext:
         """
         with atomic_dir(self.model_dir(stage)) as tmp:
             model.save_pretrained(tmp)
-            self.tokenizer.save_pretrained(tmp)
+            self.tokenizer_of(stage).save_pretrained(tmp)
         wait_for_everyone()
 
     def load_model(self, stage: str):
@@ -292,7 +340,7 @@ def run_recipe(recipe, recipe_path: Path | None, runs_dir: Path, command: str = 
     with main_process_first():  # the others load the tokenizer the main process trained and saved
         tokenizer = prepare_tokenizer(recipe, data, run_dir)
     encoded = encode_task(data, tokenizer, recipe.task.seq_len)
-    ctx = RunContext(recipe, run_dir, data, tokenizer, encoded, device)
+    ctx = RunContext(recipe, run_dir, data, tokenizer, encoded, device, base_dir=base_dir)
     env = collect_env(recipe.bench.threads)
     atomic_write_json(run_dir / "env.json", env)
     key = fingerprint(code_version(), data.fingerprint, recipe.seed, recipe.teacher.model_dump(), recipe.task.model_dump())
@@ -324,6 +372,9 @@ def run_step(ctx: RunContext, index: int, step, previous: str, model, say) -> tu
     marker = run_dir / "steps" / f"{index:02d}-{step.kind}-{step.name}.json"
     source = ctx.stage  # the stage whose model this step gets: a new stage's default parent
     if spec.makes_stage:
+        explicit = getattr(step, "parent", None)  # prune's and quantize's `parent:`; the tokenizer comes from there
+        ctx.stage_origins[step.name] = ctx.parent(explicit) if explicit else source
+        ctx.stage_tokenizers.pop(step.name, None)
         ctx.stage = step.name
         ctx.stage_kinds[step.name] = step.kind
         if ctx.variant is not None:
@@ -333,6 +384,10 @@ def run_step(ctx: RunContext, index: int, step, previous: str, model, say) -> tu
     if done and done.get("fingerprint") == key and outputs_exist(ctx, spec, done):
         say(f"[{label}] {step.kind} {ctx.stage}: cached")
         ctx.results.setdefault(ctx.stage, {}).update(done["recorded"])
+        if spec.sets_tokenizer:
+            from transformers import AutoTokenizer
+
+            ctx.set_tokenizer(AutoTokenizer.from_pretrained(ctx.model_dir()))
         if spec.makes_stage and spec.saves_model:
             model = ctx.load_model(ctx.stage)
             if ctx.teacher is None:
@@ -359,7 +414,8 @@ def retime_interleaved(ctx: RunContext, say) -> bool:
 
     bench = ctx.recipe.bench
     protocol = {**bench.model_dump(), "seq_lens": bench.seq_lens or [ctx.recipe.task.seq_len]}
-    timed = retime_stages(ctx.results, ctx.run_dir, protocol, len(ctx.tokenizer))
+    vocab_size = min(len(t) for t in [ctx.base_tokenizer, *ctx.stage_tokenizers.values()])  # ids every stage can read
+    timed = retime_stages(ctx.results, ctx.run_dir, protocol, vocab_size)
     if timed:
         say(f"timed {len(timed)} stages again in interleaved rounds (bench.interleave)")
     return bool(timed)

@@ -121,8 +121,9 @@ def retime_run(run_dir: Path, repeats: int | None = None) -> list[str]:
     if repeats is not None:
         protocol["repeats"] = repeats
     stages = {s["name"]: s for s in results["stages"]}
-    vocab_size = next((json.loads((run_dir / s["onnx_dir"] / "config.json").read_text())["vocab_size"]
-                       for s in stages.values() if s.get("onnx_dir") and (run_dir / s["onnx_dir"] / "config.json").is_file()), None)
+    # the smallest vocabulary: ids every stage can read (prune_vocab shrinks a stage's)
+    vocab_size = min((json.loads((run_dir / s["onnx_dir"] / "config.json").read_text())["vocab_size"]
+                      for s in stages.values() if s.get("onnx_dir") and (run_dir / s["onnx_dir"] / "config.json").is_file()), default=None)
     if vocab_size is None:
         raise SlimformerError(f"{run_dir}: no stage has an ONNX folder with a config.json; nothing to time")
     timed = retime_stages(stages, run_dir, protocol, vocab_size)

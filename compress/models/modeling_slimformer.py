@@ -58,6 +58,7 @@ class SlimformerConfig(PreTrainedConfig):
     embed_dim: int | None = None  # width of the token/position embeddings; set below dim, a Linear projects them up (ELECTRA)
     # None: pooled -> classifier; "tanh"/"relu"/"gelu": pooled -> classifier_dense -> that activation -> classifier
     head_activation: str | None = None
+    classifier_dim: int | None = None  # output width of classifier_dense; default dim (prune_width narrows dim, not the head)
     dropout: float = 0.1
     attention_dropout: float = 0.0
     layer_norm_eps: float = 1e-5
@@ -88,6 +89,8 @@ class SlimformerConfig(PreTrainedConfig):
             self.embed_dim = None  # no projection needed
         if self.embed_dim is not None and self.embed_dim < 1:
             raise ValueError(f"embed_dim must be a positive width (or null for dim), got {self.embed_dim}")
+        if self.classifier_dim is not None and self.classifier_dim < 1:
+            raise ValueError(f"classifier_dim must be a positive width (or null for dim), got {self.classifier_dim}")
         if self.head_activation is not None and self.head_activation not in HEAD_ACTIVATIONS:
             raise ValueError(f"head_activation must be null or one of {sorted(HEAD_ACTIVATIONS)}, got {self.head_activation!r}")
         super().__post_init__(**kwargs)
@@ -187,9 +190,10 @@ class SlimformerForSequenceClassification(SlimformerPreTrainedModel):
         # optional dense + activation before the classifier (BERT's pooler, RoBERTa/ELECTRA/DistilBERT heads);
         # named classifier_* so the default `classifier*` protect glob keeps it out of pruning and quantization
         head = config.head_activation
-        self.classifier_dense = nn.Linear(config.dim, config.dim) if head is not None else None
+        width = (config.classifier_dim or config.dim) if head is not None else config.dim  # what the classifier reads
+        self.classifier_dense = nn.Linear(config.dim, width) if head is not None else None
         self.classifier_act = HEAD_ACTIVATIONS[head]() if head is not None else None
-        self.classifier = nn.Linear(config.dim, config.num_labels)
+        self.classifier = nn.Linear(width, config.num_labels)
         self.post_init()
 
     @staticmethod
@@ -242,7 +246,7 @@ class SlimformerForSequenceClassification(SlimformerPreTrainedModel):
         x = self.encode(input_ids, attention_mask, hidden_states)  # (B, T, dim)
         pooled = self.pool(x, attention_mask)  # (B, dim)
         if self.classifier_dense is not None:
-            pooled = self.classifier_act(self.classifier_dense(self.drop(pooled)))  # (B, dim)
+            pooled = self.classifier_act(self.classifier_dense(self.drop(pooled)))  # (B, classifier_dim or dim)
         logits = self.classifier(self.drop(pooled))  # (B, n_classes)
         loss = F.cross_entropy(logits, labels) if labels is not None else None
         return SequenceClassifierOutput(
