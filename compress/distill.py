@@ -39,7 +39,7 @@ class StudentConfig(ModelConfig):
     attention: str | None = None  # default: the teacher's attention kind
     norm: Literal["pre", "post"] | None = None  # default: the teacher's
     pooling: Literal["mean", "cls"] | None = None
-    activation: Literal["gelu", "relu"] | None = None
+    activation: Literal["gelu", "gelu_tanh", "relu"] | None = None
     hidden_dim: int | None = Field(None, ge=1, le=8192)  # gru/lstm state per direction; default: dim
     bidirectional: bool = True  # gru/lstm read both ways
 
@@ -59,16 +59,20 @@ class StudentConfig(ModelConfig):
         labels = {"id2label": t.id2label, "label2id": t.label2id}
         dim = self.dim or (self.shape().get("dim") if self.size else None) or t.dim
         if self.kind != "transformer":
-            config = SlimRNNConfig(vocab_size=t.vocab_size, max_len=t.max_len, cell=self.kind, dim=dim, hidden_dim=self.hidden_dim or dim, n_layers=self.n_layers or 1, bidirectional=self.bidirectional, dropout=self.dropout, **labels)
+            config = SlimRNNConfig(vocab_size=t.vocab_size, max_len=t.max_len, pad_token_id=t.pad_token_id, cell=self.kind, dim=dim, hidden_dim=self.hidden_dim or dim, n_layers=self.n_layers or 1, bidirectional=self.bidirectional, dropout=self.dropout, **labels)
             return SlimRNNForSequenceClassification(config)
         shape = {"dim": t.dim, "n_layers": t.n_layers, "n_heads": t.n_heads[0], "head_dim": t.head_dim, "ffn_dim": t.ffn_dim[0]}
         shape.update(self.shape())
         if shape["dim"] != t.dim and self.head_dim is None:
             shape["head_dim"] = shape["dim"] // shape["n_heads"]
+        # what an imported teacher has beyond the shape (pad id, LayerNorm eps, its head, narrower embeddings) carries over,
+        # so a student initialised from the teacher's layers computes what they computed
+        embed_dim = t.embed_dim if t.embed_dim is not None and t.embed_dim < shape["dim"] else None
         config = type(t)(
             vocab_size=t.vocab_size, max_len=t.max_len, attention=self.attention or t.attention[0]["kind"], norm=self.norm or t.norm,
             pooling=self.pooling or t.pooling, activation=self.activation or t.activation, dropout=self.dropout,
-            attention_dropout=self.attention_dropout, **shape, **labels,
+            attention_dropout=self.attention_dropout, pad_token_id=t.pad_token_id, layer_norm_eps=t.layer_norm_eps,
+            head_activation=t.head_activation, embed_dim=embed_dim, **shape, **labels,
         )
         return SlimformerForSequenceClassification(config)
 

@@ -96,6 +96,16 @@ def fingerprint(*parts: Any) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+@dataclass(frozen=True)
+class ImportedTeacher:
+    """A pretrained checkpoint the recipe's `teacher.from` names, imported before anything is written."""
+
+    model: Any  # SlimformerForSequenceClassification with the checkpoint's weights (and head, or a fresh one)
+    tokenizer: Any  # the checkpoint's own tokenizer: every stage of the run uses and saves it
+    info: dict  # what was imported (compress.models.import_hf)
+    digest: str  # of every file in the folder: a changed checkpoint retrains the teacher
+
+
 @dataclass
 class RunContext:
     """What steps share: the recipe, data, tokenizer, teacher, run folder and recorded results."""
@@ -106,6 +116,7 @@ class RunContext:
     tokenizer: Any  # transformers.PreTrainedTokenizerFast
     encoded: dict[str, dict]  # split -> {"input_ids": (N, T), "attention_mask": (N, T), "labels": (N,)}
     device: str
+    imported: ImportedTeacher | None = None  # the pretrained checkpoint of `teacher.from`, when the recipe imports one
     teacher: Any = None  # the model of the first stage, frozen
     stage: str | None = None  # the current stage's name
     stage_kinds: dict[str, str] = field(default_factory=dict)  # stage -> kind of the step that made it
@@ -217,7 +228,7 @@ def lineages(recipe) -> list[tuple[str | None, list]]:
 
 def dump_recipe(recipe: BaseModel) -> str:
     """The resolved recipe as YAML, re-runnable as is."""
-    return yaml.safe_dump(json.loads(recipe.model_dump_json()), sort_keys=False)
+    return yaml.safe_dump(json.loads(recipe.model_dump_json(by_alias=True)), sort_keys=False)
 
 
 def save_tokenizer(tokenizer, folder: Path) -> None:
@@ -225,18 +236,48 @@ def save_tokenizer(tokenizer, folder: Path) -> None:
         tokenizer.save_pretrained(tmp)
 
 
-def prepare_tokenizer(recipe, data, run_dir: Path):
-    """Train the tokenizer on the training split, or reuse the run's if the data is unchanged."""
+def import_teacher(recipe, data, base_dir: Path) -> ImportedTeacher:
+    """Import `teacher.from` (relative to the recipe's folder); CheckpointError/RecipeError name what is wrong."""
+    from compress.errors import CheckpointError, RecipeError
+    from compress.models.import_hf import import_pretrained
+
+    folder = Path(recipe.teacher.from_)
+    folder = folder if folder.is_absolute() else (base_dir / folder)
+    if not folder.is_dir():
+        raise CheckpointError(f"teacher.from: {folder} is not a folder; give a local Hugging Face checkpoint folder (config.json, "
+                              "*.safetensors, tokenizer files), relative to the recipe file, e.g. the one "
+                              "`python -m compress.models.fetch_minilm --out models/all-MiniLM-L6-v2` writes")
+    pooling = recipe.teacher.pooling if "pooling" in recipe.teacher.model_fields_set else None
+    imported = import_pretrained(folder, label_names=data.label_names, pooling=pooling, seed=recipe.seed)
+    if recipe.task.seq_len > imported.info["max_len"]:
+        raise RecipeError(f"task.seq_len {recipe.task.seq_len} exceeds the {imported.info['max_len']} positions of the imported "
+                          f"teacher ({folder}); set task.seq_len <= {imported.info['max_len']}")
+    h = hashlib.sha256()
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        h.update(str(path.relative_to(folder)).encode())
+        h.update(path.read_bytes())
+    return ImportedTeacher(imported.model, imported.tokenizer, imported.info, h.hexdigest()[:16])
+
+
+def prepare_tokenizer(recipe, data, run_dir: Path, imported: ImportedTeacher | None = None):
+    """The run's tokenizer: the imported teacher's own, or one trained on the training split
+    (reused from the run folder if the data is unchanged)."""
     from transformers import AutoTokenizer
 
     from compress.data import train_tokenizer
 
     folder = run_dir / "tokenizer"
-    key = fingerprint(data.fingerprint, recipe.task.tokenizer.model_dump(), recipe.task.seq_len, code_version())
+    if imported is not None:
+        key = fingerprint("imported", imported.digest)
+    else:
+        key = fingerprint(data.fingerprint, recipe.task.tokenizer.model_dump(), recipe.task.seq_len, code_version())
     stamp = folder / "fingerprint.txt"
     if stamp.is_file() and stamp.read_text() == key:
         return AutoTokenizer.from_pretrained(folder)
-    tokenizer = train_tokenizer(data.texts["train"], recipe.task.tokenizer, recipe.task.seq_len)
+    if imported is not None:
+        tokenizer = imported.tokenizer
+    else:
+        tokenizer = train_tokenizer(data.texts["train"], recipe.task.tokenizer, recipe.task.seq_len)
     with atomic_dir(folder) as tmp:
         tokenizer.save_pretrained(tmp)
         (tmp / "fingerprint.txt").write_text(key)
@@ -282,6 +323,7 @@ def run_recipe(recipe, recipe_path: Path | None, runs_dir: Path, command: str = 
     device = resolve_device(recipe.device)
     base_dir = recipe_path.parent if recipe_path else Path.cwd()
     data = load_task(recipe.task, seed=recipe.seed, base_dir=base_dir)
+    imported = import_teacher(recipe, data, base_dir) if recipe.teacher.imports() else None
 
     run_dir = (Path(runs_dir) / recipe.name).resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -290,12 +332,13 @@ def run_recipe(recipe, recipe_path: Path | None, runs_dir: Path, command: str = 
     atomic_write_text(run_dir / "recipe.yaml", f"# resolved recipe; re-run with: slimformer run {run_dir / 'recipe.yaml'}\n" + dump_recipe(recipe))
     torch.manual_seed(recipe.seed)
     with main_process_first():  # the others load the tokenizer the main process trained and saved
-        tokenizer = prepare_tokenizer(recipe, data, run_dir)
+        tokenizer = prepare_tokenizer(recipe, data, run_dir, imported)
     encoded = encode_task(data, tokenizer, recipe.task.seq_len)
-    ctx = RunContext(recipe, run_dir, data, tokenizer, encoded, device)
+    ctx = RunContext(recipe, run_dir, data, tokenizer, encoded, device, imported=imported)
     env = collect_env(recipe.bench.threads)
     atomic_write_json(run_dir / "env.json", env)
-    key = fingerprint(code_version(), data.fingerprint, recipe.seed, recipe.teacher.model_dump(), recipe.task.model_dump())
+    key = fingerprint(code_version(), data.fingerprint, recipe.seed, recipe.teacher.model_dump(), recipe.task.model_dump(),
+                      imported.digest if imported else None)
     model, ctx.steps = None, list(recipe.steps)
     for index, step in enumerate(recipe.steps):  # the trunk: the teacher and whatever every variant shares
         key, model = run_step(ctx, index, step, key, model, say)
