@@ -355,10 +355,10 @@ def build_report(runs: dict[str, dict], baseline: str | None) -> Report:
 def md_escape(text: str) -> str:
     """Text safe in a Markdown table cell or paragraph: no HTML tags, no column breaks, one line.
 
-    Outside `code spans` a `<` is backslash-escaped (rendered as `<`); inside one it is kept as
-    is, since a code span shows an entity such as `&lt;` literally."""
+    Outside `code spans` a `<` becomes `&lt;` (rendered as `<`, never a tag); inside one it is
+    kept as is, since a code span shows an entity such as `&lt;` literally."""
     parts = text.replace("\n", " ").split("`")
-    parts = [p.replace("|", "\\|") if i % 2 else p.replace("<", "\\<").replace("|", "\\|") for i, p in enumerate(parts)]
+    parts = [p.replace("|", "\\|") if i % 2 else p.replace("<", "&lt;").replace("|", "\\|") for i, p in enumerate(parts)]
     return "`".join(parts)
 
 
