@@ -83,11 +83,11 @@ def check_lineage(steps: list, trunk: list, variant: str | None) -> list[str]:
         spec = STEPS[step.kind]
         if spec.needs_model and not has_model:
             raise ValueError(where(f"steps[{i}] ({step.kind}) needs a model: put a `train` step before it"))
-        if spec.makes_stage:
+        if spec.makes_stage or spec.reference:  # a reference row (baseline) has a stage name of its own too
             if step.name in stages:
                 raise ValueError(where(f"steps[{i}]: stage name {step.name!r} is used twice; give each stage its own `name`"))
             stages.append(step.name)
-            has_model = True
+            has_model = has_model or spec.makes_stage
     for i, step in enumerate(steps):
         if hasattr(step, "check_recipe") and (variant is None or i >= len(trunk)):  # cross-step rules a kind owns
             try:
