@@ -53,8 +53,10 @@ def cmd_validate(args) -> int:
     detail = ""
     if not args.no_data:  # data files, columns and labels are checked too
         from compress.data import load_task
+        from compress.pipeline import check_step_files
 
         data = load_task(recipe.task, seed=recipe.seed, base_dir=path.parent)
+        check_step_files(recipe, path.parent)  # files steps read (distill's unlabeled:)
         sizes = "/".join(str(len(data.labels[s])) for s in ("train", "validation", "test"))
         detail = f"; data: {sizes} train/validation/test examples, {data.n_classes} classes"
     variants = "".join(f"; variant {v}: {', '.join(s.kind for s in steps)}" for v, steps in (recipe.variants or {}).items())

@@ -16,7 +16,7 @@ import yaml
 from pydantic import BaseModel, Field, ValidationError, create_model, model_validator
 
 import compress.steps  # noqa: F401  (fills the step registry: the recipe's `steps:` union is built from it)
-from compress.config_base import NAME_PATTERN, BenchConfig, ConfigBase, ModelConfig, ReportConfig
+from compress.config_base import NAME_PATTERN, BenchConfig, ConfigBase, ReportConfig, TeacherConfig
 from compress.data import TASKS, TaskConfig
 from compress.errors import RecipeError
 from compress.pipeline import STEPS, dump_recipe, lineages  # noqa: F401  (dump_recipe: the CLI's)
@@ -45,7 +45,7 @@ class RecipeBase(ConfigBase):
     name: str = Field(..., pattern=NAME_PATTERN)  # the run folder: runs/<name>/
     seed: int = 0  # seeds data generation, initialisation, shuffling
     device: Literal["auto", "cpu", "cuda"] = "auto"  # where training runs; auto = cuda when present
-    teacher: ModelConfig = Field(default_factory=ModelConfig)
+    teacher: TeacherConfig = Field(default_factory=TeacherConfig)
     bench: BenchConfig = Field(default_factory=BenchConfig)
     report: ReportConfig = Field(default_factory=ReportConfig)
 
@@ -58,6 +58,9 @@ class RecipeBase(ConfigBase):
         too_long = [t for t in self.bench.seq_lens or [] if t > seq_len]
         if too_long:
             raise ValueError(f"bench.seq_lens {too_long} exceed task.seq_len {seq_len} (the model's positions)")
+        if self.teacher.imports() and "tokenizer" in self.task.model_fields_set:
+            raise ValueError(f"task.tokenizer: the imported teacher ({self.teacher.from_}) brings its own tokenizer, which every "
+                             "stage uses; remove task.tokenizer")
         if self.report.baseline is not None and self.report.baseline not in stages:
             raise ValueError(f"report.baseline {self.report.baseline!r} is not a stage; stages: {sorted(stages)}")
         return self
@@ -81,11 +84,11 @@ def check_lineage(steps: list, trunk: list, variant: str | None) -> list[str]:
         spec = STEPS[step.kind]
         if spec.needs_model and not has_model:
             raise ValueError(where(f"steps[{i}] ({step.kind}) needs a model: put a `train` step before it"))
-        if spec.makes_stage:
+        if spec.makes_stage or spec.reference:  # a reference row (baseline) has a stage name of its own too
             if step.name in stages:
                 raise ValueError(where(f"steps[{i}]: stage name {step.name!r} is used twice; give each stage its own `name`"))
             stages.append(step.name)
-            has_model = True
+            has_model = has_model or spec.makes_stage
     for i, step in enumerate(steps):
         if hasattr(step, "check_recipe"):  # cross-step rules a kind owns
             try:

@@ -9,14 +9,14 @@ assembled in `compress/config.py`.
 
 from typing import Annotated, Literal
 
-from pydantic import Field, model_validator
+from pydantic import ConfigDict, Field, model_validator
 
 from compress.models import ATTENTION, SIZES
 from eval.schema import ConfigBase
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$"  # stage, step and run names: no slashes, no leading dot
 
-__all__ = ["NAME_PATTERN", "ConfigBase", "StepConfig", "ModelConfig", "BenchConfig", "ReportConfig"]
+__all__ = ["NAME_PATTERN", "ConfigBase", "StepConfig", "ModelConfig", "TeacherConfig", "BenchConfig", "ReportConfig"]
 
 
 class StepConfig(ConfigBase):
@@ -45,7 +45,7 @@ class ModelConfig(ConfigBase):
     attention: str = "full"  # attention kind for every layer (see `slimformer ls`)
     norm: Literal["pre", "post"] = "pre"
     pooling: Literal["mean", "cls"] = "mean"
-    activation: Literal["gelu", "relu"] = "gelu"
+    activation: Literal["gelu", "gelu_tanh", "relu"] = "gelu"
     dropout: float = Field(0.1, ge=0.0, lt=1.0)
     attention_dropout: float = Field(0.0, ge=0.0, lt=1.0)
 
@@ -85,6 +85,29 @@ class ModelConfig(ConfigBase):
             label2id={n: i for i, n in enumerate(label_names)},
             **self.shape(),
         )
+
+
+class TeacherConfig(ModelConfig):
+    """The teacher: a shape slimformer builds and trains (the fields above), or a pretrained Hugging Face
+    encoder folder imported with `from:` (BERT/MiniLM, RoBERTa, XLM-R, DistilBERT, ELECTRA; see
+    compress/models/import_hf.py), whose shape, attention and tokenizer come from the checkpoint."""
+
+    model_config = ConfigDict(populate_by_name=True)
+    # a local folder with config.json + *.safetensors + tokenizer files, relative to the recipe file
+    from_: str | None = Field(None, alias="from", min_length=1)
+
+    @model_validator(mode="after")
+    def check_import(self):
+        if self.from_ is None:
+            return self
+        fixed = sorted(self.model_fields_set - {"from_", "pooling"})
+        if fixed:
+            raise ValueError(f"teacher.from imports the checkpoint's shape; remove {', '.join(f'teacher.{k}' for k in fixed)} "
+                             "(only teacher.pooling may be set, for a checkpoint without a classification head)")
+        return self
+
+    def imports(self) -> bool:
+        return self.from_ is not None
 
 
 class BenchConfig(ConfigBase):

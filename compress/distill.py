@@ -7,11 +7,16 @@ Sanh et al. 2019; TinyBERT's layer mapping, Jiao et al. 2020) or the BoE/GRU/LST
 `compress/models/modeling_rnn.py` (Tang et al. 2019). The teacher's logits on the training set
 are computed once and cached beside the teacher, reused across epochs and students. Optional
 augmentation (masked-token and adjacent-swap copies of the training texts, labelled by the
-teacher, after TinyBERT and Tang et al. 2019) gives the student more transfer data.
+teacher, after TinyBERT and Tang et al. 2019) gives the student more transfer data, and so do
+unlabelled texts (`unlabeled:` files, `compress/data/unlabeled.py`), the transfer set of
+DistilBERT and TinyBERT: encoded with the run's tokenizer and labelled by the teacher's soft
+targets (hard label: the teacher's argmax). Which ids are special and which one masks come from
+the run's tokenizer, so an imported teacher's vocabulary is augmented correctly too.
 """
 
 import io
 from functools import partial
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -24,11 +29,8 @@ from compress.distributed import main_process_first
 from compress.errors import RecipeError
 from compress.io import atomic_write_bytes
 from compress.losses import hidden_loss, logits_loss, relation_heads, relation_loss
-from compress.pipeline import register_step
+from compress.pipeline import file_digest, register_step
 from compress.train import OptimConfig, predict, train
-
-SPECIAL_IDS = (0, 1, 2, 3, 4)  # [PAD] [UNK] [CLS] [SEP] [MASK]
-MASK_ID = 4
 
 
 class StudentConfig(ModelConfig):
@@ -39,7 +41,7 @@ class StudentConfig(ModelConfig):
     attention: str | None = None  # default: the teacher's attention kind
     norm: Literal["pre", "post"] | None = None  # default: the teacher's
     pooling: Literal["mean", "cls"] | None = None
-    activation: Literal["gelu", "relu"] | None = None
+    activation: Literal["gelu", "gelu_tanh", "relu"] | None = None
     hidden_dim: int | None = Field(None, ge=1, le=8192)  # gru/lstm state per direction; default: dim
     bidirectional: bool = True  # gru/lstm read both ways
 
@@ -59,16 +61,20 @@ class StudentConfig(ModelConfig):
         labels = {"id2label": t.id2label, "label2id": t.label2id}
         dim = self.dim or (self.shape().get("dim") if self.size else None) or t.dim
         if self.kind != "transformer":
-            config = SlimRNNConfig(vocab_size=t.vocab_size, max_len=t.max_len, cell=self.kind, dim=dim, hidden_dim=self.hidden_dim or dim, n_layers=self.n_layers or 1, bidirectional=self.bidirectional, dropout=self.dropout, **labels)
+            config = SlimRNNConfig(vocab_size=t.vocab_size, max_len=t.max_len, pad_token_id=t.pad_token_id, cell=self.kind, dim=dim, hidden_dim=self.hidden_dim or dim, n_layers=self.n_layers or 1, bidirectional=self.bidirectional, dropout=self.dropout, **labels)
             return SlimRNNForSequenceClassification(config)
         shape = {"dim": t.dim, "n_layers": t.n_layers, "n_heads": t.n_heads[0], "head_dim": t.head_dim, "ffn_dim": t.ffn_dim[0]}
         shape.update(self.shape())
         if shape["dim"] != t.dim and self.head_dim is None:
             shape["head_dim"] = shape["dim"] // shape["n_heads"]
+        # what an imported teacher has beyond the shape (pad id, LayerNorm eps, its head, narrower embeddings) carries over,
+        # so a student initialised from the teacher's layers computes what they computed
+        embed_dim = t.embed_dim if t.embed_dim is not None and t.embed_dim < shape["dim"] else None
         config = type(t)(
             vocab_size=t.vocab_size, max_len=t.max_len, attention=self.attention or t.attention[0]["kind"], norm=self.norm or t.norm,
             pooling=self.pooling or t.pooling, activation=self.activation or t.activation, dropout=self.dropout,
-            attention_dropout=self.attention_dropout, **shape, **labels,
+            attention_dropout=self.attention_dropout, pad_token_id=t.pad_token_id, layer_norm_eps=t.layer_norm_eps,
+            head_activation=t.head_activation, embed_dim=embed_dim, **shape, **labels,
         )
         return SlimformerForSequenceClassification(config)
 
@@ -98,6 +104,26 @@ class DistillConfig(StepConfig, OptimConfig):
     temperature: float = Field(2.0, gt=0)  # softens both distributions in the logits loss
     attention_form: Literal["probs", "value_relation"] = "probs"  # probs: Q-K relations; value_relation adds V-V (MiniLM)
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
+    # unlabelled texts the teacher labels (transfer set): .txt one text a line, or .csv .tsv .jsonl .json .parquet;
+    # relative paths against the recipe's folder
+    unlabeled: list[str] = Field(default_factory=list)
+    unlabeled_column: str = "text"  # the column holding the texts in a .csv/.tsv/.jsonl/.json/.parquet file
+
+    @model_validator(mode="after")
+    def check_unlabeled(self):
+        from compress.data.unlabeled import SUFFIXES
+
+        for path in self.unlabeled:
+            if Path(path).suffix.lower() not in SUFFIXES:
+                raise ValueError(f"unlabeled file {path!r}: cannot tell its format from the extension; use one of {', '.join(SUFFIXES)}")
+        return self
+
+    def check_files(self, base_dir: Path | None) -> None:
+        """Read every unlabelled file (the runner calls this before anything trains): a clear DataError if one is missing or empty."""
+        from compress.data.unlabeled import read_unlabeled
+
+        for path in self.unlabeled:
+            read_unlabeled(path, self.unlabeled_column, base_dir)
 
     @model_validator(mode="after")
     def check_losses(self):
@@ -210,17 +236,34 @@ def distill_loss(teacher: nn.Module, layer_map: list[int], cfg: DistillConfig):
     return loss_fn
 
 
-def augment(split: dict, cfg: AugmentConfig, seed: int) -> dict:
-    """Training split plus `copies` masked/swapped copies of every example (token ids, padding kept)."""
+def special_token_ids(tokenizer) -> tuple[list[int], int | None, str | None]:
+    """(ids augmentation never edits, the id masked tokens become, a note when that is not a mask token).
+
+    From the run's tokenizer, so an imported teacher's ([CLS] = 101, <mask> = 50264, ...) work too.
+    Without a mask token masking writes the unknown token; without either, masking is off."""
+    special = sorted(set(tokenizer.all_special_ids))
+    if tokenizer.mask_token_id is not None:
+        return special, tokenizer.mask_token_id, None
+    if tokenizer.unk_token_id is not None:
+        return special, tokenizer.unk_token_id, f"the tokenizer has no mask token: masked tokens become {tokenizer.unk_token!r}"
+    return special, None, "the tokenizer has neither a mask nor an unknown token: masking augmentation is off"
+
+
+def augment(split: dict, cfg: AugmentConfig, seed: int, special_ids: list[int], mask_id: int | None) -> dict:
+    """Training split plus `copies` masked/swapped copies of every example (token ids, padding kept).
+
+    `special_ids` are never edited; masked tokens become `mask_id` (None: no masking)."""
     if not cfg.copies:
         return dict(split)
     g = torch.Generator().manual_seed(seed)
     ids, mask = split["input_ids"], split["attention_mask"]
-    editable = mask.bool() & ~torch.isin(ids, torch.tensor(SPECIAL_IDS))  # (N, T): real, non-special tokens
+    editable = mask.bool() & ~torch.isin(ids, torch.tensor(special_ids, dtype=ids.dtype))  # (N, T): real, non-special tokens
     copies = []
     for _ in range(cfg.copies):
         new = ids.clone()
-        new[editable & (torch.rand(ids.shape, generator=g) < cfg.mask)] = MASK_ID
+        masked = editable & (torch.rand(ids.shape, generator=g) < cfg.mask)  # drawn even without masking: same swaps
+        if mask_id is not None:
+            new[masked] = mask_id
         swap = editable[:, :-1] & editable[:, 1:] & (torch.rand(ids[:, :-1].shape, generator=g) < cfg.swap)  # (N, T-1)
         left, right = new[:, :-1].clone(), new[:, 1:].clone()
         new[:, :-1] = torch.where(swap, right, left)
@@ -234,14 +277,37 @@ def augment(split: dict, cfg: AugmentConfig, seed: int) -> dict:
     }
 
 
+def unlabeled_inputs(cfg: DistillConfig, ctx) -> dict | None:
+    """The unlabelled files' content digests: part of the step's fingerprint and of the logits cache key."""
+    from compress.data.unlabeled import unlabeled_path
+
+    if not cfg.unlabeled:
+        return None
+    return {"unlabeled": [file_digest(unlabeled_path(path, ctx.base_dir)) for path in cfg.unlabeled], "column": cfg.unlabeled_column}
+
+
+def unlabeled_split(cfg: DistillConfig, ctx) -> dict | None:
+    """The unlabelled texts encoded with the run's tokenizer at the task's seq_len, labels -1 (the teacher labels them)."""
+    from compress.data import encode
+    from compress.data.unlabeled import read_unlabeled
+
+    if not cfg.unlabeled:
+        return None
+    texts = [t for path in cfg.unlabeled for t in read_unlabeled(path, cfg.unlabeled_column, ctx.base_dir)[0]]
+    encoded = encode(ctx.tokenizer, texts, ctx.recipe.task.seq_len)
+    return {"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"],
+            "labels": torch.full((len(texts),), -1, dtype=torch.long), "n_truncated": encoded["n_truncated"]}
+
+
 def teacher_logits(ctx, teacher: nn.Module, split: dict, cfg: DistillConfig) -> torch.Tensor:
-    """The teacher's logits on the (augmented) training set, computed once and cached beside the teacher."""
+    """The teacher's logits on the (augmented) training set and the unlabelled texts, computed once and cached beside the teacher."""
     from compress.pipeline import fingerprint
 
     teacher_stage = ctx.teacher_stage
     weights = ctx.model_dir(teacher_stage) / "model.safetensors"
     stat = weights.stat() if weights.is_file() else None
-    key = fingerprint(stat.st_size if stat else None, stat.st_mtime_ns if stat else None, cfg.augment.model_dump(), ctx.recipe.seed, len(split["input_ids"]))
+    key = fingerprint(stat.st_size if stat else None, stat.st_mtime_ns if stat else None, cfg.augment.model_dump(), ctx.recipe.seed,
+                      len(split["input_ids"]), unlabeled_inputs(cfg, ctx))
     path = ctx.stage_dir(teacher_stage) / "cache" / f"train_logits-{key}.npy"
     if path.is_file():
         return torch.from_numpy(np.load(path, allow_pickle=False))
@@ -252,7 +318,7 @@ def teacher_logits(ctx, teacher: nn.Module, split: dict, cfg: DistillConfig) -> 
     return logits
 
 
-@register_step("distill", DistillConfig, makes_stage=True)
+@register_step("distill", DistillConfig, makes_stage=True, inputs=unlabeled_inputs)
 def distill(model, cfg: DistillConfig, ctx):
     teacher = ctx.teacher.eval()
     for p in teacher.parameters():
@@ -267,7 +333,15 @@ def distill(model, cfg: DistillConfig, ctx):
     if cfg.init == "teacher_layers":  # RNN students share only the token embeddings with the teacher
         target = student if n_student else student.embeddings
         copied = init_from_teacher_(target, teacher if n_student else teacher.embeddings.tok, layer_map)
-    split = augment(ctx.encoded["train"], cfg.augment, ctx.recipe.seed)
+    special_ids, mask_id, mask_note = special_token_ids(ctx.tokenizer)
+    mask_note = mask_note if cfg.augment.copies and cfg.augment.mask else None  # only said when masking is asked for
+    if mask_note:
+        ctx.log(event="note", note=f"distill {cfg.name}: {mask_note}")
+        print(f"distill {cfg.name}: {mask_note}")
+    split = augment(ctx.encoded["train"], cfg.augment, ctx.recipe.seed, special_ids, mask_id)
+    extra = unlabeled_split(cfg, ctx)  # the transfer set: used as it is, not augmented
+    if extra is not None:
+        split = {k: torch.cat([split[k], extra[k]]) for k in ("input_ids", "attention_mask", "labels")}
     with main_process_first():  # several processes: the main one computes and caches the logits, the others read them
         split["teacher_logits"] = teacher_logits(ctx, teacher, split, cfg)
     unlabelled = split["labels"] < 0
@@ -283,5 +357,11 @@ def distill(model, cfg: DistillConfig, ctx):
         teacher.cpu()
     ctx.record("train_curve", curve)
     ctx.record("val_accuracy", max(p["val_accuracy"] for p in curve))
-    ctx.record("distill", {"student": cfg.student.kind, "layer_map": layer_map, "init": copied, "n_train": len(split["labels"])})
+    details = {"student": cfg.student.kind, "layer_map": layer_map, "init": copied, "n_train": len(split["labels"]),
+               "n_unlabeled": 0 if extra is None else len(extra["labels"])}
+    if extra is not None:
+        details["n_unlabeled_truncated"] = extra["n_truncated"]
+    if mask_note:
+        details["mask_note"] = mask_note
+    ctx.record("distill", details)
     return distiller.student.eval()

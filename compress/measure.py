@@ -39,7 +39,9 @@ def reference_path(cfg: EvaluateConfig, ctx):
     """The saved logits agreement is computed against: the fp32 parent's for an ONNX-only (int8)
     stage, else the baseline stage's (report.baseline, default the teacher)."""
     stage = ctx.results.get(ctx.stage, {}).get("parent") if onnx_only(ctx) else ctx.baseline_stage
-    return ctx.stage_dir(stage) / f"{cfg.split}_logits.npy" if stage else None
+    if stage is None or stage == ctx.stage:  # the baseline agrees with itself: it reads nothing else
+        return None
+    return ctx.stage_dir(stage) / f"{cfg.split}_logits.npy"
 
 
 def reference_inputs(cfg: EvaluateConfig, ctx) -> dict:

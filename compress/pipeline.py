@@ -18,7 +18,12 @@ measurement re-times every stage in interleaved rounds (`eval/interleave.py`).
 What steps need to know about stages is answered here, once: `RunContext.teacher_stage` (the
 first stage with a torch model), `ctx.parent()` (the stage a step starts from), `ctx.index`
 (the running step's position) and `stage_history` (the same answers for the recipe validator,
-before anything runs). This module imports no step and not the recipe schema
+before anything runs).
+
+A *reference* step (`reference=True`: the classical `baseline`) makes a row of its own, under its
+own stage name, for comparison only: it never becomes the current stage, a parent, the teacher
+or the default baseline, it has no torch model and no ONNX artifact, and, like a measuring step,
+its fingerprint feeds no later step, so adding, editing or re-running it retrains nothing. This module imports no step and not the recipe schema
 (`compress/config.py` imports it), so there is no import circle.
 """
 
@@ -56,6 +61,9 @@ class StepSpec:
     measures: bool = False
     code: tuple[str, ...] = ()  # modules outside compress/ whose source is part of the fingerprint (eval's measuring code)
     inputs: Callable[[Any, "RunContext"], Any] | None = None  # (cfg, ctx) -> files/choices read at run time, fingerprinted too
+    # a reference row (the classical baseline): recorded under its own stage name, never the current stage,
+    # a parent or the teacher; no torch model, no ONNX artifact; its fingerprint feeds no later step
+    reference: bool = False
     sets_tokenizer: bool = False  # its stage has a tokenizer of its own (prune_vocab), saved in its model folder
 
 
@@ -63,14 +71,20 @@ STEPS: dict[str, StepSpec] = {}
 
 
 def register_step(kind: str, config: type[BaseModel], makes_stage: bool = False, needs_model: bool = True, uses=(),
-                  saves_model: bool = True, measures: bool = False, code=(), inputs=None, sets_tokenizer: bool = False):
-    """Register `fn` as the step `kind`; returns `fn` unchanged."""
+                  saves_model: bool = True, measures: bool = False, code=(), inputs=None, reference: bool = False,
+                  sets_tokenizer: bool = False):
+    """Register `fn` as the step `kind`; returns `fn` unchanged.
+
+    A `reference` step needs no model, makes no stage of the chain and saves no torch model
+    (those flags are set for it)."""
 
     def decorator(fn: StepFn) -> StepFn:
         if kind in STEPS:
             raise ValueError(f"step kind {kind!r} is registered twice")
-        STEPS[kind] = StepSpec(kind, config, fn, makes_stage, needs_model, tuple(uses), saves_model, measures, tuple(code), inputs,
-                               sets_tokenizer)
+        flags = {"makes_stage": False, "needs_model": False, "saves_model": False} if reference else \
+            {"makes_stage": makes_stage, "needs_model": needs_model, "saves_model": saves_model}
+        STEPS[kind] = StepSpec(kind, config, fn, uses=tuple(uses), measures=measures, code=tuple(code), inputs=inputs,
+                               reference=reference, sets_tokenizer=sets_tokenizer, **flags)
         return fn
 
     return decorator
@@ -98,6 +112,16 @@ def fingerprint(*parts: Any) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+@dataclass(frozen=True)
+class ImportedTeacher:
+    """A pretrained checkpoint the recipe's `teacher.from` names, imported before anything is written."""
+
+    model: Any  # SlimformerForSequenceClassification with the checkpoint's weights (and head, or a fresh one)
+    tokenizer: Any  # the checkpoint's own tokenizer: every stage of the run uses and saves it
+    info: dict  # what was imported (compress.models.import_hf)
+    digest: str  # of every file in the folder: a changed checkpoint retrains the teacher
+
+
 @dataclass
 class RunContext:
     """What steps share: the recipe, data, tokenizer, teacher, run folder and recorded results.
@@ -113,6 +137,8 @@ class RunContext:
     base_tokenizer: Any  # the run's transformers.PreTrainedTokenizerFast
     base_encoded: dict[str, dict]  # split -> {"input_ids": (N, T), "attention_mask": (N, T), "labels": (N,)} with it
     device: str
+    imported: ImportedTeacher | None = None  # the pretrained checkpoint of `teacher.from`, when the recipe imports one
+    base_dir: Path | None = None  # the recipe file's folder: relative paths in steps (distill's `unlabeled:`) start here
     teacher: Any = None  # the model of the first stage, frozen
     stage: str | None = None  # the current stage's name
     stage_kinds: dict[str, str] = field(default_factory=dict)  # stage -> kind of the step that made it
@@ -122,7 +148,6 @@ class RunContext:
     variant: str | None = None  # the variant being run (None: the recipe has none)
     results: dict[str, dict] = field(default_factory=dict)  # stage -> recorded fields
     pending: dict[str, Any] = field(default_factory=dict)  # what the running step recorded
-    base_dir: Path = field(default_factory=Path.cwd)  # the recipe's folder: relative paths in steps are read from it
     stage_origins: dict[str, str | None] = field(default_factory=dict)  # stage -> the stage it started from
     stage_tokenizers: dict[str, Any] = field(default_factory=dict)  # stage -> its own tokenizer (prune_vocab); others inherit
     stage_encoded: dict[str, dict] = field(default_factory=dict)  # those stages' splits encoded with it
@@ -167,7 +192,7 @@ class RunContext:
     @property
     def teacher_stage(self) -> str | None:
         """The teacher: the first stage with a torch model of its own (what distillation and recovery learn from)."""
-        return next((s for s, kind in self.stage_kinds.items() if STEPS[kind].saves_model), None)
+        return next((s for s, kind in self.stage_kinds.items() if STEPS[kind].saves_model and not STEPS[kind].reference), None)
 
     @property
     def baseline_stage(self) -> str | None:
@@ -265,7 +290,7 @@ def lineages(recipe) -> list[tuple[str | None, list]]:
 
 def dump_recipe(recipe: BaseModel) -> str:
     """The resolved recipe as YAML, re-runnable as is."""
-    return yaml.safe_dump(json.loads(recipe.model_dump_json()), sort_keys=False)
+    return yaml.safe_dump(json.loads(recipe.model_dump_json(by_alias=True)), sort_keys=False)
 
 
 def save_tokenizer(tokenizer, folder: Path) -> None:
@@ -273,18 +298,48 @@ def save_tokenizer(tokenizer, folder: Path) -> None:
         tokenizer.save_pretrained(tmp)
 
 
-def prepare_tokenizer(recipe, data, run_dir: Path):
-    """Train the tokenizer on the training split, or reuse the run's if the data is unchanged."""
+def import_teacher(recipe, data, base_dir: Path) -> ImportedTeacher:
+    """Import `teacher.from` (relative to the recipe's folder); CheckpointError/RecipeError name what is wrong."""
+    from compress.errors import CheckpointError, RecipeError
+    from compress.models.import_hf import import_pretrained
+
+    folder = Path(recipe.teacher.from_)
+    folder = folder if folder.is_absolute() else (base_dir / folder)
+    if not folder.is_dir():
+        raise CheckpointError(f"teacher.from: {folder} is not a folder; give a local Hugging Face checkpoint folder (config.json, "
+                              "*.safetensors, tokenizer files), relative to the recipe file, e.g. the one "
+                              "`python -m compress.models.fetch_minilm --out models/all-MiniLM-L6-v2` writes")
+    pooling = recipe.teacher.pooling if "pooling" in recipe.teacher.model_fields_set else None
+    imported = import_pretrained(folder, label_names=data.label_names, pooling=pooling, seed=recipe.seed)
+    if recipe.task.seq_len > imported.info["max_len"]:
+        raise RecipeError(f"task.seq_len {recipe.task.seq_len} exceeds the {imported.info['max_len']} positions of the imported "
+                          f"teacher ({folder}); set task.seq_len <= {imported.info['max_len']}")
+    h = hashlib.sha256()
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        h.update(str(path.relative_to(folder)).encode())
+        h.update(path.read_bytes())
+    return ImportedTeacher(imported.model, imported.tokenizer, imported.info, h.hexdigest()[:16])
+
+
+def prepare_tokenizer(recipe, data, run_dir: Path, imported: ImportedTeacher | None = None):
+    """The run's tokenizer: the imported teacher's own, or one trained on the training split
+    (reused from the run folder if the data is unchanged)."""
     from transformers import AutoTokenizer
 
     from compress.data import train_tokenizer
 
     folder = run_dir / "tokenizer"
-    key = fingerprint(data.fingerprint, recipe.task.tokenizer.model_dump(), recipe.task.seq_len, code_version())
+    if imported is not None:
+        key = fingerprint("imported", imported.digest)
+    else:
+        key = fingerprint(data.fingerprint, recipe.task.tokenizer.model_dump(), recipe.task.seq_len, code_version())
     stamp = folder / "fingerprint.txt"
     if stamp.is_file() and stamp.read_text() == key:
         return AutoTokenizer.from_pretrained(folder)
-    tokenizer = train_tokenizer(data.texts["train"], recipe.task.tokenizer, recipe.task.seq_len)
+    if imported is not None:
+        tokenizer = imported.tokenizer
+    else:
+        tokenizer = train_tokenizer(data.texts["train"], recipe.task.tokenizer, recipe.task.seq_len)
     with atomic_dir(folder) as tmp:
         tokenizer.save_pretrained(tmp)
         (tmp / "fingerprint.txt").write_text(key)
@@ -304,8 +359,8 @@ def resolve_device(device: str) -> str:
 def outputs_exist(ctx: RunContext, spec: StepSpec, done: dict) -> bool:
     """A finished step's folders are still there (a kill between two renames can lose one)."""
     folders = [ctx.model_dir()] if spec.makes_stage and spec.saves_model else []
-    if "onnx_dir" in done.get("recorded", {}):
-        folders.append(ctx.run_dir / done["recorded"]["onnx_dir"])
+    recorded = done.get("recorded", {})
+    folders += [ctx.run_dir / recorded[key] for key in ("onnx_dir", "artifact_dir") if recorded.get(key)]
     return all(f.is_dir() for f in folders)
 
 
@@ -330,6 +385,8 @@ def run_recipe(recipe, recipe_path: Path | None, runs_dir: Path, command: str = 
     device = resolve_device(recipe.device)
     base_dir = recipe_path.parent if recipe_path else Path.cwd()
     data = load_task(recipe.task, seed=recipe.seed, base_dir=base_dir)
+    imported = import_teacher(recipe, data, base_dir) if recipe.teacher.imports() else None
+    check_step_files(recipe, base_dir)
 
     run_dir = (Path(runs_dir) / recipe.name).resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -338,12 +395,13 @@ def run_recipe(recipe, recipe_path: Path | None, runs_dir: Path, command: str = 
     atomic_write_text(run_dir / "recipe.yaml", f"# resolved recipe; re-run with: slimformer run {run_dir / 'recipe.yaml'}\n" + dump_recipe(recipe))
     torch.manual_seed(recipe.seed)
     with main_process_first():  # the others load the tokenizer the main process trained and saved
-        tokenizer = prepare_tokenizer(recipe, data, run_dir)
+        tokenizer = prepare_tokenizer(recipe, data, run_dir, imported)
     encoded = encode_task(data, tokenizer, recipe.task.seq_len)
-    ctx = RunContext(recipe, run_dir, data, tokenizer, encoded, device, base_dir=base_dir)
+    ctx = RunContext(recipe, run_dir, data, tokenizer, encoded, device, imported=imported, base_dir=base_dir)
     env = collect_env(recipe.bench.threads)
     atomic_write_json(run_dir / "env.json", env)
-    key = fingerprint(code_version(), data.fingerprint, recipe.seed, recipe.teacher.model_dump(), recipe.task.model_dump())
+    key = fingerprint(code_version(), data.fingerprint, recipe.seed, recipe.teacher.model_dump(), recipe.task.model_dump(),
+                      imported.digest if imported else None)
     model, ctx.steps = None, list(recipe.steps)
     for index, step in enumerate(recipe.steps):  # the trunk: the teacher and whatever every variant shares
         key, model = run_step(ctx, index, step, key, model, say)
@@ -360,8 +418,34 @@ def run_recipe(recipe, recipe_path: Path | None, runs_dir: Path, command: str = 
     return run_dir
 
 
+def check_step_files(recipe, base_dir: Path) -> None:
+    """Read what each step of every lineage will read from files (a config's `check_files(base_dir)`),
+    so a missing or empty file is an error before anything trains or is written."""
+    for _, steps in lineages(recipe):
+        for step in steps:
+            if hasattr(step, "check_files"):
+                step.check_files(base_dir)
+
+
 def run_step(ctx: RunContext, index: int, step, previous: str, model, say) -> tuple[str, Any]:
     """Run (or reuse, when its marker's fingerprint matches) one step. Returns (its fingerprint, the model)."""
+    spec = STEPS[step.kind]
+    if not spec.reference:
+        return run_chained_step(ctx, index, step, previous, model, say)
+    current = ctx.stage  # a reference step records under its own name; the current stage stays what it was
+    ctx.stage_kinds[step.name] = step.kind
+    if ctx.variant is not None:
+        ctx.stage_variants[step.name] = ctx.variant
+    try:
+        ctx.stage = step.name
+        run_chained_step(ctx, index, step, previous, model, say)
+    finally:
+        ctx.stage = current
+    return previous, model  # its fingerprint feeds no later step, and the model goes on unchanged
+
+
+def run_chained_step(ctx: RunContext, index: int, step, previous: str, model, say) -> tuple[str, Any]:
+    """`run_step` for every step; a reference step comes here with `ctx.stage` set to its own name."""
     recipe, run_dir = ctx.recipe, ctx.run_dir
     spec = STEPS[step.kind]
     ctx.index = index
@@ -399,6 +483,8 @@ def run_step(ctx: RunContext, index: int, step, previous: str, model, say) -> tu
     model = spec.fn(model, step, ctx)
     if spec.makes_stage and source is not None and "parent" not in ctx.pending:
         ctx.record("parent", source)  # steps that start elsewhere (prune's `parent:`) record their own
+    if spec.reference:
+        ctx.record("reference", True)  # the report marks the row and ranks it apart; re-timing skips it
     if spec.makes_stage and spec.saves_model:
         ctx.save_model(model, ctx.stage)
         if ctx.teacher is None:

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Literal
 
 import torch
-from pydantic import Field
+from pydantic import Field, model_validator
 from torch import nn
 
 from compress.config_base import StepConfig
@@ -47,10 +47,24 @@ class PruneVocabConfig(StepConfig):
     """Drop the embedding rows (and tokenizer entries) of tokens the task's texts never use."""
 
     kind: Literal["prune_vocab"] = "prune_vocab"
-    # UTF-8 text files, one text per line, whose tokens are kept too (e.g. the unlabelled texts students
-    # learn from); relative paths are read from the recipe's folder
+    # files whose tokens are kept too, e.g. distill's `unlabeled:` transfer set: .txt (one text a line) or a
+    # text column of .csv/.tsv/.jsonl/.json/.parquet (compress/data/unlabeled.py); relative to the recipe's folder
     extra_texts: list[str] = Field(default_factory=list)
+    extra_texts_column: str = "text"  # the column holding the texts in a .csv/.tsv/.jsonl/.json/.parquet file
     atol: float = Field(1e-6, gt=0)  # max |logits_pruned - logits_original| allowed on the validation split
+
+    @model_validator(mode="after")
+    def check_suffixes(self):
+        from compress.data.unlabeled import SUFFIXES
+
+        for path in self.extra_texts:
+            if Path(path).suffix.lower() not in SUFFIXES:
+                raise ValueError(f"extra_texts file {path!r}: cannot tell its format from the extension; use one of {', '.join(SUFFIXES)}")
+        return self
+
+    def check_files(self, base_dir: Path | None) -> None:
+        """Called before the run starts: every extra_texts file reads and holds text."""
+        read_texts(self.extra_texts, self.extra_texts_column, base_dir)
 
     def check_recipe(self, steps: list, index: int) -> None:
         """Called by the recipe validator: nothing after this step in its lineage trains against the teacher."""
@@ -79,16 +93,11 @@ def teacher_use(step) -> str | None:
 # --------------------------------------------------------------------------- which tokens stay
 
 
-def read_texts(paths: list[str], base_dir: Path) -> list[str]:
-    """The lines of each file (UTF-8), blank lines skipped."""
-    texts = []
-    for name in paths:
-        path = Path(name) if Path(name).is_absolute() else base_dir / name
-        try:
-            texts += [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-        except (OSError, UnicodeDecodeError) as e:
-            raise RecipeError(f"prune_vocab extra_texts: cannot read {path}: {e}; give UTF-8 text files, one text per line") from None
-    return texts
+def read_texts(paths: list[str], column: str, base_dir: Path | None) -> list[str]:
+    """The texts of every file (compress/data/unlabeled.py reads them; errors name the file)."""
+    from compress.data.unlabeled import read_unlabeled
+
+    return [t for path in paths for t in read_unlabeled(path, column, base_dir)[0]]
 
 
 def plain_backend(tokenizer):
@@ -272,7 +281,9 @@ def n_params(model: nn.Module) -> int:
 
 def extra_inputs(cfg: PruneVocabConfig, ctx) -> dict:
     """The extra text files' digests: editing one re-runs the step."""
-    return {name: file_digest(Path(name) if Path(name).is_absolute() else ctx.base_dir / name) for name in cfg.extra_texts}
+    from compress.data.unlabeled import unlabeled_path
+
+    return {name: file_digest(unlabeled_path(name, ctx.base_dir)) for name in cfg.extra_texts}
 
 
 @register_step("prune_vocab", PruneVocabConfig, makes_stage=True, sets_tokenizer=True, inputs=extra_inputs)
@@ -286,7 +297,7 @@ def prune_vocab(model, cfg: PruneVocabConfig, ctx):
     if len(tokenizer) > model.get_input_embeddings().num_embeddings:
         raise RecipeError(f"prune_vocab {cfg.name!r}: the tokenizer has {len(tokenizer)} tokens, more than the model's "
                           f"{model.get_input_embeddings().num_embeddings} embedding rows")
-    texts = [t for split in ctx.data.texts.values() for t in split] + read_texts(cfg.extra_texts, ctx.base_dir)
+    texts = [t for split in ctx.data.texts.values() for t in split] + read_texts(cfg.extra_texts, cfg.extra_texts_column, ctx.base_dir)
     pad = model.config.pad_token_id
     keep = kept_ids(tokenizer, texts, also=(pad,) if pad is not None else ())
     before = {"vocab_size": model.config.vocab_size, "tokenizer": len(tokenizer), "params": n_params(model)}

@@ -275,12 +275,17 @@ def train(
 
 @register_step("train", TrainConfig, makes_stage=True, needs_model=False)
 def train_teacher(model, cfg: TrainConfig, ctx):
-    """Build the teacher from the recipe's `teacher:` shape and train it with cross-entropy."""
+    """Train the teacher with cross-entropy: built from the recipe's `teacher:` shape, or, with
+    `teacher.from`, the imported pretrained checkpoint fine-tuned on the task (its encoder and head)."""
     from compress.models import SlimformerForSequenceClassification
 
-    config = ctx.recipe.teacher.build_config(len(ctx.tokenizer), ctx.recipe.task.seq_len, ctx.data.label_names)
-    torch.manual_seed(ctx.recipe.seed)
-    model = SlimformerForSequenceClassification(config)
+    if ctx.imported is not None:
+        model = copy.deepcopy(ctx.imported.model)
+        ctx.record("imported", ctx.imported.info)
+    else:
+        config = ctx.recipe.teacher.build_config(len(ctx.tokenizer), ctx.recipe.task.seq_len, ctx.data.label_names)
+        torch.manual_seed(ctx.recipe.seed)
+        model = SlimformerForSequenceClassification(config)
     model, curve = train(
         model,
         ctx.encoded["train"],

@@ -14,6 +14,12 @@ Each limit comes from the most specific selector that sets it (`run/stage` over 
 the entry it comes from. Numbers are read from results.json exactly as the report reads them,
 accuracy drop against the report's baseline row. A selector matching no stage, or a limit whose
 measurement the run lacks, is a SlimformerError (exit 2), never a silent pass.
+
+Reference rows (`reference: true`: the classical `baseline` step) are compared with, not shipped,
+so `*` does not select them; a selector naming one (`baseline`, `run/baseline`) checks it like any
+stage, with two readings for what it lacks: it has no ONNX artifact, so `max_onnx_mb` bounds the
+size of its own saved files, and an `onnxruntime` CPU latency ceiling reads its CPU record in
+its own runtime (what the report's row shows).
 """
 
 import difflib
@@ -25,7 +31,7 @@ import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from eval.errors import SlimformerError
-from eval.report import MB, Row, gather_rows, load_runs, pick_baseline
+from eval.report import CPU_RUNTIMES, MB, Row, gather_rows, is_reference, load_runs, pick_baseline, size_bytes
 from eval.schema import ConfigBase, StrictLoader, validation_message, yaml_lines
 
 EPS = 1e-9  # float slack, so that 0.77 - 0.76 passes max_accuracy_drop: 0.01
@@ -44,7 +50,7 @@ class StageThresholds(ConfigBase):
     max_p99_ms: float | None = Field(None, gt=0)  # 99th-percentile latency ceiling at the setting below
     batch_size: int | None = Field(None, ge=1)  # the setting latency ceilings apply to: one of bench.batch_sizes
     seq_len: int | None = Field(None, ge=1)  # ... and one of bench.seq_lens (default task.seq_len)
-    runtime: Literal["onnxruntime", "torch"] = "onnxruntime"  # the runtime the latency was measured in
+    runtime: Literal["onnxruntime", "torch"] = "onnxruntime"  # the runtime the latency was measured in (a reference row: its own CPU runtime)
     device: Literal["cpu", "cuda"] = "cpu"  # the device the latency was measured on
 
     @field_validator("min_accuracy", "max_accuracy_drop", "min_agreement")
@@ -116,10 +122,11 @@ def ms(value: float) -> str:
 
 
 def find_latency(row: Row, entry: StageThresholds) -> dict | None:
-    """The first latency record at the entry's setting, as the report picks it."""
+    """The first latency record at the entry's setting, as the report picks it (a reference row: its own CPU runtime)."""
+    runtimes = CPU_RUNTIMES if is_reference(row) and (entry.runtime, entry.device) == ("onnxruntime", "cpu") else (entry.runtime,)
     for record in row.stage.get("latency") or []:
-        setting = (record.get("device"), record.get("runtime"), record.get("batch"), record.get("seq_len"))
-        if setting == (entry.device, entry.runtime, entry.batch_size, entry.seq_len):
+        setting = (record.get("device"), record.get("batch"), record.get("seq_len"))
+        if setting == (entry.device, entry.batch_size, entry.seq_len) and record.get("runtime") in runtimes:
             return record
     return None
 
@@ -166,7 +173,8 @@ METRICS: dict[str, Metric] = {
                             lacks("agreement", "add an evaluate step after it")),
     "max_params": Metric(stage_value("params"), False, lambda v: f"{v:,.0f}",
                          lacks("params", "add a bench step after it")),
-    "max_onnx_mb": Metric(stage_value("onnx_bytes", MB), False, lambda v: f"{v:.2f} MB",
+    "max_onnx_mb": Metric(lambda row, entry, base: None if size_bytes(row.stage) is None else size_bytes(row.stage) / MB,
+                          False, lambda v: f"{v:.2f} MB",
                           lacks("onnx_bytes", "add export and bench steps after it")),
     "max_p50_ms": Metric(latency_value("p50_ms"), False, ms, latency_missing("p50_ms")),
     "max_p99_ms": Metric(latency_value("p99_ms"), False, ms, latency_missing("p99_ms")),
@@ -194,9 +202,10 @@ def load_thresholds(path: str | Path) -> ThresholdsConfig:
         raise SlimformerError(validation_message(e, str(path), yaml_lines(text), root="thresholds")) from None
 
 
-def entries_for(run: str, stage: str, thresholds: ThresholdsConfig) -> list[tuple[str, StageThresholds]]:
-    """The entries that match a stage, least specific first."""
-    return [(s, thresholds.stages[s]) for s in ("*", stage, f"{run}/{stage}") if s in thresholds.stages]
+def entries_for(run: str, stage: str, thresholds: ThresholdsConfig, reference: bool = False) -> list[tuple[str, StageThresholds]]:
+    """The entries that match a stage, least specific first; `*` does not match a reference row."""
+    selectors = ((stage,) if reference else ("*", stage)) + (f"{run}/{stage}",)
+    return [(s, thresholds.stages[s]) for s in selectors if s in thresholds.stages]
 
 
 def run_checks(run_dirs: list[Path], thresholds: ThresholdsConfig, baseline: str | None = None,
@@ -223,7 +232,7 @@ def run_checks(run_dirs: list[Path], thresholds: ThresholdsConfig, baseline: str
     checks, problems = [], []
     for row, (run, stage) in zip(rows, owners):
         chosen: dict[str, tuple[str, StageThresholds]] = {}
-        for selector, entry in entries_for(run, stage, thresholds):
+        for selector, entry in entries_for(run, stage, thresholds, reference=is_reference(row)):
             chosen.update({key: (selector, entry) for key in METRICS if getattr(entry, key) is not None})
         for key, (selector, entry) in sorted(chosen.items(), key=lambda item: list(METRICS).index(item[0])):
             metric, limit = METRICS[key], getattr(entry, key)
@@ -233,6 +242,7 @@ def run_checks(run_dirs: list[Path], thresholds: ThresholdsConfig, baseline: str
                 continue
             passed = value >= limit - EPS if metric.floor else value <= limit + EPS
             label = f"{key} @ {setting_text(entry)}" if key.endswith("_ms") else key
+            label += " (own files, no ONNX)" if key == "max_onnx_mb" and row.stage.get("onnx_bytes") is None else ""
             label += f" vs {base.name}" if key == "max_accuracy_drop" else ""
             checks.append(Check(row.name, key, label, selector, limit, value, passed))
     if problems:

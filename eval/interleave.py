@@ -92,10 +92,14 @@ def retime_stages(stages: dict[str, dict], run_dir: Path, protocol: dict, vocab_
 
     `stages` maps a stage name to its recorded fields (results.json's stage entries), `protocol`
     gives `batch_sizes`, `seq_lens`, `threads`, `warmup` and `repeats`. Stages without a `latency`
-    record (never benchmarked) or without an ONNX artifact are left alone. Returns the stages re-timed.
+    record (never benchmarked) or without an ONNX artifact, and reference rows (`reference: true`,
+    the classical baseline, timed by its own step in its own runtime) are left alone. Returns the
+    stages re-timed.
     """
     models = {}
     for name, fields in stages.items():
+        if fields.get("reference"):
+            continue
         onnx_dir = fields.get("onnx_dir")
         if fields.get("latency") is not None and onnx_dir and (run_dir / onnx_dir / ONNX_FILE).is_file():
             models[name] = (run_dir / onnx_dir / ONNX_FILE, fields.get("precision", "fp32"))

@@ -54,20 +54,31 @@ def pareto_front(costs: Sequence[float], gains: Sequence[float]) -> list[int]:
     return front
 
 
-def trade_off(names: list[str], costs: list[float], accuracies: list[float], xlabel: str, log_x: bool) -> bytes | None:
-    """Accuracy (%) against a cost, every stage labelled, the Pareto front drawn as a step line."""
+def trade_off(names: list[str], costs: list[float], accuracies: list[float], xlabel: str, log_x: bool,
+              reference: Sequence[bool] | None = None) -> bytes | None:
+    """Accuracy (%) against a cost, every stage labelled, the Pareto front drawn as a step line.
+
+    Points flagged in `reference` (the classical baseline row) are grey diamonds, kept off the front:
+    the front is the pipeline's, the reference what it is measured against."""
     if not names:
         return None
+    reference = list(reference) if reference is not None else [False] * len(names)
     fig = Figure(figsize=(6.4, 4.2), layout="constrained")
     ax = fig.subplots()
     percent = [100 * a for a in accuracies]
-    ax.scatter(costs, percent, s=36, color="#4c72b0", zorder=3)
+    own = [i for i, ref in enumerate(reference) if not ref]
+    refs = [i for i, ref in enumerate(reference) if ref]
+    ax.scatter([costs[i] for i in own], [percent[i] for i in own], s=36, color="#4c72b0", zorder=3)
+    if refs:
+        ax.scatter([costs[i] for i in refs], [percent[i] for i in refs], s=60, marker="D", facecolors="none",
+                   edgecolors="#555555", linewidths=1.5, zorder=3, label="reference (not on the front)")
     for name, x, y, dy in zip(names, costs, percent, label_offsets(costs, percent, log_x)):
         ax.annotate(name, (x, y), textcoords="offset points", xytext=(5, dy), fontsize=8)
-    front = pareto_front(costs, percent)
+    front = [own[i] for i in pareto_front([costs[i] for i in own], [percent[i] for i in own])]
     if len(front) > 1:
         ax.step([costs[i] for i in front], [percent[i] for i in front], where="post",
                 color="#dd8452", lw=1.5, label="Pareto front", zorder=2)
+    if len(front) > 1 or refs:
         ax.legend(fontsize=8)
     if log_x:
         ax.set_xscale("log")
@@ -91,14 +102,17 @@ def label_offsets(xs: Sequence[float], ys: Sequence[float], log_x: bool, near: f
     return offsets
 
 
-def accuracy_vs_latency(names: list[str], p50_ms: list[float], accuracies: list[float], setting: str) -> bytes | None:
-    """Accuracy against p50 latency on a log axis, with the Pareto front."""
-    return trade_off(names, p50_ms, accuracies, f"p50 latency, ms (log; {setting})", log_x=True)
+def accuracy_vs_latency(names: list[str], p50_ms: list[float], accuracies: list[float], setting: str,
+                        reference: Sequence[bool] | None = None) -> bytes | None:
+    """Accuracy against p50 latency on a log axis, with the Pareto front (reference points apart)."""
+    return trade_off(names, p50_ms, accuracies, f"p50 latency, ms (log; {setting})", log_x=True, reference=reference)
 
 
-def accuracy_vs_size(names: list[str], size_mb: list[float], accuracies: list[float]) -> bytes | None:
-    """Accuracy against ONNX file size, with the Pareto front."""
-    return trade_off(names, size_mb, accuracies, "ONNX size, MB (log)", log_x=True)
+def accuracy_vs_size(names: list[str], size_mb: list[float], accuracies: list[float],
+                     reference: Sequence[bool] | None = None) -> bytes | None:
+    """Accuracy against file size (ONNX; a reference row's own files), with the Pareto front (reference points apart)."""
+    xlabel = "size, MB (log; ONNX, a reference: its own files)" if reference and any(reference) else "ONNX size, MB (log)"
+    return trade_off(names, size_mb, accuracies, xlabel, log_x=True, reference=reference)
 
 
 def latency_curves(series: dict[str, list[tuple[int, float]]], xlabel: str, setting: str) -> bytes | None:

@@ -7,6 +7,12 @@ Sections: summary table (deltas and ratios vs the baseline, best value per colum
 warnings, figures, the protocol the numbers were measured under, and every latency record in a
 collapsible table: what a reader wants first comes first.
 Comparison follows Long Range Arena's rule: like with like, or a warning that it is not.
+
+A stage marked `reference: true` (the classical `baseline` step: TF-IDF + logistic regression)
+is a row for comparison, not a product of the pipeline: its Kind reads "(reference)", it is not
+ranked for the best value of a column, its size is that of its own saved files (it has no ONNX
+artifact), its latency is its CPU record in its own runtime, and the figures draw it with a
+marker of its own, off the Pareto front.
 """
 
 import base64
@@ -21,6 +27,7 @@ from eval.errors import SlimformerError
 from eval.io import atomic_dir, atomic_write_bytes, atomic_write_text
 
 HEADLINE_BATCH = 8  # the batch the summary quotes latency at, when benchmarked; else the largest
+CPU_RUNTIMES = ("onnxruntime", "sklearn")  # headline CPU records: ONNX Runtime, or a reference row's own (eval/baseline.py)
 SPREAD_LIMIT = 0.2  # std/mean above this: timings too noisy to trust ratios
 MB = 1e6
 PROTOCOL_FIELDS = ("task", "task_description", "split", "n_test", "seq_len", "seq_lens", "batch_sizes",
@@ -138,9 +145,21 @@ def headline_setting(rows: list[Row]) -> tuple[int, int] | None:
 
 
 def is_headline_kind(record: dict) -> bool:
-    """A CPU ONNX Runtime record with a setting (batch, seq_len)."""
+    """A CPU ONNX Runtime record (or a reference row's CPU record in its own runtime) with a setting (batch, seq_len)."""
     setting = record.get("batch") and record.get("seq_len")
-    return bool(setting) and record.get("device") == "cpu" and record.get("runtime") == "onnxruntime"
+    return bool(setting) and record.get("device") == "cpu" and record.get("runtime") in CPU_RUNTIMES
+
+
+def is_reference(row: Row) -> bool:
+    """A reference row (the classical baseline): compared with, not ranked, plotted apart."""
+    return bool(row.stage.get("reference"))
+
+
+def size_bytes(stage: dict) -> int | None:
+    """Bytes on disk: the ONNX artifact's, or a reference row's own saved files (it has no ONNX)."""
+    if stage.get("onnx_bytes") is not None:
+        return stage["onnx_bytes"]
+    return stage.get("model_bytes") if stage.get("reference") else None
 
 
 def at_setting(records: list[dict] | None, setting: tuple[int, int] | None) -> dict | None:
@@ -183,7 +202,12 @@ def summary_columns(base: Row, setting: tuple[int, int] | None) -> list[Column]:
         return latency_of(row, setting, "p50_ms")
 
     def size_mb(row: Row) -> float | None:
-        return row.stage["onnx_bytes"] / MB if row.stage.get("onnx_bytes") is not None else None
+        size = size_bytes(row.stage)
+        return size / MB if size is not None else None
+
+    def size_text(v: float, row: Row) -> str:
+        files = " files" if row.stage.get("onnx_bytes") is None else ""  # a reference row: its own files, no ONNX
+        return with_ratio(f"{v:.2f}{files}", ratio(base_size, v), "× smaller")
 
     def delta(row: Row) -> float | None:
         accuracy, base_accuracy = row.stage.get("accuracy"), base.stage.get("accuracy")
@@ -198,7 +222,7 @@ def summary_columns(base: Row, setting: tuple[int, int] | None) -> list[Column]:
     base_params, base_size, base_p50 = base.stage.get("params"), size_mb(base), p50(base)
     return [
         Column("Stage", lambda row: row.name, lambda v, row: v),
-        Column("Kind", stage_field("kind"), lambda v, row: v),
+        Column("Kind", stage_field("kind"), lambda v, row: f"{v} (reference)" if is_reference(row) else v),
         Column("From", stage_field("parent"), lambda v, row: v),  # the stage it was made from: the pipeline's chain
         Column("Accuracy % (ONNX)", stage_field("accuracy"), percent, max),
         Column("Δ pts", delta, lambda v, row: f"{v:+.2f}"),
@@ -207,7 +231,7 @@ def summary_columns(base: Row, setting: tuple[int, int] | None) -> list[Column]:
         Column("Agreement %", stage_field("agreement"), percent, max),
         Column("Params", stage_field("params"),
                lambda v, row: with_ratio(count_text(v), ratio(v, base_params), "×"), min),
-        Column("ONNX MB", size_mb, lambda v, row: with_ratio(f"{v:.2f}", ratio(base_size, v), "× smaller"), min),
+        Column("ONNX MB", size_mb, size_text, min),
         Column("p50 ms", p50, ms, min),
         Column("p99 ms", lambda row: latency_of(row, setting, "p99_ms"), ms, min),
         Column("Speed-up", lambda row: ratio(base_p50, p50(row)), lambda v, row: f"{v:.2f}×", max),
@@ -220,16 +244,19 @@ def with_ratio(text: str, value: float | None, suffix: str) -> str:
 
 
 def summary_table(rows: list[Row], columns: list[Column]) -> Table:
-    """Cells of every row; the best value of a column is marked when at least two rows have one."""
+    """Cells of every row; the best value of a column is marked when at least two rows have one.
+
+    Reference rows are not ranked: the best is the pipeline's best, the reference its yardstick."""
     values = [[column.value(row) for column in columns] for row in rows]
     best = []
     for j, column in enumerate(columns):
-        present = [v[j] for v in values if v[j] is not None]
+        present = [v[j] for row, v in zip(rows, values) if v[j] is not None and not is_reference(row)]
         best.append(column.best(present) if column.best and len(present) > 1 else None)
     table = Table([column.header for column in columns])
     for row, row_values in zip(rows, values):
         cells = zip(columns, row_values, best)
-        table.rows.append([("—", False) if v is None else (c.text(v, row), v == b) for c, v, b in cells])
+        ranked = not is_reference(row)
+        table.rows.append([("—", False) if v is None else (c.text(v, row), ranked and v == b) for c, v, b in cells])
     return table
 
 
@@ -294,10 +321,10 @@ def find_warnings(runs: dict[str, dict], rows: list[Row], base: Row) -> list[str
 def make_figures(rows: list[Row], setting: tuple[int, int] | None) -> list[tuple[str, str, bytes]]:
     """The figures that have data: trade-offs, latency against batch, training curves."""
     label = f"CPU ONNX Runtime, batch {setting[0]}, seq_len {setting[1]}" if setting else ""
-    timed = [(r.name, latency_of(r, setting, "p50_ms"), r.stage.get("accuracy")) for r in rows]
+    timed = [(r.name, latency_of(r, setting, "p50_ms"), r.stage.get("accuracy"), is_reference(r)) for r in rows]
     timed = [t for t in timed if t[1] and t[2] is not None]
-    sized = [(r.name, r.stage.get("onnx_bytes"), r.stage.get("accuracy")) for r in rows]
-    sized = [(n, b / MB, a) for n, b, a in sized if b and a is not None]
+    sized = [(r.name, size_bytes(r.stage), r.stage.get("accuracy"), is_reference(r)) for r in rows]
+    sized = [(n, b / MB, a, ref) for n, b, a, ref in sized if b and a is not None]
     by_batch = {r.name: [(x["batch"], x["p50_ms"]) for x in r.stage.get("latency") or []
                          if is_headline_kind(x) and setting and x["seq_len"] == setting[1]] for r in rows}
     by_length = {r.name: [(x["seq_len"], x["p50_ms"]) for x in r.stage.get("latency") or []
@@ -305,8 +332,9 @@ def make_figures(rows: list[Row], setting: tuple[int, int] | None) -> list[tuple
     curves = {r.name: r.stage.get("train_curve") or [] for r in rows}
     candidates = [
         ("Accuracy vs latency", "accuracy_vs_latency.png",
-         plots.accuracy_vs_latency(*columns_of(timed), label) if timed else None),
-        ("Accuracy vs size", "accuracy_vs_size.png", plots.accuracy_vs_size(*columns_of(sized)) if sized else None),
+         plots.accuracy_vs_latency(*columns_of(timed)[:3], label, reference=columns_of(timed)[3]) if timed else None),
+        ("Accuracy vs size", "accuracy_vs_size.png",
+         plots.accuracy_vs_size(*columns_of(sized)[:3], reference=columns_of(sized)[3]) if sized else None),
         ("Latency vs batch size", "latency_vs_batch.png",
          plots.latency_curves(by_batch, "batch size", f"CPU ONNX Runtime, seq_len {setting[1]}") if setting else None),
         ("Latency vs sequence length", "latency_vs_length.png",
@@ -324,7 +352,7 @@ def make_figures(rows: list[Row], setting: tuple[int, int] | None) -> list[tuple
     return [(title, name, png) for title, name, png in candidates if png]
 
 
-def columns_of(triples: list[tuple]) -> tuple[list, list, list]:
+def columns_of(triples: list[tuple]) -> tuple[list, ...]:
     return tuple(map(list, zip(*triples)))
 
 
@@ -340,6 +368,9 @@ def build_report(runs: dict[str, dict], baseline: str | None) -> Report:
              if setting else "no CPU ONNX Runtime timings")
     caption = (f"Headline latency: {where}. Δ, ratios and speed-up are against {base.name}. "
                "Best value per column in bold.")
+    if any(is_reference(row) for row in rows):
+        caption += (" Rows marked (reference) are classical models fitted on the same split, timed on raw text in "
+                    "their own runtime, sized by their own files; they are shown for comparison and not ranked.")
     return Report(
         title=" vs ".join(runs),
         commands=[results["command"] for results in runs.values() if results.get("command")],
@@ -355,10 +386,10 @@ def build_report(runs: dict[str, dict], baseline: str | None) -> Report:
 def md_escape(text: str) -> str:
     """Text safe in a Markdown table cell or paragraph: no HTML tags, no column breaks, one line.
 
-    Outside `code spans` a `<` is backslash-escaped (rendered as `<`); inside one it is kept as
-    is, since a code span shows an entity such as `&lt;` literally."""
+    Outside `code spans` a `<` becomes `&lt;` (rendered as `<`, never a tag); inside one it is
+    kept as is, since a code span shows an entity such as `&lt;` literally."""
     parts = text.replace("\n", " ").split("`")
-    parts = [p.replace("|", "\\|") if i % 2 else p.replace("<", "\\<").replace("|", "\\|") for i, p in enumerate(parts)]
+    parts = [p.replace("|", "\\|") if i % 2 else p.replace("<", "&lt;").replace("|", "\\|") for i, p in enumerate(parts)]
     return "`".join(parts)
 
 

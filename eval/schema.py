@@ -24,9 +24,10 @@ class ConfigBase(BaseModel):
     @classmethod
     def reject_unknown_keys(cls, data: Any) -> Any:
         if isinstance(data, dict):
-            valid = list(cls.model_fields)
+            names = {field.alias or name: name for name, field in cls.model_fields.items()}  # `from` for a field `from_`
+            valid = list(names)
             for key in data:
-                if key not in cls.model_fields:
+                if key not in names and key not in cls.model_fields:
                     close = difflib.get_close_matches(str(key), valid, n=1)
                     hint = f" (did you mean {close[0]!r}?)" if close else ""
                     raise PydanticCustomError(

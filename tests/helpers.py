@@ -46,3 +46,37 @@ def remote_code_logits(folder, ids: torch.Tensor, mask: torch.Tensor, work) -> t
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_MODULES_CACHE": str(work / "modules"), "PYTHONPATH": ""}
     subprocess.run([sys.executable, "-c", script, str(work / "out.pt")], check=True, cwd=work, env=env, timeout=300)
     return torch.load(work / "out.pt")
+
+
+WORDS = ["good", "great", "fine", "nice", "bad", "awful", "poor", "sad", "the", "movie", "was", "very", "not", "a", "day"]
+
+
+def tiny_bert_folder(folder, n_labels: int | None = None, seed: int = 0):
+    """A tiny random BERT checkpoint as a user brings it: config.json + model.safetensors + a WordPiece
+    tokenizer.json that adds [CLS] ... [SEP] (specials, the WORDS, letters and ## letters).
+    `n_labels`: a BertForSequenceClassification with that many labels, else a bare BertModel."""
+    import string
+    from pathlib import Path
+
+    import transformers as tf
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
+
+    folder = Path(folder)
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    vocab = specials + WORDS + list(string.ascii_lowercase) + ["##" + c for c in string.ascii_lowercase]
+    tok = Tokenizer(models.WordPiece({w: i for i, w in enumerate(vocab)}, unk_token="[UNK]"))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tok.post_processor = processors.TemplateProcessing(single="[CLS] $A [SEP]", special_tokens=[("[CLS]", 2), ("[SEP]", 3)])
+    tf.PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="[PAD]", unk_token="[UNK]", cls_token="[CLS]",
+                               sep_token="[SEP]", mask_token="[MASK]").save_pretrained(folder)
+    config = tf.BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                           intermediate_size=48, max_position_embeddings=40)
+    torch.manual_seed(seed)
+    if n_labels:
+        config.num_labels = n_labels
+        model = tf.BertForSequenceClassification(config)
+    else:
+        model = tf.BertModel(config)
+    model.save_pretrained(folder)
+    return folder

@@ -120,7 +120,7 @@ def test_init_from_teacher_copies_mapped_layers_and_truncates():
 
 def test_augment_adds_teacher_labelled_copies():
     split = batch()
-    out = augment(split, DistillConfig(augment={"copies": 2, "mask": 0.5, "swap": 0.5}).augment, seed=0)
+    out = augment(split, DistillConfig(augment={"copies": 2, "mask": 0.5, "swap": 0.5}).augment, seed=0, special_ids=[0, 1, 2, 3, 4], mask_id=4)
     assert out["input_ids"].shape == (12, 10) and (out["labels"][4:] == -1).all()
     assert torch.equal(out["input_ids"][:4], split["input_ids"])
     assert not torch.equal(out["input_ids"][4:8], split["input_ids"])
@@ -179,3 +179,44 @@ def test_bad_distill_settings_are_errors():
         DistillConfig(student={"kind": "gru"}, losses={"hidden": 1.0})
     with pytest.raises(ValidationError, match="every loss weight is 0"):
         DistillConfig(losses={"logits": 0.0})
+
+
+def test_augment_takes_special_and_mask_ids_from_the_tokenizer():
+    """An imported vocabulary ([CLS] 101, [SEP] 102, [MASK] 103): specials stay, masks are 103; no mask token: unk, said."""
+    from types import SimpleNamespace
+
+    from compress.distill import special_token_ids
+
+    bert = SimpleNamespace(all_special_ids=[0, 100, 101, 102, 103], mask_token_id=103, unk_token_id=100, unk_token="[UNK]")
+    special, mask_id, note = special_token_ids(bert)
+    assert (special, mask_id, note) == ([0, 100, 101, 102, 103], 103, None)
+    ids = torch.tensor([[101, 7, 8, 9, 10, 11, 102, 0]])
+    split = {"input_ids": ids, "attention_mask": (ids != 0).long(), "labels": torch.tensor([1])}
+    out = augment(split, DistillConfig(augment={"copies": 3, "mask": 0.9, "swap": 0.0}).augment, seed=0, special_ids=special, mask_id=mask_id)
+    copies = out["input_ids"][1:]
+    assert (copies[:, 0] == 101).all() and (copies[:, 6] == 102).all() and (copies[:, 7] == 0).all()
+    assert (copies[:, 1:6] == 103).any() and not torch.isin(copies[:, 1:6], torch.tensor([0, 4])).any()
+
+    no_mask = SimpleNamespace(all_special_ids=[0, 1], mask_token_id=None, unk_token_id=1, unk_token="<unk>")
+    assert special_token_ids(no_mask) == ([0, 1], 1, "the tokenizer has no mask token: masked tokens become '<unk>'")
+
+
+def test_unlabeled_files_read_as_lines_or_a_column_with_clear_errors(tmp_path):
+    from compress.data.unlabeled import read_unlabeled
+    from compress.errors import DataError
+
+    (tmp_path / "a.txt").write_text("first text\n\n  second text  \n")
+    (tmp_path / "b.csv").write_text("id,body\n1,hello there\n2,\n3,general\n")
+    assert read_unlabeled("a.txt", base_dir=tmp_path)[0] == ["first text", "second text"]
+    assert read_unlabeled("b.csv", "body", base_dir=tmp_path)[0] == ["hello there", "general"]
+    with pytest.raises(DataError, match=r"b\.csv has no column 'text'.*'body'.*unlabeled_column"):
+        read_unlabeled("b.csv", base_dir=tmp_path)
+    with pytest.raises(DataError, match=r"unlabeled file .*nope\.txt not found"):
+        read_unlabeled("nope.txt", base_dir=tmp_path)
+    (tmp_path / "empty.txt").write_text("\n")
+    with pytest.raises(DataError, match=r"empty\.txt holds no text"):
+        read_unlabeled("empty.txt", base_dir=tmp_path)
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="unlabeled file 'x.docx'"):
+        DistillConfig(unlabeled=["x.docx"])

@@ -134,9 +134,11 @@ def parse(text: str, where: str) -> list[tuple[float, str]]:
     return rows
 
 
-def collect(raw: dict[str, bytes], sdist: Path) -> tuple[list[Row], dict[str, object]]:
-    """Binarised, deduplicated rows in source then file order, and what was dropped."""
+def collect(raw: dict[str, bytes], sdist: Path) -> tuple[list[Row], dict[str, object], list[str]]:
+    """Binarised, deduplicated rows in source then file order, what was dropped, and the near-neutral
+    sentences (unlabelled for this binary task: a distillation transfer set, `unlabeled.txt`)."""
     rows: list[Row] = []
+    neutral: list[str] = []
     stats: dict[str, object] = {}
     n_read = n_neutral = 0
     for source, data in raw.items():
@@ -148,6 +150,7 @@ def collect(raw: dict[str, bytes], sdist: Path) -> tuple[list[Row], dict[str, ob
         for mean, sentence in parsed:
             if (label := label_of(mean)) is None:
                 n_neutral += 1
+                neutral.append(sentence)
             else:
                 rows.append((sentence, label, source))
     stats.update(read=n_read, neutral_dropped=n_neutral)
@@ -160,7 +163,9 @@ def collect(raw: dict[str, bytes], sdist: Path) -> tuple[list[Row], dict[str, ob
         first.setdefault(row[0], row)  # the first copy, at its place
     kept = list(first.values())
     stats.update(duplicates_dropped=len(agreed) - len(kept), conflicting_dropped=len(rows) - len(agreed))
-    return kept, stats
+    labelled = {row[0] for row in rows}
+    unlabeled = [t for t in dict.fromkeys(neutral) if t not in labelled]  # once each, never a labelled sentence
+    return kept, stats, unlabeled
 
 
 def split_rows(rows: list[Row], seed: int) -> dict[str, list[Row]]:
@@ -198,7 +203,9 @@ def readme(sha: str, seed: int, table: str, stats: dict[str, object], license_te
         f"- label: positive if mean rating >= {THRESHOLD}, negative if <= -{THRESHOLD}, the rest dropped\n"
         "- text: HTML entities unescaped, NFC, whitespace collapsed; an exact duplicate kept once\n"
         f"- split: stratified by (label, source), seed {seed}, validation {FRACTIONS['validation']}, "
-        f"test {FRACTIONS['test']}\n- sentences: {dropped}\n\n```\n{table}\n```\n\n"
+        f"test {FRACTIONS['test']}\n- sentences: {dropped}\n"
+        "- unlabeled.txt: the near-neutral sentences, once each, one a line (a transfer set for distillation)\n\n"
+        f"```\n{table}\n```\n\n"
         "## License (MIT), the sdist's LICENSE.txt\n\n" + license_text.strip() + "\n"
     )
 
@@ -210,13 +217,14 @@ def build(out: Path, sdist: Path | None = None, seed: int = 0) -> tuple[dict[str
         raw, license_text = read_sdist(sdist)  # before hashing, so a missing file gets its own message
         if (sha := sha256_of(sdist)) != SDIST_SHA256:  # a user's own sdist is allowed, and said so
             print(f"note: {sdist} is not PyPI's {REQUIREMENT} sdist (sha256 differs); building from it anyway")
-    rows, stats = collect(raw, sdist)
+    rows, stats, unlabeled = collect(raw, sdist)
     if not rows:
         raise DataError(f"{sdist}: no sentence has |mean rating| >= {THRESHOLD}; nothing to write")
     splits = split_rows(rows, seed)
     with atomic_dir(out) as tmp_out:
         for name, part in splits.items():
             write_csv(tmp_out / f"{name}.csv", part)
+        (tmp_out / "unlabeled.txt").write_text("".join(t + "\n" for t in unlabeled), encoding="utf-8")
         (tmp_out / "README.md").write_text(readme(sha, seed, counts_table(splits), stats, license_text), encoding="utf-8")
     return splits, stats
 

@@ -103,6 +103,9 @@ def test_counts_in_readme_and_license(sdist, tmp_path, capsys):
     readme = (tmp_path / "v" / "README.md").read_text()
     assert "The MIT License" in readme and "neutral_dropped 5" in readme and "all          125" in readme
     assert "not PyPI's" in capsys.readouterr().out  # a fake sdist is built, but said to differ
+    unlabeled = (tmp_path / "v" / "unlabeled.txt").read_text().splitlines()
+    labelled = {r["text"] for split in ("train", "validation", "test") for r in csv.DictReader(open(tmp_path / "v" / f"{split}.csv"))}
+    assert 0 < len(unlabeled) <= 5 and len(set(unlabeled)) == len(unlabeled) and not set(unlabeled) & labelled
 
 
 def test_stratified_split_sizes(sdist, tmp_path):

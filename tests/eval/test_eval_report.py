@@ -239,4 +239,4 @@ def test_markdown_keeps_angle_brackets_readable():
     from eval.report import md_escape
 
     assert md_escape("re-time with `slimformer bench <run folder>`") == "re-time with `slimformer bench <run folder>`"
-    assert md_escape("a <b> | c") == "a \\<b> \\| c"
+    assert md_escape("a <b> | c") == "a &lt;b> \\| c"
