@@ -4,7 +4,9 @@ teacher afterwards are refused; end to end with prune_width through the CLI, var
 
 import copy
 import json
+from pathlib import Path
 
+import jsonschema
 import numpy as np
 import pytest
 import torch
@@ -21,6 +23,7 @@ from compress.prune_vocab import kept_ids, prune_vocab_, rebuild_tokenizer
 from tests.helpers import logits
 
 SEQ_LEN = 24
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -149,7 +152,9 @@ def test_both_steps_through_the_cli_with_variants(tmp_path):
     assert cli.main(["run", str(recipe), "steps.teacher.max_steps=4", "steps.narrow.recover.max_steps=2",
                      "--runs-dir", str(tmp_path / "runs")]) == 0
     run_dir = tmp_path / "runs" / "slim"
-    stages = {s["name"]: s for s in json.loads((run_dir / "results.json").read_text())["stages"]}
+    results = json.loads((run_dir / "results.json").read_text())
+    jsonschema.validate(results, json.loads((ROOT / "eval" / "results_schema.json").read_text()))
+    stages = {s["name"]: s for s in results["stages"]}
     width = stages["narrow"]["width"]
     assert (width["dim_before"], width["dim_after"], width["importance"]) == (32, 24, "taylor")
     assert width["params_after"] < width["params_before"] and "val_accuracy_before_recovery" in stages["narrow"]
