@@ -26,6 +26,7 @@ change. Token ids change, so later stages of this lineage use this stage's token
 carries it), and no later step may train against the teacher, which reads the original ids.
 """
 
+import copy
 import json
 import re
 from pathlib import Path
@@ -72,16 +73,19 @@ class PruneVocabConfig(StepConfig):
             reason = teacher_use(steps[j])
             if reason:
                 raise ValueError(
-                    f"steps[{j}] ({steps[j].kind} {steps[j].name!r}) {reason} after steps[{index}] (prune_vocab {self.name!r}): "
-                    "the teacher reads the original token ids, not the pruned vocabulary's. Put prune_vocab after every step "
-                    "that trains against the teacher (late, just before quantize)"
+                    f"steps[{j}] ({steps[j].kind} {steps[j].name!r}) {reason}, after steps[{index}] (prune_vocab {self.name!r}) "
+                    "renumbered the vocabulary: the teacher reads the original token ids, not the pruned ones. Put prune_vocab "
+                    "after every step that trains against the teacher (late, just before quantize)"
                     + (", or set its recover.distill_from: none" if getattr(steps[j], "recover", None) is not None else ""))
 
 
 def teacher_use(step) -> str | None:
-    """How a step config trains against (or starts from) the teacher, or None: distill, recovery that distils, a swap of the teacher."""
+    """How a step config trains against (or starts from) the teacher or its vocabulary, or None: distill, recovery
+    that distils, a swap of the teacher's model, train (the recipe's teacher, or the imported checkpoint)."""
     if step.kind == "distill":
         return "distils from the teacher"
+    if step.kind == "train":
+        return "trains the recipe's teacher (its vocabulary is the original one)"
     if getattr(step, "source", None) == "teacher":
         return "starts from the teacher's model"
     recover = getattr(step, "recover", None)
@@ -242,18 +246,16 @@ def rebuild_tokenizer(tokenizer, keep: list[int]):
 
 
 def prune_vocab_(model: nn.Module, keep: list[int]) -> nn.Module:
-    """Keep embedding rows `keep` (old ids, ascending) in place, renumbered 0..len(keep)-1; updates vocab_size and pad_token_id."""
+    """Keep embedding rows `keep` (old ids, ascending) in place, renumbered 0..len(keep)-1; updates vocab_size and
+    pad_token_id. Any model whose `get_input_embeddings()` is its token table: slimformer, BoE/GRU/LSTM students."""
     table = model.get_input_embeddings()
-    if not keep or keep != sorted(set(keep)) or keep[-1] >= table.num_embeddings:
+    if not keep or keep != sorted(set(keep)) or keep[0] < 0 or keep[-1] >= table.num_embeddings:
         raise ValueError(f"keep must be distinct ascending ids below vocab_size {table.num_embeddings}")
     pad = model.config.pad_token_id
     new_pad = keep.index(pad) if pad in keep else None
     rows = torch.tensor(keep, device=table.weight.device)
-    smaller = nn.Embedding(len(keep), table.embedding_dim, padding_idx=new_pad, device=table.weight.device, dtype=table.weight.dtype)
-    with torch.no_grad():
-        smaller.weight.copy_(table.weight[rows])
-    smaller.weight.requires_grad_(table.weight.requires_grad)
-    model.set_input_embeddings(smaller)
+    table.weight = nn.Parameter(table.weight.detach()[rows].clone(), requires_grad=table.weight.requires_grad)  # (len(keep), width)
+    table.num_embeddings, table.padding_idx = len(keep), new_pad
     model.config.vocab_size = len(keep)
     model.config.pad_token_id = new_pad
     return model
@@ -262,17 +264,18 @@ def prune_vocab_(model: nn.Module, keep: list[int]) -> nn.Module:
 # --------------------------------------------------------------------------- the step
 
 
-def check_same_tokens(encoded: dict, pruned: dict, keep: list[int]) -> None:
-    """Every split's new ids are the old ids renumbered, and the masks are equal; else raise."""
-    renumber = torch.full((keep[-1] + 1,), -1, dtype=torch.long)
-    renumber[torch.tensor(keep)] = torch.arange(len(keep))
+def check_same_tokens(encoded: dict, pruned: dict, keep: list[int], texts: dict[str, list[str]]) -> None:
+    """Every split's new ids are its old ids renumbered, with the same masks; else raise, naming the first text that differs."""
     for split, old in encoded.items():
-        ids, mask = old["input_ids"], old["attention_mask"]
-        same = torch.equal(mask, pruned[split]["attention_mask"]) and torch.equal(renumber[ids], pruned[split]["input_ids"])
-        if not same:
-            bad = int((renumber[ids] != pruned[split]["input_ids"]).any(dim=1).nonzero()[0, 0]) if mask.shape == pruned[split]["attention_mask"].shape else 0
-            raise RecipeError(f"prune_vocab: the pruned tokenizer splits {split} example {bad} differently; "
-                              "this is a bug, please report it with the tokenizer's tokenizer.json")
+        top = int(old["input_ids"].max()) if old["input_ids"].numel() else 0
+        renumber = torch.full((max(keep[-1], top) + 1,), -1, dtype=torch.long)  # old id -> new id (-1: dropped)
+        renumber[torch.tensor(keep)] = torch.arange(len(keep))
+        new = pruned[split]
+        differs = (renumber[old["input_ids"]] != new["input_ids"]).any(dim=1) | (old["attention_mask"] != new["attention_mask"]).any(dim=1)
+        if differs.any():
+            bad = int(differs.nonzero()[0, 0])
+            raise RecipeError(f"prune_vocab: the pruned tokenizer splits {split} text {bad} ({texts[split][bad][:80]!r}) differently; "
+                              "this is a bug: please report it with the tokenizer's tokenizer.json")
 
 
 def n_params(model: nn.Module) -> int:
@@ -289,8 +292,6 @@ def extra_inputs(cfg: PruneVocabConfig, ctx) -> dict:
 @register_step("prune_vocab", PruneVocabConfig, makes_stage=True, sets_tokenizer=True, inputs=extra_inputs)
 def prune_vocab(model, cfg: PruneVocabConfig, ctx):
     """Keep the embedding rows of the tokens the task uses; the stage gets its own smaller tokenizer."""
-    import copy
-
     from compress.data import encode_task
 
     tokenizer, encoded = ctx.tokenizer, ctx.encoded
@@ -307,7 +308,7 @@ def prune_vocab(model, cfg: PruneVocabConfig, ctx):
     model = prune_vocab_(copy.deepcopy(original), keep)
     pruned_tokenizer = rebuild_tokenizer(tokenizer, keep)
     pruned = encode_task(ctx.data, pruned_tokenizer, ctx.recipe.task.seq_len)
-    check_same_tokens(encoded, pruned, keep)
+    check_same_tokens(encoded, pruned, keep, ctx.data.texts)
     diff = float((predict(model, pruned["validation"]) - expected).abs().max()) if len(expected) else 0.0
     if not diff <= cfg.atol:
         raise RecipeError(f"prune_vocab {cfg.name!r}: validation logits changed by {diff:.3g} > atol {cfg.atol:g}; nothing was saved")

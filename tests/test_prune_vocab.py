@@ -19,6 +19,7 @@ from compress.data import TokenizerConfig, encode_task, load_task, train_tokeniz
 from compress.data.wordnet import WordNetConfig
 from compress.errors import RecipeError
 from compress.models import SlimformerConfig, SlimformerForSequenceClassification
+from compress.models.modeling_rnn import SlimRNNConfig, SlimRNNForSequenceClassification
 from compress.prune_vocab import kept_ids, prune_vocab_, rebuild_tokenizer
 from tests.helpers import logits
 
@@ -82,6 +83,21 @@ def test_predictions_unchanged_on_every_split(task, corpus, kind, tmp_path):
     assert unseen[0] == smaller.cls_token_id and unseen[-1] == smaller.sep_token_id and max(unseen) < len(smaller)
 
 
+@pytest.mark.parametrize("cell", ["boe", "gru"])
+def test_students_without_attention_prune_too(task, corpus, cell):
+    tokenizer = tokenizer_of("wordpiece", corpus)
+    torch.manual_seed(0)
+    model = SlimRNNForSequenceClassification(SlimRNNConfig(vocab_size=len(tokenizer), max_len=SEQ_LEN, cell=cell, dim=16, hidden_dim=16,
+                                                           num_labels=task.n_classes)).eval()
+    texts = [t for split in task.texts.values() for t in split]
+    keep = kept_ids(tokenizer, texts, also=(0,))
+    pruned = prune_vocab_(copy.deepcopy(model), keep)
+    old, new = encode_task(task, tokenizer, SEQ_LEN)["test"], encode_task(task, rebuild_tokenizer(tokenizer, keep), SEQ_LEN)["test"]
+    assert pruned.embeddings.weight.shape == (len(keep), 16) and pruned.config.vocab_size == len(keep) < len(tokenizer)
+    diff = (logits(model, old["input_ids"], old["attention_mask"]) - logits(pruned, new["input_ids"], new["attention_mask"])).abs().max()
+    assert diff <= 1e-6
+
+
 def wordpiece(words: list[str]) -> PreTrainedTokenizerFast:
     tok = Tokenizer(models.WordPiece({w: i for i, w in enumerate(["[PAD]", "[UNK]", "[CLS]", "[SEP]", *words])}, unk_token="[UNK]"))
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
@@ -118,12 +134,14 @@ RECIPE = {"name": "r", "task": {"kind": "lookup"}, "teacher": {"dim": 32, "n_hea
 
 def test_training_against_the_teacher_after_prune_vocab_is_refused():
     steps = [{"kind": "train"}, {"kind": "prune_vocab"}]
-    with pytest.raises(RecipeError, match=r"steps\[2\] \(distill 'kd'\) distils from the teacher after steps\[1\] \(prune_vocab.*original token ids"):
+    with pytest.raises(RecipeError, match=r"steps\[2\] \(distill 'kd'\) distils from the teacher, after steps\[1\] \(prune_vocab.*original token ids"):
         validate_recipe(RECIPE | {"steps": [*steps, {"kind": "distill", "name": "kd", "student": {"n_layers": 1}}]})
     with pytest.raises(RecipeError, match=r"prune_heads 'prune_heads'\) recovers by distilling.*recover.distill_from: none"):
         validate_recipe(RECIPE | {"steps": [*steps, {"kind": "prune_heads", "amount": 0.5}]})
     with pytest.raises(RecipeError, match=r"swap_attention 'linformer'\) starts from the teacher's model"):
         validate_recipe(RECIPE | {"steps": [*steps, {"kind": "swap_attention", "to": "linformer", "source": "teacher", "recover": {"distill_from": "none"}}]})
+    with pytest.raises(RecipeError, match=r"steps\[2\] \(train 'again'\) trains the recipe's teacher"):
+        validate_recipe(RECIPE | {"steps": [*steps, {"kind": "train", "name": "again"}]})
     with pytest.raises(RecipeError, match=r"variants.kd\[0\] \(prune_width"):  # a variant continuing from a trunk that pruned its vocabulary
         validate_recipe(RECIPE | {"steps": steps, "variants": {"kd": [{"kind": "prune_width", "amount": 0.25}]}})
     # allowed: recovery on the labels alone, quantization, and anything before prune_vocab
