@@ -19,7 +19,15 @@ from torch import nn
 from compress.errors import RecipeError
 from compress.models import ATTENTION, SlimformerConfig, SlimformerForSequenceClassification
 from compress.models.attention_full import FullAttention
-from compress.prune_width import PruneWidthConfig, channel_scores, check_reload, expected_cuts, kept_width, prune_width_, residual_group
+from compress.prune_width import (
+    PruneWidthConfig,
+    channel_scores,
+    check_reload,
+    expected_cuts,
+    kept_width,
+    prune_width_,
+    residual_group,
+)
 from tests.helpers import logits, padded_batch
 
 SHAPES = {  # pre-LN (self-built), post-LN with a dense head (imported BERT-like), narrow embeddings + projection (ELECTRA-like)
@@ -34,7 +42,7 @@ DROP = [1, 2, 5, 11, 17, 20, 26, 31]  # 8 of 32 channels
 def tiny(**overrides) -> SlimformerForSequenceClassification:
     """A dim-32 model with every parameter perturbed (LayerNorms off 1/0), so a misplaced cut shows in the numbers."""
     torch.manual_seed(0)
-    config = dict(vocab_size=60, max_len=16, dim=32, n_layers=2, n_heads=2, ffn_dim=48, num_labels=3, dropout=0.0) | overrides
+    config = {"vocab_size": 60, "max_len": 16, "dim": 32, "n_layers": 2, "n_heads": 2, "ffn_dim": 48, "num_labels": 3, "dropout": 0.0} | overrides
     model = SlimformerForSequenceClassification(SlimformerConfig(**config)).eval()
     with torch.no_grad():
         for p in model.parameters():
