@@ -288,9 +288,30 @@ def lineages(recipe) -> list[tuple[str | None, list]]:
     return out
 
 
-def dump_recipe(recipe: BaseModel) -> str:
-    """The resolved recipe as YAML, re-runnable as is."""
-    return yaml.safe_dump(json.loads(recipe.model_dump_json(by_alias=True)), sort_keys=False)
+PATH_FIELDS = ("unlabeled", "extra_texts", "corpus")  # step fields that name files, relative to the recipe's folder
+
+
+def dump_recipe(recipe: BaseModel, base_dir: Path | None = None) -> str:
+    """The resolved recipe as YAML, re-runnable as is from anywhere: relative file paths are made
+    absolute against `base_dir` (the recipe's folder), and an imported teacher keeps only `from`
+    (and `pooling` when set), since the checkpoint fixes its shape."""
+    data = json.loads(recipe.model_dump_json(by_alias=True))
+
+    def absolute(path):
+        if base_dir is None or not isinstance(path, str) or path.startswith("~") or Path(path).is_absolute():
+            return path
+        return str((base_dir / path).resolve())
+
+    if recipe.teacher.imports():
+        data["teacher"] = {"from": absolute(data["teacher"]["from"]),
+                           **({"pooling": data["teacher"]["pooling"]} if "pooling" in recipe.teacher.model_fields_set else {})}
+        data["task"].pop("tokenizer", None)  # the checkpoint brings its own
+    if data["task"].get("kind") == "files":
+        data["task"].update({k: absolute(data["task"][k]) for k in ("train", "validation", "test") if data["task"].get(k)})
+    for steps in [data["steps"], *(data.get("variants") or {}).values()]:
+        for step in steps:
+            step.update({k: [absolute(p) for p in step[k]] for k in PATH_FIELDS if isinstance(step.get(k), list)})
+    return yaml.safe_dump(data, sort_keys=False)
 
 
 def save_tokenizer(tokenizer, folder: Path) -> None:
@@ -392,7 +413,7 @@ def run_recipe(recipe, recipe_path: Path | None, runs_dir: Path, command: str = 
     run_dir.mkdir(parents=True, exist_ok=True)
     if is_main_process():  # several processes (accelerate launch): only the main one writes (compress/distributed.py)
         remove_stale_temporaries(run_dir)
-    atomic_write_text(run_dir / "recipe.yaml", f"# resolved recipe; re-run with: slimformer run {run_dir / 'recipe.yaml'}\n" + dump_recipe(recipe))
+    atomic_write_text(run_dir / "recipe.yaml", f"# resolved recipe; re-run with: slimformer run {run_dir / 'recipe.yaml'}\n" + dump_recipe(recipe, base_dir))
     torch.manual_seed(recipe.seed)
     with main_process_first():  # the others load the tokenizer the main process trained and saved
         tokenizer = prepare_tokenizer(recipe, data, run_dir, imported)

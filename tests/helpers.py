@@ -80,3 +80,15 @@ def tiny_bert_folder(folder, n_labels: int | None = None, seed: int = 0):
         model = tf.BertModel(config)
     model.save_pretrained(folder)
     return folder
+
+
+POSITIVE, NEGATIVE = WORDS[:4], WORDS[4:8]
+
+
+def write_task(folder):
+    """train.csv of 120 two-class texts in the WORDS vocabulary (tiny_bert_folder's tokenizer)."""
+    rows = []
+    for i in range(120):
+        words = POSITIVE if i % 2 else NEGATIVE
+        rows.append(f"the movie was {words[i % 4]} {words[(i // 2) % 4]},{'pos' if i % 2 else 'neg'}")
+    (folder / "train.csv").write_text("text,label\n" + "\n".join(rows) + "\n")

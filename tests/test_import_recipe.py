@@ -12,18 +12,7 @@ import pytest
 import cli
 from compress.config import load_recipe
 from compress.errors import RecipeError
-from tests.helpers import WORDS, tiny_bert_folder
-
-POSITIVE, NEGATIVE = WORDS[:4], WORDS[4:8]
-
-
-def write_task(folder):
-    rows = []
-    for i in range(120):
-        words = POSITIVE if i % 2 else NEGATIVE
-        rows.append(f"the movie was {words[i % 4]} {words[(i // 2) % 4]},{'pos' if i % 2 else 'neg'}")
-    (folder / "train.csv").write_text("text,label\n" + "\n".join(rows) + "\n")
-
+from tests.helpers import WORDS, tiny_bert_folder, write_task
 
 RECIPE = """\
 name: imported

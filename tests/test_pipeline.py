@@ -10,6 +10,7 @@ import pytest
 
 import cli
 from compress.config import RECIPES_DIR, load_recipe
+from tests.helpers import tiny_bert_folder, write_task
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = sorted(RECIPES_DIR.glob("*.yaml"))
@@ -24,17 +25,37 @@ SHRINK_TASK = {
 }
 
 
-def shrink(path: Path) -> list[str]:
+def imported_stand_ins(folder: Path) -> dict[str, Path]:
+    """What a recipe with `teacher.from` and its own files needs, tiny: a random BERT checkpoint,
+    labelled CSVs in its vocabulary and an unlabelled text file."""
+    ckpt = tiny_bert_folder(folder / "ckpt", n_labels=None)
+    write_task(folder)
+    (folder / "unlabeled.txt").write_text("the day was very fine\nthe movie was not poor\n")
+    return {"from": ckpt, "train": folder / "train.csv", "unlabeled": folder / "unlabeled.txt"}
+
+
+def shrink(path: Path, tmp_path: Path) -> list[str]:
     recipe, _ = load_recipe(path)
     lists = {"steps": recipe.steps, **{f"variants.{v}": vs for v, vs in (recipe.variants or {}).items()}}
     steps = [f"{key}.{i}.max_steps=3" for key, items in lists.items() for i, s in enumerate(items) if hasattr(s, "max_steps")]
     steps += [f"{key}.{i}.recover.max_steps=3" for key, items in lists.items() for i, s in enumerate(items) if hasattr(s, "recover")]
-    return SHRINK_TASK[recipe.task.kind] + SHRINK_MODEL + SHRINK_BENCH + steps + ["bench.seq_lens=null"]
+    task = SHRINK_TASK[recipe.task.kind]
+    model = SHRINK_MODEL
+    if recipe.teacher.from_ is not None:  # a pretrained checkpoint and real files the test machine lacks: tiny stand-ins
+        files = imported_stand_ins(tmp_path / "stand_ins")
+        model = [f"teacher.from={files['from']}"]
+        task = [f"task.{split}={files['train']}" for split in ("train", "validation", "test")] + ["task.seq_len=16"]
+        for key, items in lists.items():
+            for i, s in enumerate(items):
+                steps += [f"{key}.{i}.{field}=[{files['unlabeled']}]" for field in ("unlabeled", "extra_texts") if getattr(s, field, None)]
+                if getattr(s, "dim", None) and s.kind == "prune_width":
+                    steps.append(f"{key}.{i}.dim=16")
+    return task + model + SHRINK_BENCH + steps + ["bench.seq_lens=null"]
 
 
 @pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.stem)
 def test_shipped_recipe_smoke_runs(path, tmp_path, capsys):
-    assert cli.main(["run", str(path), *shrink(path), "--runs-dir", str(tmp_path)]) == 0
+    assert cli.main(["run", str(path), *shrink(path, tmp_path), "--runs-dir", str(tmp_path)]) == 0
     run_dir = tmp_path / path.stem
     results = json.loads((run_dir / "results.json").read_text())
     schema = json.loads((ROOT / "eval" / "results_schema.json").read_text())
