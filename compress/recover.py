@@ -7,14 +7,24 @@ teacher and student distributions, plus `1 - alpha` times cross-entropy on the l
 (`compress.losses.logits_loss`, the one implementation `distill` uses too). The teacher's logits
 on the training split are computed once per step, not every epoch. `prune_heads`, `prune_ffn`
 and `swap_attention` configure it with the same `recover:` block.
+
+`swap_attention` can add per-layer attention-output distillation (`attention_output` > 0): the
+MSE over real tokens between each layer's attention-block output (B, T, dim) in the student and
+in the teacher, averaged over layers, the attention counterpart of TinyBERT's hidden-state loss
+(Jiao et al. 2020). A swapped layer then learns to reproduce what full attention computed in
+that layer, not only the final logits; it needs the teacher run on every batch (its outputs are
+captured by forward hooks on `layers.<i>.attn`, as `distill.Capture` does for q/k/v), so the
+logits are taken from that same forward instead of the cached ones.
 """
 
+from functools import partial
 from typing import Literal
 
 import torch
 from pydantic import Field
+from torch import nn
 
-from compress.losses import logits_loss
+from compress.losses import hidden_loss, logits_loss
 from compress.train import OptimConfig, cross_entropy_loss, predict
 
 
@@ -28,29 +38,73 @@ class RecoverConfig(OptimConfig):
     alpha: float = Field(0.5, ge=0, le=1)  # weight of the KL term; (1 - alpha) goes to cross-entropy on the labels
 
 
-def distillation_loss(teacher: torch.nn.Module, temperature: float = 2.0, alpha: float = 0.5):
-    """loss_fn for `train`: `logits_loss` with weights alpha on T^2 * KL(teacher_T || student_T) and
-    (1 - alpha) on CE(student, labels).
+class AttentionOutputs:
+    """Forward hooks keeping every layer's attention-block output: {layer index: (B, T, dim)}.
 
-    Uses the batch's precomputed `teacher_logits` when present, else runs the teacher (eval, no grad).
+    Layers without attention (all heads pruned) have no hook. `remove()` detaches the hooks."""
+
+    def __init__(self, model: nn.Module):
+        self.out: dict[int, torch.Tensor] = {}
+        self.handles = [layer.attn.register_forward_hook(partial(self.keep, i))
+                        for i, layer in enumerate(model.layers) if layer.attn is not None]
+
+    def keep(self, i, module, inputs, output):
+        self.out[i] = output
+
+    def remove(self) -> None:
+        for handle in self.handles:
+            handle.remove()
+        self.handles, self.out = [], {}
+
+
+def attention_output_loss(student: dict[int, torch.Tensor], teacher: dict[int, torch.Tensor], mask: torch.Tensor) -> torch.Tensor:
+    """Mean over the layers both sides captured of the MSE over real tokens between (B, T, dim) outputs; 0 when none."""
+    layers = sorted(student.keys() & teacher.keys())
+    if not layers:
+        return mask.new_zeros((), dtype=torch.float32)
+    return torch.stack([hidden_loss(student[i], teacher[i], mask) for i in layers]).mean()
+
+
+def distillation_loss(teacher: torch.nn.Module, temperature: float = 2.0, alpha: float = 0.5,
+                      attention_output: float = 0.0, student: nn.Module | None = None):
+    """loss_fn for `train`: `logits_loss` with weights alpha on T^2 * KL(teacher_T || student_T) and
+    (1 - alpha) on CE(student, labels), plus `attention_output` times `attention_output_loss`
+    between `student`'s and the teacher's attention blocks (hooks on both; the caller calls
+    `loss_fn.remove()` after training).
+
+    Uses the batch's precomputed `teacher_logits` when present and no teacher states are needed,
+    else runs the teacher (eval, no grad).
     """
+    if attention_output and student is None:
+        raise ValueError("attention_output distillation needs the student model, to hook its attention blocks")
+    hooks = (AttentionOutputs(student), AttentionOutputs(teacher)) if attention_output else None
 
     def loss_fn(model, batch):
         ids, mask = batch["input_ids"], batch["attention_mask"]
         logits = model(input_ids=ids, attention_mask=mask).logits  # (B, n_classes)
         target = batch.get("teacher_logits")
-        if target is None and alpha:
+        if hooks or (target is None and alpha):
             with torch.no_grad():
-                target = teacher.eval().to(ids.device)(input_ids=ids, attention_mask=mask).logits
-        return logits_loss(logits, target, batch["labels"], alpha, 1.0 - alpha, temperature), logits
+                t_logits = teacher.eval().to(ids.device)(input_ids=ids, attention_mask=mask).logits
+            target = t_logits if target is None else target
+        loss = logits_loss(logits, target, batch["labels"], alpha, 1.0 - alpha, temperature)
+        if hooks:
+            loss = loss + attention_output * attention_output_loss(hooks[0].out, hooks[1].out, mask)
+        return loss, logits
 
+    loss_fn.remove = lambda: [h.remove() for h in hooks or ()]
     return loss_fn
 
 
-def recovery(ctx, cfg: RecoverConfig) -> tuple[dict, callable]:
-    """(training split, loss_fn) for recovery; with `distill_from: teacher` the split carries the teacher's logits."""
+def recovery(ctx, cfg: RecoverConfig, model: nn.Module | None = None, attention_output: float = 0.0) -> tuple[dict, callable]:
+    """(training split, loss_fn) for recovery; with `distill_from: teacher` the split carries the teacher's logits.
+
+    `attention_output` > 0 (with the `model` that will train) adds per-layer attention-output
+    distillation; call `loss_fn.remove()` after training to detach its hooks."""
     split = dict(ctx.encoded["train"])
     if cfg.distill_from == "none":
-        return split, cross_entropy_loss()
+        loss = cross_entropy_loss()
+        loss.remove = lambda: None
+        return split, loss
     split["teacher_logits"] = predict(ctx.teacher, split)  # once, not every epoch
-    return split, distillation_loss(ctx.teacher, cfg.temperature, cfg.alpha)
+    return split, distillation_loss(ctx.teacher, cfg.temperature, cfg.alpha, attention_output, model)

@@ -8,6 +8,15 @@ narrower than `dim` followed by a projection (ELECTRA, Clark et al. 2020), the t
 GELU, and a dense + activation layer before the classifier (BERT's pooler, RoBERTa's and
 ELECTRA's classification heads, DistilBERT's pre_classifier).
 
+Positions are learned, one row per position up to `max_len`: an input longer than that raises
+a ValueError naming the limit (there is no row to look up). `extend_positions_` grows the table
+for a student that must read longer inputs than its teacher was trained on: `copy` repeats the
+trained rows (Longformer's initialisation, Beltagy et al. 2020), so inputs within the old
+length compute exactly what they did; `interpolate` stretches the trained table linearly over
+the new length (position interpolation, Chen et al. 2023), which changes every position and
+needs recovery training. Either way the rows past the old length were never trained on real
+inputs of that length: recover (fine-tune/distil) on long inputs before trusting them.
+
 What makes it compressible: every layer has its own `n_heads`, `ffn_dim` and attention kind in
 the config, so a model whose heads were pruned, FFN narrowed or attention swapped saves and
 reloads exactly with `from_pretrained`. Attention is built from a registry and injected into
@@ -195,12 +204,66 @@ class SlimformerForSequenceClassification(SlimformerPreTrainedModel):
         self.classifier_act = HEAD_ACTIVATIONS[head]() if head is not None else None
         self.classifier = nn.Linear(width, config.num_labels)
         self.post_init()
+        self.tie_shared_projections_()
 
     @staticmethod
     def build_layer_attention(config: SlimformerConfig, i: int) -> nn.Module | None:
         if config.n_heads[i] == 0:
             return None
         return build_attention(config.attention[i], config.dim, config.n_heads[i], config.head_dim, config.attention_dropout)
+
+    def tie_shared_projections_(self) -> None:
+        """Layers whose attention sets `share_layers` (Linformer's layerwise sharing) use the first such layer's projections.
+
+        Called on build, after a swap and after `from_pretrained` loads the weights (`tie_weights`):
+        a saved model holds the owner's copy once, and transformers' tying map names the others, so
+        they are not reported missing."""
+        owner = None
+        for i, layer in enumerate(self.layers):
+            attn = layer.attn
+            if attn is None or not getattr(attn, "share_layers", False):
+                continue
+            if owner is None:
+                owner = (i, attn)
+            elif type(attn) is not type(owner[1]):
+                raise ValueError(f"share_layers ties layers of one attention kind; got {owner[1].kind} and {attn.kind}")
+            else:
+                attn.share_from_(owner[1])
+                tied = getattr(self, "all_tied_weights_keys", None)
+                if tied is not None:
+                    tied.update({f"layers.{i}.attn.{n}": f"layers.{owner[0]}.attn.{n}" for n in attn._tied_weights_keys})
+
+    def tie_weights(self, *args, **kwargs):
+        super().tie_weights(*args, **kwargs)
+        self.tie_shared_projections_()
+
+    @torch.no_grad()
+    def extend_positions_(self, max_len: int, how: str = "copy") -> None:
+        """Grow the learned position table to `max_len` rows in place and set `config.max_len`.
+
+        `copy`: rows past the old length repeat the trained table (row p = old row p mod old_len),
+        so inputs within the old length are unchanged. `interpolate`: the trained table resampled
+        linearly to `max_len` rows (first and last rows kept). Layers whose attention has a
+        `max_len` of its own (Linformer's E/F) must be swapped after extending: they are refused here.
+        """
+        old = self.embeddings.pos.weight  # (old_len, width)
+        old_len = old.shape[0]
+        if max_len <= old_len:
+            raise ValueError(f"extend_positions_ grows the table: max_len {max_len} must exceed the current {old_len}")
+        if how not in ("copy", "interpolate"):
+            raise ValueError(f"extend_positions_ how must be 'copy' or 'interpolate', got {how!r}")
+        fixed = [i for i, layer in enumerate(self.layers) if layer.attn is not None and getattr(layer.attn, "max_len", None) is not None]
+        if fixed:
+            raise ValueError(f"layers {fixed} have attention with its own max_len ({self.layers[fixed[0]].attn.kind}); "
+                             "extend positions before swapping to it")
+        if how == "copy":
+            rows = old[torch.arange(max_len, device=old.device) % old_len]  # (max_len, width)
+        else:  # (1, width, old_len) -> (1, width, max_len) -> (max_len, width)
+            rows = F.interpolate(old.T[None].float(), size=max_len, mode="linear", align_corners=True)[0].T.to(old.dtype)
+        pos = nn.Embedding(max_len, old.shape[1], device=old.device, dtype=old.dtype)
+        pos.weight.copy_(rows)
+        self.embeddings.pos = pos
+        self.config.max_len = max_len
 
     def get_input_embeddings(self) -> nn.Embedding:
         return self.embeddings.tok
@@ -223,7 +286,9 @@ class SlimformerForSequenceClassification(SlimformerPreTrainedModel):
         classifier pools and what a masked-LM head reads. When `hidden_states` is a list, the
         embeddings' output and every layer's output (before the final norm) are appended to it."""
         if input_ids.shape[1] > self.config.max_len:
-            raise ValueError(f"input has {input_ids.shape[1]} tokens; this model accepts at most max_len={self.config.max_len}")
+            raise ValueError(f"input has {input_ids.shape[1]} tokens; this model accepts at most max_len={self.config.max_len} "
+                             "(learned positions); truncate the input, or extend the table (swap_attention's "
+                             "`max_len:`, `extend_positions_`) and recover on long inputs")
         x = self.embeddings(input_ids)  # (B, T, dim)
         if hidden_states is not None:
             hidden_states.append(x)
