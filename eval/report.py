@@ -7,6 +7,10 @@ Sections: summary table (deltas and ratios vs the baseline, best value per colum
 warnings, figures, the protocol the numbers were measured under, and every latency record in a
 collapsible table: what a reader wants first comes first.
 Comparison follows Long Range Arena's rule: like with like, or a warning that it is not.
+When a run has attention swaps, a verdict section follows the summary (`eval/verdict.py`): per
+task and kind, accuracy beside the teacher, a bag-of-embeddings student and the reference row,
+agreement, latency and memory at the task's length, whether the kind is within 2 points of the
+teacher (or by how much not), and LRA's published numbers as a reference table.
 
 A stage marked `reference: true` (the classical `baseline` step: TF-IDF + logistic regression)
 is a row for comparison, not a product of the pipeline: its Kind reads "(reference)", it is not
@@ -23,6 +27,7 @@ from pathlib import Path
 from typing import Callable
 
 from eval import plots
+from eval.verdict import Verdict, build_verdict
 from eval.errors import SlimformerError
 from eval.io import atomic_dir, atomic_write_bytes, atomic_write_text
 
@@ -81,6 +86,7 @@ class Report:
     warnings: list[str]
     figures: list[tuple[str, str, bytes]]  # (title, file name, PNG bytes)
     latency: Table
+    verdict: Verdict | None = None  # attention swaps judged against their teacher; None when the runs have none
 
 
 def load_results(run_dir: str | Path) -> dict:
@@ -380,7 +386,21 @@ def build_report(runs: dict[str, dict], baseline: str | None) -> Report:
         warnings=find_warnings(runs, rows, base),
         figures=make_figures(rows, setting),
         latency=latency_table(rows),
+        verdict=build_verdict(runs),
     )
+
+
+def verdict_tables(verdict: Verdict) -> tuple[Table, Table]:
+    """The verdict's rows and LRA's reference numbers as report tables (nothing ranked)."""
+    plain = lambda rows: [[(cell, False) for cell in row] for row in rows]  # noqa: E731
+    return Table(verdict.headers, plain(verdict.rows)), Table(verdict.lra_headers, plain(verdict.lra_rows))
+
+
+VERDICT_CAPTION = ("Each swapped stage against its run's full-attention teacher on the task's test split; Δ in accuracy "
+                   "points; agreement with the run's baseline stage; latency (p50) and peak memory at the task's seq_len, "
+                   "ratios against the teacher (speed-up: teacher / stage; memory: stage / teacher).")
+LRA_CAPTION = ("Reference, not a target: Long Range Arena's published test accuracies (Tay et al. 2021, Table 1; ListOps "
+               "up to 2K tokens, Text = byte-level IMDb at 4K), other tasks, lengths and models than ours.")
 
 
 def md_escape(text: str) -> str:
@@ -408,6 +428,11 @@ def render_markdown(report: Report, files_dir: str) -> str:
     lines += [f"Reproduce: `{c}`" for c in report.commands] + [""]
     lines += ["## Summary", "", report.caption, ""] + markdown_table(report.summary) + [""]
     lines += [f"> ⚠️ {md_escape(w)}  " for w in report.warnings] + [""] * bool(report.warnings)
+    if report.verdict:
+        verdict, lra = verdict_tables(report.verdict)
+        lines += ["## Efficient attention: verdict", "", VERDICT_CAPTION, ""] + markdown_table(verdict) + [""]
+        lines += [f"- {md_escape(n)}" for n in report.verdict.notes] + [""] * bool(report.verdict.notes)
+        lines += [LRA_CAPTION, ""] + markdown_table(lra) + [""]
     if report.figures:
         lines += ["## Figures", ""] + [f"![{t}]({files_dir}/{name})" for t, name, _ in report.figures] + [""]
     lines += ["## Protocol", ""] + markdown_table(report.protocol) + [""]
@@ -435,6 +460,11 @@ def render_html(report: Report) -> str:
     parts += [f"<p>Reproduce: <code>{html.escape(c)}</code></p>" for c in report.commands]
     parts += ["<h2>Summary</h2>", f"<p>{caption}</p>", html_table(report.summary)]
     parts += [f'<p class="warn">⚠️ {html.escape(w)}</p>' for w in report.warnings]
+    if report.verdict:
+        verdict, lra = verdict_tables(report.verdict)
+        parts += ["<h2>Efficient attention: verdict</h2>", f"<p>{html.escape(VERDICT_CAPTION)}</p>", html_table(verdict)]
+        parts += ["<ul>" + "".join(f"<li>{html.escape(n)}</li>" for n in report.verdict.notes) + "</ul>"] * bool(report.verdict.notes)
+        parts += [f"<p>{html.escape(LRA_CAPTION)}</p>", html_table(lra)]
     if report.figures:
         parts.append("<h2>Figures</h2>")
     for t, _, png in report.figures:
