@@ -23,8 +23,9 @@ divergence to the teacher's temperature-softened logits, scaled by T^2, plus cro
 the labels (`compress.losses.logits_loss`, shared with `distill`); the teacher's logits on the
 training split are computed once. `recover.attention_output` > 0 adds per-layer attention-output
 distillation (MSE to the teacher's attention-block outputs, `compress/recover.py`), teaching
-each swapped layer what full attention computed there. The kinds: BigBird (Zaheer et al. 2020), Linformer (Wang et
-al. 2020), Performer (Choromanski et al. 2021); see `compress/models/attention_*.py`.
+each swapped layer what full attention computed there. The kinds: BigBird (Zaheer et al.
+2020), Linformer (Wang et al. 2020), Performer (Choromanski et al. 2021); see
+`compress/models/attention_*.py`.
 
 What each kind needs to recover well, and where it is set (all in `args`):
 - bigbird: `n_global` global blocks (default 1: the first block, so [CLS] at position 0 and its
@@ -146,8 +147,10 @@ def swap_attention_(model, to: str, args: dict | None = None, layers: list[str] 
     """Swap the attention of the layers matching `layers` for kind `to` with `args`, in place; returns `model`.
 
     Arguments a kind takes but `args` leaves out are filled from the model by the kind's
-    `length_defaults(config.max_len)` (Linformer: `max_len`, and `k` from it); `seed` (BigBird, Performer) becomes `args.get("seed", 0) + layer index`,
-    so layers draw different random layouts/features. Raises RecipeError when nothing matches.
+    `length_defaults(config.max_len)` (Linformer: `max_len`, and `k` from it); `seed` (BigBird,
+    Performer) becomes `args.get("seed", 0) + layer index`, so layers draw different random
+    layouts/features. Linformer layers with `share_layers` are tied afterwards. Raises
+    RecipeError when nothing matches.
     """
     args = dict(args or {})
     if to not in ATTENTION:
