@@ -128,6 +128,8 @@ def build_verdict(runs: dict[str, dict], margin: float = MARGIN) -> Verdict | No
                 fmt(p50), fmt(ratio(t_p50, p50), ".2f", "×"), fmt(peak, ".1f"), fmt(ratio(peak, t_peak), ".2f", "×"), timed or "—",
                 "reference" if is_teacher else verdict_text(acc, t_acc, margin),
             ])
+        if teacher is not None and results.get("baseline") not in (None, teacher["name"]):
+            verdict.notes.append(f"{task}: agreement is with the baseline stage {results['baseline']}, not the teacher {teacher['name']}.")
         if t_acc is not None and boe_acc is not None:
             lead = t_acc - boe_acc
             verdict.notes.append(f"{task}: the teacher is {lead:.2f} points above the bag-of-embeddings student"

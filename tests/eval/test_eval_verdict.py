@@ -62,6 +62,13 @@ def test_lra_reference_numbers_are_table_1():
     assert LRA_TABLE1["Text"] == {"full": 64.27, "bigbird": 64.02, "linformer": 53.94, "performer": 65.40}
 
 
+def test_agreement_against_another_baseline_is_said():
+    other = results()
+    other["baseline"] = "baseline"  # the reference row: agreement was measured against it
+    notes = build_verdict({"r": other}).notes
+    assert "lookup: agreement is with the baseline stage baseline, not the teacher teacher." in notes
+
+
 def test_no_swaps_no_verdict():
     plain = results()
     plain["stages"] = [s for s in plain["stages"] if "swap" not in s]
