@@ -211,7 +211,7 @@ def test_pipeline_int8_stage(tmp_path):
     import cli
 
     path = load_recipe("quantize")[1]
-    args = ["run", str(path), *shrink(path), "--runs-dir", str(tmp_path)]
+    args = ["run", str(path), *shrink(path, tmp_path), "--runs-dir", str(tmp_path)]
     assert cli.main(args) == 0
     results = json.loads((tmp_path / "quantize" / "results.json").read_text())
     stages = {s["name"]: s for s in results["stages"]}

@@ -174,10 +174,17 @@ TINY_RUN = [
 ]
 
 
+def default_sigint() -> None:
+    """In the child before exec: SIGINT back to its default. A pytest-xdist worker ignores SIGINT, and an
+    ignored signal stays ignored across exec, so the run would never see the Ctrl-C the test sends."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def run_cli(runs: Path, *extra: str, **kw) -> subprocess.Popen:
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     command = [sys.executable, str(ROOT / "cli.py"), "run", "listops", "--runs-dir", str(runs), *TINY_RUN, *extra]
-    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, **kw)
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            preexec_fn=default_sigint, **kw)
 
 
 def final_metrics(run_dir: Path) -> dict:
