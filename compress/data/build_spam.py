@@ -123,12 +123,14 @@ class _HTMLText(HTMLParser):
         self.skip = 0
 
     def handle_starttag(self, tag, attrs):
-        self.skip += tag in ("script", "style")
+        if tag in ("script", "style"):
+            self.skip += 1
         if tag in ("br", "p", "div", "tr", "li", "td"):
             self.parts.append(" ")  # a block boundary separates words
 
     def handle_endtag(self, tag):
-        self.skip -= tag in ("script", "style") and self.skip > 0
+        if tag in ("script", "style") and self.skip:
+            self.skip -= 1
 
     def handle_data(self, data):
         if not self.skip:
