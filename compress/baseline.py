@@ -2,11 +2,11 @@
 
 Any recipe can add `- {kind: baseline}` anywhere, first included. `tokens: symbols` counts
 whitespace-separated symbols instead of words, for generated tasks whose tokens are single
-characters (lookup, ListOps), where the word pattern would find nothing to count. It fits on the task's training
-split (C chosen on the validation split), scores the test split like `evaluate` does (accuracy,
-macro-F1, agreement with the report's baseline stage when that stage's test logits exist),
-saves the model as JSON + .npz under `stages/<name>/sklearn/`, and times it on raw test texts
-at the `bench:` batch sizes with the protocol's timer. The model and its measuring live in
+characters (lookup, ListOps), where the word pattern finds nothing to count. It fits on the
+task's training split (C chosen on the validation split), scores the test split like
+`evaluate` does (accuracy, macro-F1, agreement with the report's baseline stage when that
+stage's test logits exist), saves the model as JSON + .npz under `stages/<name>/sklearn/`, and
+times it on raw test texts at the `bench:` batch sizes with the protocol's timer. The model and its measuring live in
 `eval/baseline.py`; this file only wires them to the run.
 
 It is a *reference* step (`compress/pipeline.py`): its row is recorded under its own stage name
