@@ -1,10 +1,12 @@
 """The `baseline` step: a classical reference row, TF-IDF word n-grams + logistic regression (scikit-learn).
 
-Any recipe can add `- {kind: baseline}` anywhere, first included. It fits on the task's training
-split (C chosen on the validation split), scores the test split like `evaluate` does (accuracy,
-macro-F1, agreement with the report's baseline stage when that stage's test logits exist),
-saves the model as JSON + .npz under `stages/<name>/sklearn/`, and times it on raw test texts
-at the `bench:` batch sizes with the protocol's timer. The model and its measuring live in
+Any recipe can add `- {kind: baseline}` anywhere, first included. `tokens: symbols` counts
+whitespace-separated symbols instead of words, for generated tasks whose tokens are single
+characters (lookup, ListOps), where the word pattern finds nothing to count. It fits on the
+task's training split (C chosen on the validation split), scores the test split like
+`evaluate` does (accuracy, macro-F1, agreement with the report's baseline stage when that
+stage's test logits exist), saves the model as JSON + .npz under `stages/<name>/sklearn/`, and
+times it on raw test texts at the `bench:` batch sizes with the protocol's timer. The model and its measuring live in
 `eval/baseline.py`; this file only wires them to the run.
 
 It is a *reference* step (`compress/pipeline.py`): its row is recorded under its own stage name
@@ -34,7 +36,8 @@ class BaselineConfig(StepConfig):
 
     kind: Literal["baseline"] = "baseline"
     name: str | None = Field("baseline", pattern=NAME_PATTERN)  # the reference row's stage name
-    ngram_max: int = Field(2, ge=1, le=3)  # word n-grams of 1..ngram_max words
+    ngram_max: int = Field(2, ge=1, le=3)  # n-grams of 1..ngram_max tokens
+    tokens: Literal["words", "symbols"] = "words"  # words: 2+ word characters (natural text); symbols: whitespace-separated (lookup, ListOps)
     min_df: int = Field(1, ge=1)  # keep terms found in at least this many training texts
     sublinear_tf: bool = True  # term frequency counted as 1 + log(tf)
     C: list[float] = Field([0.25, 1.0, 4.0, 16.0], min_length=1, max_length=20)  # inverse L2 strengths tried; best on validation
@@ -81,7 +84,7 @@ def baseline(model, cfg: BaselineConfig, ctx):
     fitted, tried = fit_tfidf_logreg(
         data.texts["train"], data.labels["train"], data.texts["validation"], data.labels["validation"], data.n_classes,
         cfg.C, seed=ctx.recipe.seed, ngram_max=cfg.ngram_max, min_df=cfg.min_df, sublinear_tf=cfg.sublinear_tf,
-        max_iter=cfg.max_iter, threads=protocol.threads,
+        max_iter=cfg.max_iter, threads=protocol.threads, tokens=cfg.tokens,
     )
     fit_seconds = time.time() - started
     folder = ctx.stage_dir() / ARTIFACT
@@ -107,7 +110,7 @@ def baseline(model, cfg: BaselineConfig, ctx):
     ctx.record("latency", bench_texts(fitted, data.texts["test"], protocol.batch_sizes, max(seq_lens), protocol.threads,
                                       warmup=protocol.warmup, repeats=protocol.repeats, seed=ctx.recipe.seed))
     ctx.record("baseline", {
-        "model": f"TF-IDF word 1-{cfg.ngram_max}-grams (sublinear tf) + logistic regression (scikit-learn)",
+        "model": f"TF-IDF {cfg.tokens[:-1]} 1-{cfg.ngram_max}-grams (sublinear tf) + logistic regression (scikit-learn)",
         "C": fitted.settings["C"], "validation_accuracy": tried, "fit_seconds": round(fit_seconds, 2),
         "params_counted": "nonzero coefficients + intercepts + one idf weight per vocabulary term", **counts,
     })

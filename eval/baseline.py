@@ -33,6 +33,9 @@ MODEL_FILE = "model.json"  # settings, vocabulary (column order), classes
 WEIGHTS_FILE = "weights.npz"  # idf (V,), coef (K', V), intercept (K',): K' = 1 for two classes
 RUNTIME = "sklearn"  # the latency records' runtime
 TOKEN_PATTERN = r"(?u)\b\w\w+\b"  # scikit-learn's default word pattern, written down so a saved model never drifts
+# what the n-grams are made of: words (of two or more word characters, scikit-learn's default) or whitespace-separated
+# symbols, for generated tasks whose tokens are single characters (lookup's keys and values, ListOps' digits and `]`)
+TOKEN_PATTERNS = {"words": TOKEN_PATTERN, "symbols": r"\S+"}
 
 
 @dataclass
@@ -68,11 +71,12 @@ class TfidfLogReg:
         return {"params": nonzero + int(self.intercept.size) + vocab_size, "vocab_size": vocab_size, "nonzero_coef": nonzero}
 
 
-def vectorizer(ngram_max: int, min_df: int, sublinear_tf: bool, vocabulary: dict | None = None):
+def vectorizer(ngram_max: int, min_df: int, sublinear_tf: bool, vocabulary: dict | None = None,
+               token_pattern: str = TOKEN_PATTERN):
     from sklearn.feature_extraction.text import TfidfVectorizer
 
     return TfidfVectorizer(ngram_range=(1, ngram_max), min_df=1 if vocabulary else min_df, sublinear_tf=sublinear_tf,
-                           lowercase=True, token_pattern=TOKEN_PATTERN, vocabulary=vocabulary, dtype=np.float64)
+                           lowercase=True, token_pattern=token_pattern, vocabulary=vocabulary, dtype=np.float64)
 
 
 def fit_tfidf_logreg(
@@ -88,6 +92,7 @@ def fit_tfidf_logreg(
     sublinear_tf: bool = True,
     max_iter: int = 1000,
     threads: int = 1,
+    tokens: str = "words",
 ) -> tuple[TfidfLogReg, dict[str, float]]:
     """Fit the vectoriser on the training texts and one logistic regression per C; keep the best on validation.
 
@@ -97,7 +102,7 @@ def fit_tfidf_logreg(
 
     if len(set(train_labels)) < 2:
         raise SlimformerError("the baseline needs at least two classes in the training split")
-    vec = vectorizer(ngram_max, min_df, sublinear_tf)
+    vec = vectorizer(ngram_max, min_df, sublinear_tf, token_pattern=TOKEN_PATTERNS[tokens])
     try:
         x_train = vec.fit_transform(train_texts)  # (N, V) sparse
     except ValueError as e:  # "empty vocabulary": no text has a word of two letters, or min_df is too high
@@ -113,7 +118,7 @@ def fit_tfidf_logreg(
                 best = (accuracy, C, model)
     _, C, model = best
     settings = {"ngram_range": [1, ngram_max], "sublinear_tf": sublinear_tf, "min_df": min_df, "lowercase": True,
-                "token_pattern": TOKEN_PATTERN, "C": C, "max_iter": max_iter, "seed": seed}
+                "token_pattern": TOKEN_PATTERNS[tokens], "C": C, "max_iter": max_iter, "seed": seed}
     fitted = TfidfLogReg(vec, model.coef_.astype(np.float64), model.intercept_.astype(np.float64),
                          model.classes_.astype(np.int64), n_classes, settings)
     return fitted, tried
@@ -141,7 +146,7 @@ def load(folder: Path) -> TfidfLogReg:
     with np.load(folder / WEIGHTS_FILE, allow_pickle=False) as arrays:
         idf, coef, intercept = arrays["idf"], arrays["coef"], arrays["intercept"]
     vocabulary = {term: column for column, term in enumerate(meta["vocabulary"])}
-    vec = vectorizer(meta["ngram_range"][1], meta["min_df"], meta["sublinear_tf"], vocabulary)
+    vec = vectorizer(meta["ngram_range"][1], meta["min_df"], meta["sublinear_tf"], vocabulary, meta["token_pattern"])
     vec.idf_ = idf  # sets the fitted state: vocabulary + idf are all a TF-IDF transform needs
     settings = {k: v for k, v in meta.items() if k not in ("kind", "classes", "n_classes", "vocabulary")}
     return TfidfLogReg(vec, coef, intercept, np.asarray(meta["classes"], dtype=np.int64), meta["n_classes"], settings)

@@ -6,9 +6,11 @@
     splits = encode_task(data, tok, cfg.seq_len)   # all splits + labels; fills stats["n_truncated"]
 
 Task kinds (one file each, registered in `TASKS`): `listops` (Long Range Arena ListOps),
-`lookup` (key-value associative recall), `wordnet` (WordNet 3.0 definitions -> lexicographer
-file, shipped with the package) and `files` (your CSV/TSV/JSONL/JSON/Parquet files).
+`lookup` (key-value associative recall, optionally a long needle-in-a-haystack form),
+`wordnet` (WordNet 3.0 definitions -> lexicographer file, shipped with the package) and `files`
+(your CSV/TSV/JSONL/JSON/Parquet files, e.g. those `build_vader` and `build_spam` write).
 `TaskConfig` is the discriminated union of their configs, keyed by `kind`, for the recipe schema.
+Tokenizer kinds: `wordpiece`, `bpe`, `char` (symbols) and `byte` (UTF-8 bytes).
 """
 
 from typing import Annotated, Union

@@ -15,6 +15,11 @@ offline with `AutoTokenizer.from_pretrained(folder)`:
   letters (`[MAX`, `[SM`) is one token, so ListOps operators, `]` and digits are single
   tokens exactly as in the Long Range Arena (Tay et al. 2021). Vocabulary = the most frequent
   symbols of the training texts, at most `vocab_size`.
+- `byte`: one token per UTF-8 byte, spaces and newlines included, as the Long Range Arena's
+  byte-level "Text" task reads IMDB reviews (Tay et al. 2021). Bytes are mapped to printable
+  characters by GPT-2's byte-to-unicode table (the `tokenizers` ByteLevel pre-tokenizer), so the
+  vocabulary is fixed: the 5 special tokens, then byte b at id b + 5, whatever the training
+  texts (`vocab_size` is not used); no text ever needs `[UNK]`.
 
 Training is deterministic: the same texts and config give the same vocabulary and ids in
 every process. (The `tokenizers` WordPieceTrainer, and BPE with a `##` prefix or `</w>`
@@ -49,10 +54,10 @@ _CONTINUE = "##"  # WordPiece's prefix for pieces inside a word
 class TokenizerConfig(ConfigBase):
     """How a task's texts are split into tokens."""
 
-    # wordpiece / bpe: subwords for natural text; char: symbols for generated tasks
-    kind: Literal["wordpiece", "bpe", "char"] = "wordpiece"
+    # wordpiece / bpe: subwords for natural text; char: symbols for generated tasks; byte: UTF-8 bytes of long documents
+    kind: Literal["wordpiece", "bpe", "char", "byte"] = "wordpiece"
     # vocabulary size incl. the 5 special tokens (char: an upper bound; wordpiece: never below
-    # 5 + 2 x the training alphabet, which it keeps whole)
+    # 5 + 2 x the training alphabet, which it keeps whole; byte: not used, always 261)
     vocab_size: int = Field(8000, ge=16, le=1_000_000)
     # lowercase (and, for wordpiece/bpe, strip accents) before splitting
     lowercase: bool = True
@@ -71,6 +76,37 @@ def _train_char(texts: list[str], cfg: TokenizerConfig) -> Tokenizer:
     )
     tok.train_from_iterator(texts, trainer=trainer, length=len(texts))
     return tok
+
+
+def _train_byte(texts: list[str], cfg: TokenizerConfig) -> Tokenizer:
+    # texts are not read: every byte has its id, in the ByteLevel table's order
+    alphabet = sorted(pre_tokenizers.ByteLevel.alphabet(), key=_BYTE_OF.__getitem__)  # 256 chars, byte 0..255
+    tok = Tokenizer(models.WordLevel(vocab={t: i for i, t in enumerate(SPECIAL_TOKENS + alphabet)}, unk_token="[UNK]"))
+    if cfg.lowercase:
+        tok.normalizer = normalizers.Lowercase()
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [  # the text as one string of byte characters, then one piece per character
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+            pre_tokenizers.Split(Regex("."), "isolated"),
+        ]
+    )
+    tok.decoder = decoders.ByteLevel()
+    return tok
+
+
+def _bytes_to_unicode() -> dict[str, int]:
+    """GPT-2's table (Radford et al. 2019), which the ByteLevel pre-tokenizer uses: char -> byte."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("\xa1"), ord("\xac") + 1), *range(ord("\xae"), ord("\xff") + 1)]
+    chars = {b: chr(b) for b in printable}
+    extra = 0
+    for b in range(256):
+        if b not in chars:
+            chars[b] = chr(256 + extra)
+            extra += 1
+    return {c: b for b, c in chars.items()}
+
+
+_BYTE_OF = _bytes_to_unicode()
 
 
 def _train_bpe(texts: list[str], cfg: TokenizerConfig) -> Tokenizer:
@@ -119,7 +155,7 @@ def _train_wordpiece(texts: list[str], cfg: TokenizerConfig) -> Tokenizer:
     return tok
 
 
-_TRAINERS = {"char": _train_char, "bpe": _train_bpe, "wordpiece": _train_wordpiece}
+_TRAINERS = {"char": _train_char, "byte": _train_byte, "bpe": _train_bpe, "wordpiece": _train_wordpiece}
 
 
 def train_tokenizer(texts: list[str], cfg: TokenizerConfig, seq_len: int) -> "PreTrainedTokenizerFast":
