@@ -39,15 +39,16 @@ def shrink(path: Path, tmp_path: Path) -> list[str]:
     lists = {"steps": recipe.steps, **{f"variants.{v}": vs for v, vs in (recipe.variants or {}).items()}}
     steps = [f"{key}.{i}.max_steps=3" for key, items in lists.items() for i, s in enumerate(items) if hasattr(s, "max_steps")]
     steps += [f"{key}.{i}.recover.max_steps=3" for key, items in lists.items() for i, s in enumerate(items) if hasattr(s, "recover")]
+    steps += [f"{key}.{i}.max_texts=200" for key, items in lists.items() for i, s in enumerate(items) if getattr(s, "builtin", None)]
     task = SHRINK_TASK[recipe.task.kind]
     model = SHRINK_MODEL
-    if recipe.teacher.from_ is not None:  # a pretrained checkpoint and real files the test machine lacks: tiny stand-ins
+    if recipe.teacher.from_ is not None or recipe.task.kind == "files":  # real files the test machine lacks: tiny stand-ins
         files = imported_stand_ins(tmp_path / "stand_ins")
-        model = [f"teacher.from={files['from']}"]
+        model = [f"teacher.from={files['from']}"] if recipe.teacher.from_ is not None else SHRINK_MODEL
         task = [f"task.{split}={files['train']}" for split in ("train", "validation", "test")] + ["task.seq_len=16"]
         for key, items in lists.items():
             for i, s in enumerate(items):
-                steps += [f"{key}.{i}.{field}=[{files['unlabeled']}]" for field in ("unlabeled", "extra_texts") if getattr(s, field, None)]
+                steps += [f"{key}.{i}.{field}=[{files['unlabeled']}]" for field in ("unlabeled", "extra_texts", "corpus") if getattr(s, field, None)]
                 if getattr(s, "dim", None) and s.kind == "prune_width":
                     steps.append(f"{key}.{i}.dim=16")
     return task + model + SHRINK_BENCH + steps + ["bench.seq_lens=null"]
