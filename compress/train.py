@@ -41,7 +41,7 @@ class OptimConfig(ConfigBase):
     weight_decay: float = Field(0.01, ge=0)
     warmup: float = Field(0.1, ge=0, lt=1)  # fraction of all steps spent warming up linearly
     grad_clip: float | None = Field(1.0, gt=0)  # max gradient norm; null to disable
-    patience: int | None = Field(3, ge=1)  # stop after this many epochs without a better val accuracy
+    patience: int | None = Field(3, ge=1)  # stop after this many epochs without a better validation score (accuracy; MLM loss)
     max_steps: int | None = Field(None, ge=1)  # stop after this many optimiser steps (smoke runs)
     group_by_length: bool = True  # batch examples of similar length: less padding, same data per epoch
 
