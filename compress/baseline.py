@@ -26,7 +26,7 @@ from pydantic import Field, field_validator
 from compress.config_base import NAME_PATTERN, StepConfig
 from compress.distributed import main_process_only
 from compress.io import atomic_write_bytes
-from compress.pipeline import file_digest, register_step, stage_history
+from compress.pipeline import file_digest, register_step, stage_history, teaches
 
 ARTIFACT = "sklearn"  # the stage's folder holding model.json + weights.npz
 
@@ -53,8 +53,9 @@ class BaselineConfig(StepConfig):
 
 def compared_stage(ctx) -> str | None:
     """The report's baseline stage, known even before it is made: report.baseline, else the lineage's teacher
-    (its first model-saving stage), so a baseline step placed before `train` finds the teacher's logits on the next run."""
-    return ctx.recipe.report.baseline or next(iter(stage_history(ctx.steps, len(ctx.steps))[1]), None)
+    (its first model-saving stage that is no pretrained encoder), so a baseline step placed before `train` finds the teacher's logits on the next run."""
+    model_stages = stage_history(ctx.steps, len(ctx.steps))[1]
+    return ctx.recipe.report.baseline or next((s.name for s in ctx.steps if s.name in model_stages and teaches(s.kind)), None)
 
 
 def reference_logits(ctx) -> Path | None:

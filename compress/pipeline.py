@@ -65,6 +65,8 @@ class StepSpec:
     # a parent or the teacher; no torch model, no ONNX artifact; its fingerprint feeds no later step
     reference: bool = False
     sets_tokenizer: bool = False  # its stage has a tokenizer of its own (prune_vocab), saved in its model folder
+    # its stage is an encoder for a later `train` step to fine-tune (pretrain): never the teacher or the baseline
+    pretrains: bool = False
 
 
 STEPS: dict[str, StepSpec] = {}
@@ -72,7 +74,7 @@ STEPS: dict[str, StepSpec] = {}
 
 def register_step(kind: str, config: type[BaseModel], makes_stage: bool = False, needs_model: bool = True, uses=(),
                   saves_model: bool = True, measures: bool = False, code=(), inputs=None, reference: bool = False,
-                  sets_tokenizer: bool = False):
+                  sets_tokenizer: bool = False, pretrains: bool = False):
     """Register `fn` as the step `kind`; returns `fn` unchanged.
 
     A `reference` step needs no model, makes no stage of the chain and saves no torch model
@@ -84,10 +86,16 @@ def register_step(kind: str, config: type[BaseModel], makes_stage: bool = False,
         flags = {"makes_stage": False, "needs_model": False, "saves_model": False} if reference else \
             {"makes_stage": makes_stage, "needs_model": needs_model, "saves_model": saves_model}
         STEPS[kind] = StepSpec(kind, config, fn, uses=tuple(uses), measures=measures, code=tuple(code), inputs=inputs,
-                               reference=reference, sets_tokenizer=sets_tokenizer, **flags)
+                               reference=reference, sets_tokenizer=sets_tokenizer, pretrains=pretrains, **flags)
         return fn
 
     return decorator
+
+
+def teaches(kind: str) -> bool:
+    """A stage of this kind can be a teacher: it has a torch model of its own, is no reference row and no pretrained encoder."""
+    spec = STEPS[kind]
+    return spec.saves_model and not spec.reference and not spec.pretrains
 
 
 def code_version(modules: tuple[str, ...] = ()) -> str:
@@ -139,7 +147,7 @@ class RunContext:
     device: str
     imported: ImportedTeacher | None = None  # the pretrained checkpoint of `teacher.from`, when the recipe imports one
     base_dir: Path | None = None  # the recipe file's folder: relative paths in steps (distill's `unlabeled:`) start here
-    teacher: Any = None  # the model of the first stage, frozen
+    teacher: Any = None  # the model of the lineage's teacher stage (`teacher_stage`), frozen
     stage: str | None = None  # the current stage's name
     stage_kinds: dict[str, str] = field(default_factory=dict)  # stage -> kind of the step that made it
     stage_variants: dict[str, str] = field(default_factory=dict)  # stage -> the variant it belongs to (not for trunk stages)
@@ -191,13 +199,21 @@ class RunContext:
 
     @property
     def teacher_stage(self) -> str | None:
-        """The teacher: the first stage with a torch model of its own (what distillation and recovery learn from)."""
-        return next((s for s, kind in self.stage_kinds.items() if STEPS[kind].saves_model and not STEPS[kind].reference), None)
+        """The teacher (what distillation and recovery learn from): the stage of the lineage's latest
+        `train`-like step run so far (one that builds a model without needing one: a variant with a
+        train step of its own has its own teacher), else the first stage with a torch model of its
+        own. Pretrained encoders (`pretrain`) are never the teacher."""
+        lineage = [s for s in self.steps[: self.index + 1] if s.name in self.stage_kinds and teaches(s.kind)]
+        roots = [s.name for s in lineage if STEPS[s.kind].makes_stage and not STEPS[s.kind].needs_model]
+        if roots:
+            return roots[-1]
+        return next((s for s, kind in self.stage_kinds.items() if teaches(kind)), None)
 
     @property
     def baseline_stage(self) -> str | None:
-        """The stage every other is compared with (agreement, the report's deltas): report.baseline, else the teacher."""
-        return self.recipe.report.baseline or self.teacher_stage
+        """The stage every other is compared with (agreement, the report's deltas): report.baseline, else
+        the run's first teacher (the trunk's)."""
+        return self.recipe.report.baseline or next((s for s, kind in self.stage_kinds.items() if teaches(kind)), None)
 
     def parent(self, name: str | None = None) -> str | None:
         """The stage the running step starts from: `name` if given, else the last stage with a torch model."""
@@ -426,11 +442,12 @@ def run_recipe(recipe, recipe_path: Path | None, runs_dir: Path, command: str = 
     model, ctx.steps = None, list(recipe.steps)
     for index, step in enumerate(recipe.steps):  # the trunk: the teacher and whatever every variant shares
         key, model = run_step(ctx, index, step, key, model, say)
-    trunk_stage = ctx.stage
+    trunk_stage, trunk_teacher = ctx.stage, ctx.teacher
     for variant, steps in lineages(recipe) if recipe.variants else []:
         # each variant continues from the trunk's end (its fingerprint chain too, so editing one
-        # variant leaves the others cached), on its own copy of the trunk's model
-        ctx.steps, ctx.variant, ctx.stage = steps, variant, trunk_stage
+        # variant leaves the others cached), on its own copy of the trunk's model; a variant with
+        # a train step of its own gets its own teacher, the others keep the trunk's
+        ctx.steps, ctx.variant, ctx.stage, ctx.teacher = steps, variant, trunk_stage, trunk_teacher
         variant_key, variant_model = key, copy.deepcopy(model)
         for index in range(len(recipe.steps), len(steps)):
             variant_key, variant_model = run_step(ctx, index, steps[index], variant_key, variant_model, say)
@@ -495,7 +512,7 @@ def run_chained_step(ctx: RunContext, index: int, step, previous: str, model, sa
             ctx.set_tokenizer(AutoTokenizer.from_pretrained(ctx.model_dir()))
         if spec.makes_stage and spec.saves_model:
             model = ctx.load_model(ctx.stage)
-            if ctx.teacher is None:
+            if ctx.stage == ctx.teacher_stage:
                 ctx.teacher = ctx.load_model(ctx.stage)
         return chain, model
     say(f"[{label}] {step.kind} {ctx.stage or ''}".rstrip())
@@ -508,7 +525,7 @@ def run_chained_step(ctx: RunContext, index: int, step, previous: str, model, sa
         ctx.record("reference", True)  # the report marks the row and ranks it apart; re-timing skips it
     if spec.makes_stage and spec.saves_model:
         ctx.save_model(model, ctx.stage)
-        if ctx.teacher is None:
+        if ctx.stage == ctx.teacher_stage:
             ctx.teacher = ctx.load_model(ctx.stage)
     ctx.log(event="step_done", step=index, kind=step.kind, seconds=round(time.time() - started, 2))
     atomic_write_json(marker, {"fingerprint": key, "stage": ctx.stage, "kind": step.kind, "recorded": ctx.pending})

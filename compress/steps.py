@@ -4,7 +4,7 @@ Only the recipe schema (`compress/config.py`, which builds the `steps:` union fr
 registry) and the CLI import it; steps never import each other.
 """
 
-from compress import baseline, distill, export, measure, prune, prune_vocab, prune_width, quantize, swap, train  # noqa: F401
+from compress import baseline, distill, export, measure, pretrain, prune, prune_vocab, prune_width, quantize, swap, train  # noqa: F401
 from compress.pipeline import STEPS
 
 __all__ = ["STEPS"]

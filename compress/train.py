@@ -8,7 +8,8 @@ batch, each process takes every n-th example of each batch, so a recipe takes th
 optimiser steps on the same batches whatever the number of processes, and validation
 predictions are gathered so every process scores, and stops on, the whole validation split.
 What is optimised is a pluggable `loss_fn`: teacher training is cross-entropy, fine-tuning is
-the same, distillation is another loss.
+the same, distillation is another loss, masked-language modelling (`compress/pretrain.py`) is
+another with its own validation metrics (`evaluate`, `monitor`: lower MLM loss is better).
 """
 
 import copy
@@ -25,9 +26,10 @@ from torch.utils.data import BatchSampler, DataLoader, RandomSampler
 
 from compress.config_base import NAME_PATTERN, ConfigBase, StepConfig
 from compress.errors import TrainingError
-from compress.pipeline import register_step
+from compress.pipeline import STEPS, register_step
 
 LossFn = Callable[[torch.nn.Module, dict], tuple[torch.Tensor, torch.Tensor]]
+EvalFn = Callable[[torch.nn.Module, Accelerator], dict[str, float]]  # validation metrics, the same in every process
 
 
 class OptimConfig(ConfigBase):
@@ -39,7 +41,7 @@ class OptimConfig(ConfigBase):
     weight_decay: float = Field(0.01, ge=0)
     warmup: float = Field(0.1, ge=0, lt=1)  # fraction of all steps spent warming up linearly
     grad_clip: float | None = Field(1.0, gt=0)  # max gradient norm; null to disable
-    patience: int | None = Field(3, ge=1)  # stop after this many epochs without a better val accuracy
+    patience: int | None = Field(3, ge=1)  # stop after this many epochs without a better validation score (accuracy; MLM loss)
     max_steps: int | None = Field(None, ge=1)  # stop after this many optimiser steps (smoke runs)
     group_by_length: bool = True  # batch examples of similar length: less padding, same data per epoch
 
@@ -207,11 +209,20 @@ def train(
     device: str,
     log: Callable[..., None] = lambda **_: None,
     desc: str = "train",
+    evaluate: EvalFn | None = None,
+    monitor: str = "val_accuracy",
+    higher_is_better: bool = True,
 ) -> tuple[torch.nn.Module, list[dict]]:
     """Train `model` to minimise `loss_fn`; return the best-on-validation model and its curve.
 
+    After each epoch `evaluate(model, accelerator)` gives the validation metrics (default: accuracy
+    on `val_split`); the best epoch by `monitor` is kept and early stopping watches it.
     Under `accelerate launch` every process calls this with the same arguments and gets the same model back.
     """
+    if evaluate is None:
+        def evaluate(m, acc):
+            return {"val_accuracy": validation_accuracy(m, val_split, acc)}
+
     set_seed(seed)
     accelerator = Accelerator(cpu=device == "cpu")
     if cfg.batch_size < accelerator.num_processes:
@@ -228,7 +239,8 @@ def train(
     # the loader stays ours (it is already sharded) and the scheduler steps once per optimiser step
     model, optimizer = accelerator.prepare(model, optimizer)
 
-    best_acc, best_state, curve, stale, step = -1.0, None, [], 0, 0
+    sign = 1.0 if higher_is_better else -1.0  # compare sign * metric: larger is better
+    best_score, best_state, curve, stale, step = -math.inf, None, [], 0, 0
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"), TimeRemainingColumn())
     with Progress(*columns, disable=not accelerator.is_main_process, transient=False) as progress:
         bar = progress.add_task(desc, total=total, info="")
@@ -261,16 +273,17 @@ def train(
                 if cfg.max_steps and step >= cfg.max_steps:
                     break
             unwrapped = accelerator.unwrap_model(model)
-            val_acc = validation_accuracy(unwrapped, val_split, accelerator)  # the same in every process: all stop together
+            metrics = evaluate(unwrapped, accelerator)  # the same in every process: all stop together
             train_loss = running / max(count, 1)
             if accelerator.num_processes > 1:  # the mean over every process's batches
                 train_loss = accelerator.reduce(torch.tensor(train_loss, device=accelerator.device), "mean").item()
-            point = {"epoch": epoch, "step": step, "train_loss": round(train_loss, 5), "val_accuracy": round(val_acc, 5), "lr": scheduler.get_last_lr()[0]}
+            point = {"epoch": epoch, "step": step, "train_loss": round(train_loss, 5),
+                     **{k: round(v, 5) for k, v in metrics.items()}, "lr": scheduler.get_last_lr()[0]}
             curve.append(point)
             log(event="epoch", **point)
-            progress.update(bar, info=f"epoch {epoch} loss {point['train_loss']:.3f} val acc {val_acc:.3f}")
-            if val_acc > best_acc:
-                best_acc, stale = val_acc, 0
+            progress.update(bar, info=f"epoch {epoch} loss {point['train_loss']:.3f} {monitor} {metrics[monitor]:.3f}")
+            if sign * metrics[monitor] > best_score:
+                best_score, stale = sign * metrics[monitor], 0
                 best_state = copy.deepcopy({k: v.detach().cpu() for k, v in unwrapped.state_dict().items()})
             else:
                 stale += 1
@@ -285,10 +298,15 @@ def train(
 @register_step("train", TrainConfig, makes_stage=True, needs_model=False)
 def train_teacher(model, cfg: TrainConfig, ctx):
     """Train the teacher with cross-entropy: built from the recipe's `teacher:` shape, or, with
-    `teacher.from`, the imported pretrained checkpoint fine-tuned on the task (its encoder and head)."""
+    `teacher.from`, the imported pretrained checkpoint fine-tuned on the task (its encoder and head),
+    or, right after a `pretrain` step, that stage's pretrained encoder (and fresh head) fine-tuned."""
     from compress.models import SlimformerForSequenceClassification
 
-    if ctx.imported is not None:
+    origin = ctx.stage_origins.get(ctx.stage)
+    if origin is not None and STEPS[ctx.stage_kinds[origin]].pretrains:
+        model = copy.deepcopy(model)  # the pretrained stage's model; its tokenizer is this stage's too (inherited)
+        ctx.record("pretrained", origin)
+    elif ctx.imported is not None:
         model = copy.deepcopy(ctx.imported.model)
         ctx.record("imported", ctx.imported.info)
     else:

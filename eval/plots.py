@@ -141,7 +141,8 @@ def latency_curves(series: dict[str, list[tuple[int, float]]], xlabel: str, sett
 
 
 def training_curves(curves: dict[str, list[dict]]) -> bytes | None:
-    """Training loss and validation accuracy against step, one line per stage that trained."""
+    """Training loss and validation accuracy against step, one line per stage that trained; a pretraining
+    stage's masked-token accuracy (`val_masked_accuracy`) is drawn dashed beside the accuracies."""
     curves = {name: points for name, points in curves.items() if points}
     if not curves:
         return None
@@ -152,8 +153,11 @@ def training_curves(curves: dict[str, list[dict]]) -> bytes | None:
             xy = [(p.get("step", i), p[key] * scale) for i, p in enumerate(points) if p.get(key) is not None]
             if xy:
                 ax.plot([x for x, _ in xy], [y for _, y in xy], marker=".", label=name)
+        masked = [(p.get("step", i), p["val_masked_accuracy"] * 100) for i, p in enumerate(points) if p.get("val_masked_accuracy") is not None]
+        if masked:
+            acc_ax.plot([x for x, _ in masked], [y for _, y in masked], marker=".", linestyle="--", label=f"{name} (masked tokens)")
     loss_ax.set_ylabel("training loss")
-    acc_ax.set_ylabel("validation accuracy, %")
+    acc_ax.set_ylabel("validation accuracy, %  (dashed: masked tokens)")
     for ax in (loss_ax, acc_ax):
         ax.set_xlabel("step")
         ax.grid(True, alpha=0.3)

@@ -39,21 +39,19 @@ def shrink(path: Path, tmp_path: Path) -> list[str]:
     lists = {"steps": recipe.steps, **{f"variants.{v}": vs for v, vs in (recipe.variants or {}).items()}}
     steps = [f"{key}.{i}.max_steps=3" for key, items in lists.items() for i, s in enumerate(items) if hasattr(s, "max_steps")]
     steps += [f"{key}.{i}.recover.max_steps=3" for key, items in lists.items() for i, s in enumerate(items) if hasattr(s, "recover")]
+    steps += [f"{key}.{i}.max_texts=200" for key, items in lists.items() for i, s in enumerate(items) if getattr(s, "builtin", None)]
     task = SHRINK_TASK[recipe.task.kind]
     if recipe.task.kind == "lookup" and recipe.task.min_length is not None:  # the long form: a short haystack
         task = [*task, "task.min_length=30", "task.max_length=40", "task.seq_len=42"]
     model = SHRINK_MODEL
-    if recipe.task.kind == "files" and recipe.teacher.from_ is None:  # data built by a script CI has not run: a tiny stand-in
-        (tmp_path / "stand_ins").mkdir()
-        write_task(tmp_path / "stand_ins")
-        task = [f"task.{split}={tmp_path / 'stand_ins' / 'train.csv'}" for split in ("train", "validation", "test")] + ["task.seq_len=48"]
-    if recipe.teacher.from_ is not None:  # a pretrained checkpoint and real files the test machine lacks: tiny stand-ins
+    if recipe.teacher.from_ is not None or recipe.task.kind == "files":  # real files the test machine lacks: tiny stand-ins
         files = imported_stand_ins(tmp_path / "stand_ins")
-        model = [f"teacher.from={files['from']}"]
-        task = [f"task.{split}={files['train']}" for split in ("train", "validation", "test")] + ["task.seq_len=16"]
+        model = [f"teacher.from={files['from']}"] if recipe.teacher.from_ is not None else SHRINK_MODEL
+        task = [f"task.{split}={files['train']}" for split in ("train", "validation", "test")]
+        task.append("task.seq_len=16" if recipe.teacher.from_ is not None else "task.seq_len=48")  # the tiny checkpoint has 40 positions
         for key, items in lists.items():
             for i, s in enumerate(items):
-                steps += [f"{key}.{i}.{field}=[{files['unlabeled']}]" for field in ("unlabeled", "extra_texts") if getattr(s, field, None)]
+                steps += [f"{key}.{i}.{field}=[{files['unlabeled']}]" for field in ("unlabeled", "extra_texts", "corpus") if getattr(s, field, None)]
                 if getattr(s, "dim", None) and s.kind == "prune_width":
                     steps.append(f"{key}.{i}.dim=16")
     return task + model + SHRINK_BENCH + steps + ["bench.seq_lens=null"]

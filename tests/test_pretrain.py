@@ -1,0 +1,159 @@
+"""Masked-language pretraining: BERT's 80/10/10 masking that never touches special or padding
+tokens, whole-word masking, a falling MLM loss in the one training loop, a pretrained stage that
+reloads with `from_pretrained` and that `train` fine-tunes, and corpus files checked up front."""
+
+import json
+
+import pytest
+import torch
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+import cli
+from compress.data import TokenizerConfig, encode, train_tokenizer
+from compress.models import ATTENTION, SlimformerConfig, SlimformerForSequenceClassification, register_auto_classes
+from compress.pretrain import MaskedLM, continuation_ids, mask_tokens, mlm_evaluator, mlm_loss, special_ids
+from compress.train import OptimConfig, train
+
+WORDS = ["the", "cat", "sat", "on", "a", "mat", "dog", "ran", "to", "park", "unbelievable", "happiness", "quickly"]
+
+
+def corpus(n: int, seed: int = 0) -> list[str]:
+    g = torch.Generator().manual_seed(seed)
+    return [" ".join(WORDS[i] for i in torch.randint(len(WORDS), (int(torch.randint(3, 9, (1,), generator=g)),), generator=g))
+            for _ in range(n)]
+
+
+def test_masking_is_80_10_10_and_never_touches_special_or_padding():
+    g = torch.Generator().manual_seed(0)
+    B, T, V = 4000, 32, 100
+    ids = torch.randint(5, V, (B, T), generator=g)
+    lengths = torch.randint(4, T + 1, (B,), generator=g)
+    mask = (torch.arange(T)[None] < lengths[:, None]).long()  # (B, T) right-padded
+    ids[mask == 0] = 0
+    ids[:, 0] = 2  # [CLS]
+    ids[torch.arange(B), lengths - 1] = 3  # [SEP]
+    special = torch.zeros(V, dtype=torch.bool)
+    special[:5] = True
+    masked, labels = mask_tokens(ids, mask, special, None, 4, 0.15, torch.Generator().manual_seed(1))
+    chosen = labels != -100
+    maskable = mask.bool() & ~special[ids]
+    assert not (chosen & ~maskable).any(), "a special or padding token was chosen"
+    assert torch.equal(masked[~maskable], ids[~maskable]), "a special or padding token was changed"
+    assert chosen.sum() / maskable.sum() == pytest.approx(0.15, abs=0.005)
+    n = chosen.sum().item()
+    to_mask = (masked[chosen] == 4).sum().item() / n
+    kept = (masked[chosen] == ids[chosen]).sum().item() / n
+    randomised = 1 - to_mask - kept
+    assert to_mask == pytest.approx(0.8, abs=0.01)
+    # a random replacement draws the original token 1 time in 95
+    assert randomised == pytest.approx(0.1 * 94 / 95, abs=0.01) and kept == pytest.approx(0.1 + 0.1 / 95, abs=0.01)
+    assert not special[masked[chosen & (masked != 4)]].any(), "a random replacement was a special token"
+
+
+def test_whole_word_masking_masks_every_piece_of_a_word_together():
+    texts = corpus(200)
+    tok = train_tokenizer(texts, TokenizerConfig(kind="wordpiece", vocab_size=60), 24)
+    batch = encode(tok, texts, 24)
+    ids, mask = batch["input_ids"], batch["attention_mask"]
+    continues = continuation_ids(tok)
+    assert continues[ids].any(), "the test needs words split into several pieces"
+    _, labels = mask_tokens(ids, mask, special_ids(tok), continues, tok.mask_token_id, 0.3, torch.Generator().manual_seed(0))
+    chosen = labels != -100
+    follows = continues[ids][:, 1:] & mask[:, 1:].bool()  # (B, T-1): a piece continuing the word of the token before it
+    assert follows.any()
+    assert torch.equal(chosen[:, 1:][follows], chosen[:, :-1][follows]), "a word was masked in part"
+    assert 0.2 < chosen.sum() / (mask.sum() - 2 * len(texts)) < 0.6
+
+
+def tiny_model(vocab_size: int, attention: str = "full") -> SlimformerForSequenceClassification:
+    torch.manual_seed(0)
+    return SlimformerForSequenceClassification(SlimformerConfig(vocab_size=vocab_size, max_len=24, dim=32, n_layers=2, n_heads=2,
+                                                               ffn_dim=64, num_labels=2, dropout=0.0, attention=attention))
+
+
+@pytest.mark.parametrize("attention", sorted(ATTENTION))
+def test_mlm_loss_falls_in_the_training_loop(attention):
+    texts = corpus(64)
+    tok = train_tokenizer(texts, TokenizerConfig(kind="wordpiece", vocab_size=60), 24)
+    batch = encode(tok, texts, 24)
+    split = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+    special, continues = special_ids(tok), continuation_ids(tok)
+    wrapped = MaskedLM(tiny_model(len(tok), attention))
+    evaluate = mlm_evaluator(split, special, continues, tok.mask_token_id, 0.15, seed=0)
+    before = evaluate(wrapped, type("A", (), {"device": "cpu"})())["val_mlm_loss"]
+    cfg = OptimConfig(epochs=8, batch_size=16, lr=5e-3, warmup=0.0, patience=None)
+    wrapped, curve = train(wrapped, split, split, cfg, mlm_loss(special, continues, tok.mask_token_id, 0.15, 0), seed=0, device="cpu",
+                           evaluate=evaluate, monitor="val_mlm_loss", higher_is_better=False)
+    best = min(p["val_mlm_loss"] for p in curve)
+    assert best < before - 0.5, (before, curve)  # from uniform over the vocabulary (ln V) towards the corpus statistics
+    assert all(0.0 <= p["val_masked_accuracy"] <= 1.0 for p in curve)
+    # the best epoch's weights came back (lowest validation loss, not the last epoch)
+    assert evaluate(wrapped, type("A", (), {"device": "cpu"})())["val_mlm_loss"] == pytest.approx(best, abs=1e-4)
+
+
+def write_csvs(folder):
+    rows = [f"{t},{'pos' if 'cat' in t else 'neg'}" for t in corpus(120, seed=1)]
+    for split, part in (("train", rows[:80]), ("validation", rows[80:100]), ("test", rows[100:])):
+        (folder / f"{split}.csv").write_text("text,label\n" + "\n".join(part) + "\n")
+    (folder / "more.txt").write_text("\n".join(corpus(40, seed=2)) + "\n")
+
+
+RECIPE = (
+    "name: pt\n"
+    "task: {kind: files, train: train.csv, validation: validation.csv, test: test.csv, seq_len: 24, tokenizer: {vocab_size: 80}}\n"
+    "teacher: {dim: 32, n_heads: 2, ffn_dim: 64, n_layers: 2}\n"
+    "steps:\n"
+    "  - {kind: pretrain, corpus: [more.txt], max_steps: 4, batch_size: 16}\n"
+    "  - {kind: train, max_steps: 2, lr: 1.0e-9, warmup: 0.0}\n"
+)
+
+
+def test_pretrained_stage_reloads_and_train_fine_tunes_it(tmp_path):
+    write_csvs(tmp_path)
+    recipe = tmp_path / "pt.yaml"
+    recipe.write_text(RECIPE)
+    runs = tmp_path / "runs"
+    assert cli.main(["run", str(recipe), "--runs-dir", str(runs)]) == 0
+    run_dir = runs / "pt"
+    register_auto_classes()
+    pretrained = AutoModelForSequenceClassification.from_pretrained(run_dir / "stages/pretrained/model")
+    teacher = AutoModelForSequenceClassification.from_pretrained(run_dir / "stages/teacher/model")
+    assert type(pretrained) is SlimformerForSequenceClassification
+    # train started from the pretrained encoder (lr 1e-9: its weights barely moved), not from a fresh one
+    for name, weight in pretrained.state_dict().items():
+        assert torch.allclose(weight, teacher.state_dict()[name], atol=1e-5), name
+    # one vocabulary for both stages: the pretraining tokenizer saw the corpus file's words
+    vocab = AutoTokenizer.from_pretrained(run_dir / "stages/pretrained/model").get_vocab()
+    assert vocab == AutoTokenizer.from_pretrained(run_dir / "stages/teacher/model").get_vocab()
+    stages = {s["name"]: s for s in json.loads((run_dir / "results.json").read_text())["stages"]}
+    assert stages["teacher"]["pretrained"] == "pretrained" and stages["pretrained"]["val_mlm_loss"] > 0
+    assert {"val_mlm_loss", "val_masked_accuracy"} <= set(stages["pretrained"]["train_curve"][0])
+    events = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert any(e["stage"] == "pretrained" and "val_masked_accuracy" in e for e in events)
+
+    # the train step's cache key includes the pretraining stage's: a changed pretrain retrains the teacher
+    assert cli.main(["run", str(recipe), "--runs-dir", str(runs), "steps.pretrain.mask_prob=0.2"]) == 0
+    done = [f"{e['stage']}:{e['kind']}" for e in (json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines())
+            if e.get("event") == "step_done"]
+    assert done == ["pretrained:pretrain", "teacher:train"] * 2
+
+
+@pytest.mark.parametrize("content", [None, "", "\n  \n"], ids=["missing", "empty", "blank"])
+def test_a_missing_or_empty_corpus_file_is_an_error_naming_it(tmp_path, capsys, content):
+    write_csvs(tmp_path)
+    (tmp_path / "more.txt").unlink()
+    if content is not None:
+        (tmp_path / "more.txt").write_text(content)
+    recipe = tmp_path / "pt.yaml"
+    recipe.write_text(RECIPE)
+    assert cli.main(["run", str(recipe), "--runs-dir", str(tmp_path / "runs")]) == 2
+    assert "more.txt" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists(), "nothing is written before the corpus is checked"
+
+
+def test_pretrain_must_be_followed_by_train(tmp_path, capsys):
+    write_csvs(tmp_path)
+    recipe = tmp_path / "pt.yaml"
+    recipe.write_text(RECIPE.replace("  - {kind: train, max_steps: 2, lr: 1.0e-9, warmup: 0.0}\n", "  - {kind: export}\n"))
+    assert cli.main(["validate", str(recipe)]) == 2
+    assert "put a `train` step right after it" in capsys.readouterr().err
