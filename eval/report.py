@@ -4,7 +4,7 @@
 writes `report.md` (readable in a pull request; figures as PNG files in `report_files/`)
 and `report.html` (self-contained: figures embedded as base64 PNG, inline CSS, no scripts).
 Sections: summary table (deltas and ratios vs the baseline, best value per column highlighted),
-warnings, figures, the protocol the numbers were measured under, and every latency record in a
+warnings, figures, the fused ONNX Runtime operators in each artifact, the protocol the numbers were measured under, and every latency record in a
 collapsible table: what a reader wants first comes first.
 Comparison follows Long Range Arena's rule: like with like, or a warning that it is not.
 
@@ -81,6 +81,7 @@ class Report:
     warnings: list[str]
     figures: list[tuple[str, str, bytes]]  # (title, file name, PNG bytes)
     latency: Table
+    fusions: Table = field(default_factory=lambda: Table(["Stage", "Fused ops in the artifact"]))
 
 
 def load_results(run_dir: str | Path) -> dict:
@@ -269,6 +270,17 @@ def latency_table(rows: list[Row]) -> Table:
     return table
 
 
+def fusions_table(rows: list[Row]) -> Table:
+    """The fused ONNX Runtime ops in each stage's artifact (`fusions`: op -> count), for stages that record them."""
+    table = Table(["Stage", "Fused ops in the artifact"])
+    for row in rows:
+        fusions = row.stage.get("fusions")
+        if fusions is not None:
+            text = ", ".join(f"{op} ×{n}" for op, n in fusions.items()) or "none (unfused graph)"
+            table.rows.append([(row.name, False), (text, False)])
+    return table
+
+
 def cell_text(value: object) -> str:
     return "—" if value is None else f"{value:.3f}" if isinstance(value, float) else str(value)
 
@@ -380,6 +392,7 @@ def build_report(runs: dict[str, dict], baseline: str | None) -> Report:
         warnings=find_warnings(runs, rows, base),
         figures=make_figures(rows, setting),
         latency=latency_table(rows),
+        fusions=fusions_table(rows),
     )
 
 
@@ -410,6 +423,8 @@ def render_markdown(report: Report, files_dir: str) -> str:
     lines += [f"> ⚠️ {md_escape(w)}  " for w in report.warnings] + [""] * bool(report.warnings)
     if report.figures:
         lines += ["## Figures", ""] + [f"![{t}]({files_dir}/{name})" for t, name, _ in report.figures] + [""]
+    if report.fusions.rows:
+        lines += ["## Fused operators", ""] + markdown_table(report.fusions) + [""]
     lines += ["## Protocol", ""] + markdown_table(report.protocol) + [""]
     lines += ["## All latency records", "", f"<details><summary>{len(report.latency.rows)} records</summary>", ""]
     return "\n".join(lines + markdown_table(report.latency) + ["", "</details>", ""])
@@ -441,6 +456,8 @@ def render_html(report: Report) -> str:
         uri = "data:image/png;base64," + base64.b64encode(png).decode("ascii")
         t = html.escape(t)
         parts.append(f'<figure><figcaption>{t}</figcaption><img alt="{t}" src="{uri}"></figure>')
+    if report.fusions.rows:
+        parts += ["<h2>Fused operators</h2>", html_table(report.fusions)]
     parts += ["<h2>Protocol</h2>", html_table(report.protocol)]
     parts += ["<h2>All latency records</h2>", f"<details><summary>{len(report.latency.rows)} records</summary>",
               html_table(report.latency), "</details>", "</body></html>\n"]
