@@ -31,8 +31,9 @@ CPU_RUNTIMES = ("onnxruntime", "sklearn")  # headline CPU records: ONNX Runtime,
 SPREAD_LIMIT = 0.2  # std/mean above this: timings too noisy to trust ratios
 MB = 1e6
 PROTOCOL_FIELDS = ("task", "task_description", "split", "n_test", "seq_len", "seq_lens", "batch_sizes",
-                   "truncated", "threads", "warmup", "repeats", "interleaved", "devices", "cpu")
-# truncated: texts cut at seq_len, per split; interleaved: ONNX Runtime CPU timings re-taken in interleaved rounds across stages
+                   "truncated", "threads", "warmup", "repeats", "interleaved", "timing", "devices", "cpu")
+# truncated: texts cut at seq_len, per split; interleaved: CPU timings re-taken in interleaved rounds across stages;
+# timing: the session/thread settings every timed call ran under (eval.bench.timing_settings)
 LATENCY_FIELDS = ("device", "runtime", "precision", "batch", "seq_len", "threads",
                   "p50_ms", "p90_ms", "p99_ms", "mean_ms", "std_ms", "throughput_per_s")
 CSS = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1200px;padding:0 1em;color:#222}
@@ -298,8 +299,9 @@ def protocol_table(runs: dict[str, dict]) -> Table:
 
 
 def protocol_text(value: object) -> str:
-    if isinstance(value, dict):
-        return ", ".join(f"{k} {v}" for k, v in value.items())
+    if isinstance(value, dict):  # nested (timing): "onnxruntime: (threads 2, ...); torch: (...)"
+        sep = "; " if any(isinstance(v, dict) for v in value.values()) else ", "
+        return sep.join(f"{k}: ({protocol_text(v)})" if isinstance(v, dict) else f"{k} {v}" for k, v in value.items())
     return ", ".join(map(str, value)) if isinstance(value, list) else cell_text(value)
 
 
