@@ -98,7 +98,8 @@ def export_stage(model, tokenizer, out_dir: Path, parity_inputs: tuple[torch.Ten
     """Export, fuse (`cfg.fuse`), check parity, and move `model.onnx` + config + tokenizer into `out_dir` atomically.
 
     Returns the parity report plus `fusions`: `{op: count}` of the fused ops in the artifact
-    ({} unfused), and `fuse_error` when the rewrite failed and the unfused graph was kept.
+    ({} unfused), and `fuse_error` when the rewrite failed or its graph missed parity and the
+    unfused graph was kept (which must then pass the same gate).
     """
     from compress.train import trim
 
@@ -113,11 +114,12 @@ def export_stage(model, tokenizer, out_dir: Path, parity_inputs: tuple[torch.Ten
         if cfg.fuse:
             try:
                 fusions = fuse_for_ort(raw, tmp / ONNX_FILE)
-            except Exception as e:  # a rule that cannot handle the graph: ship it unfused, say why
-                error = f"{type(e).__name__}: {str(e)[:300]}"
+                check_parity(model, tmp / ONNX_FILE, input_ids, attention_mask, cfg.atol)
+            except Exception as e:  # a rule that cannot handle the graph, or breaks it: ship it unfused, say why
+                fusions, error = {}, f"{type(e).__name__}: {str(e)[:300]}"
                 raw.replace(tmp / ONNX_FILE)
             raw.unlink(missing_ok=True)
-        parity = check_parity(model, tmp / ONNX_FILE, input_ids, attention_mask, cfg.atol)
+        parity = check_parity(model, tmp / ONNX_FILE, input_ids, attention_mask, cfg.atol)  # the gate, on what ships
         model.config.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
     return {**parity, "fusions": fusions, **({"fuse_error": error} if error else {})}

@@ -73,6 +73,27 @@ def test_fused_graph_keeps_parity_on_padded_batches(full, shape):
     assert np.abs(run(out / "model.onnx", ids, mask) - expected).max() <= GATE
 
 
+def test_a_fusion_that_breaks_parity_ships_the_unfused_graph(tmp_path, monkeypatch):
+    """The gate is on what ships: a rewrite that changes the logits is dropped, and the report says why."""
+    import compress.export
+
+    def broken(src, dst):
+        proto = onnx.load(str(src))
+        logits = next(n for n in proto.graph.node if "logits" in n.output)
+        logits.output[0] = "logits_raw"  # logits + 1: a fused graph that no longer matches torch
+        one = onnx.helper.make_tensor("one", onnx.TensorProto.FLOAT, [], [1.0])
+        proto.graph.initializer.append(one)
+        proto.graph.node.append(onnx.helper.make_node("Add", ["logits_raw", "one"], ["logits"]))
+        onnx.save(proto, str(dst))
+        return {"MultiHeadAttention": 2}
+
+    monkeypatch.setattr(compress.export, "fuse_for_ort", broken)
+    report = export_stage(tiny(), FakeTokenizer(), tmp_path / "onnx", padded(8), ExportConfig())
+    assert report["fusions"] == {} and "parity failed" in report["fuse_error"] and report["max_abs_diff"] <= GATE
+    assert ops(tmp_path / "onnx" / "model.onnx") == {}
+    assert not any(p.name.startswith(".") for p in (tmp_path / "onnx").iterdir())  # the unfused copy was moved in, not left
+
+
 @pytest.mark.parametrize("settings", [{"mode": "dynamic"}, {"mode": "static", "format": "qdq"}], ids=["dynamic", "static-qdq"])
 def test_fused_graph_quantizes_within_the_int8_budget(full, tmp_path, settings):
     _, out, _ = full
