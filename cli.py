@@ -170,6 +170,16 @@ def cmd_bench(args) -> int:
     return 0
 
 
+def load_saved_model(folder: Path):
+    """A stage's saved torch model (`stages/<name>/model`), for re-timing eager torch beside ONNX Runtime."""
+    from transformers import AutoModelForSequenceClassification
+
+    from compress.models import register_auto_classes
+
+    register_auto_classes()
+    return AutoModelForSequenceClassification.from_pretrained(folder).eval()
+
+
 def bench_run(args) -> int:
     """`bench runs/<name>`: time every stage of a finished run again, in interleaved rounds, and re-render its report."""
     from compress.errors import SlimformerError
@@ -179,7 +189,7 @@ def bench_run(args) -> int:
     if not args.run_dir:
         raise SlimformerError("bench needs a run folder (slimformer bench runs/<name>) or --scaling")
     run_dir = Path(args.run_dir)
-    timed = retime_run(run_dir, repeats=args.repeats)
+    timed = retime_run(run_dir, repeats=args.repeats, load_torch=load_saved_model)
     if not timed:
         raise SlimformerError(f"{run_dir}: fewer than two benchmarked stages with an ONNX artifact; nothing to compare")
     write_report([run_dir])

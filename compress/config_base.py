@@ -120,8 +120,8 @@ class BenchConfig(ConfigBase):
     repeats: int = Field(30, ge=3)  # timed calls per setting
     torch: bool = True  # also time eager torch (CPU, and CUDA when present)
     memory: bool = True  # peak memory of a fresh process that loads the ONNX artifact
-    # after the last step, time every stage's ONNX artifact again in interleaved rounds (eval/interleave.py),
-    # so a load change on a shared machine hits all stages alike and their ratios stay honest
+    # after the last step, time every stage's ONNX artifact (and eager torch model) again in interleaved rounds
+    # (eval/interleave.py), so a load change on a shared machine hits all stages and runtimes alike
     interleave: bool = True
 
 

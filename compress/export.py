@@ -6,9 +6,12 @@ tokenizer files. Inputs are `input_ids` and `attention_mask` (int64, (batch, seq
 dynamic up to the model's `max_len`); the output is `logits` (batch, n_classes).
 
 The export uses torch's dynamo-based exporter (`torch.onnx.export(dynamo=True)`, onnxscript
-underneath). Before the folder is moved into place, ONNX Runtime runs it on real validation
-inputs and its logits must match PyTorch's within `atol`; otherwise nothing is written and the
-step fails with the measured difference.
+underneath). With `fuse: true` (the default) the graph is then rewritten for ONNX Runtime's fused
+kernels (`compress/fuse_graph.py`: MultiHeadAttention for full attention, SkipLayerNormalization,
+BiasGelu); the fused ops are recorded as the stage's `fusions`. Before the folder is moved into
+place, ONNX Runtime runs the final graph on real validation inputs (padded ones included) and its
+logits must match PyTorch's within `atol`; otherwise nothing is written and the step fails with
+the measured difference.
 """
 
 import logging
@@ -23,6 +26,7 @@ from pydantic import Field
 from compress.config_base import StepConfig
 from compress.distributed import main_process_only
 from compress.errors import ExportError
+from compress.fuse_graph import fuse_for_ort
 from compress.io import atomic_dir
 from compress.pipeline import register_step
 from eval.bench import INPUT_NAMES, ONNX_FILE  # the artifact's file name and inputs: the timer reads the same
@@ -35,6 +39,8 @@ class ExportConfig(StepConfig):
     opset: int = Field(18, ge=17, le=23)  # ONNX opset of the exported graph
     atol: float = Field(1e-4, gt=0)  # max |logits_onnx - logits_torch| allowed on the parity inputs
     parity_samples: int = Field(64, ge=1)  # validation examples the parity check runs on
+    # rewrite for ONNX Runtime's fused kernels (compress/fuse_graph.py); the artifact then needs ONNX Runtime
+    fuse: bool = True
 
 
 class LogitsOnly(torch.nn.Module):
@@ -89,19 +95,34 @@ def check_parity(model: torch.nn.Module, onnx_path: Path, input_ids: torch.Tenso
 
 
 def export_stage(model, tokenizer, out_dir: Path, parity_inputs: tuple[torch.Tensor, torch.Tensor], cfg: ExportConfig) -> dict:
-    """Export, check parity, and move `model.onnx` + config + tokenizer into `out_dir` atomically."""
+    """Export, fuse (`cfg.fuse`), check parity, and move `model.onnx` + config + tokenizer into `out_dir` atomically.
+
+    Returns the parity report plus `fusions`: `{op: count}` of the fused ops in the artifact
+    ({} unfused), and `fuse_error` when the rewrite failed or its graph missed parity and the
+    unfused graph was kept (which must then pass the same gate).
+    """
     from compress.train import trim
 
     input_ids, attention_mask = trim(*parity_inputs)
     with atomic_dir(out_dir) as tmp:
+        raw = tmp / f".{ONNX_FILE}.unfused" if cfg.fuse else tmp / ONNX_FILE
         try:
-            export_onnx(model, tmp / ONNX_FILE, (input_ids, attention_mask), cfg.opset)
+            export_onnx(model, raw, (input_ids, attention_mask), cfg.opset)
         except Exception as e:  # the exporter raises many types; the user needs the stage and the cause
             raise ExportError(f"ONNX export of {out_dir.parent.name} failed: {type(e).__name__}: {str(e)[:2000]}") from e
-        parity = check_parity(model, tmp / ONNX_FILE, input_ids, attention_mask, cfg.atol)
+        fusions, error = {}, None
+        if cfg.fuse:
+            try:
+                fusions = fuse_for_ort(raw, tmp / ONNX_FILE)
+                check_parity(model, tmp / ONNX_FILE, input_ids, attention_mask, cfg.atol)
+            except Exception as e:  # a rule that cannot handle the graph, or breaks it: ship it unfused, say why
+                fusions, error = {}, f"{type(e).__name__}: {str(e)[:300]}"
+                raw.replace(tmp / ONNX_FILE)
+            raw.unlink(missing_ok=True)
+        parity = check_parity(model, tmp / ONNX_FILE, input_ids, attention_mask, cfg.atol)  # the gate, on what ships
         model.config.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-    return parity
+    return {**parity, "fusions": fusions, **({"fuse_error": error} if error else {})}
 
 
 @register_step("export", ExportConfig)
@@ -111,6 +132,7 @@ def export(model, cfg: ExportConfig, ctx):
     n = cfg.parity_samples
     parity = export_stage(model, ctx.tokenizer, ctx.onnx_dir(), (val["input_ids"][:n], val["attention_mask"][:n]), cfg)
     ctx.record("onnx_dir", str(ctx.onnx_dir().relative_to(ctx.run_dir)))
+    ctx.record("fusions", parity.pop("fusions"))
     ctx.record("parity", parity)
     ctx.record("precision", "fp32")
     return model

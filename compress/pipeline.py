@@ -539,7 +539,9 @@ def retime_interleaved(ctx: RunContext, say) -> bool:
     bench = ctx.recipe.bench
     protocol = {**bench.model_dump(), "seq_lens": bench.seq_lens or [ctx.recipe.task.seq_len]}
     vocab_size = min(len(t) for t in [ctx.base_tokenizer, *ctx.stage_tokenizers.values()])  # ids every stage can read
-    timed = retime_stages(ctx.results, ctx.run_dir, protocol, vocab_size)
+    # eager torch re-timed in the same rounds, for the stages with a saved torch model
+    torch_models = {name: (lambda name=name: ctx.load_model(name)) for name in ctx.results if ctx.model_dir(name).is_dir()}
+    timed = retime_stages(ctx.results, ctx.run_dir, protocol, vocab_size, torch_models)
     if timed:
         say(f"timed {len(timed)} stages again in interleaved rounds (bench.interleave)")
     return bool(timed)
@@ -547,6 +549,8 @@ def retime_interleaved(ctx: RunContext, say) -> bool:
 
 def write_results(ctx: RunContext, command: str, env: dict, interleaved: bool = False) -> Path:
     """results.json: one entry per stage, the protocol, and the baseline (see eval/results_schema.json)."""
+    from eval.bench import timing_settings
+
     recipe, bench = ctx.recipe, ctx.recipe.bench
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     stages = []
@@ -570,6 +574,7 @@ def write_results(ctx: RunContext, command: str, env: dict, interleaved: bool = 
             "warmup": bench.warmup,
             "repeats": bench.repeats,
             "interleaved": interleaved,
+            "timing": timing_settings(bench.threads),
             "devices": devices,
             "truncated": ctx.data.stats.get("n_truncated", {}),
             "versions": env.get("versions", {}),

@@ -8,9 +8,11 @@ examples from the training split (`mode: static`; minmax, entropy (KL divergence
 TensorRT's calibrator) or percentile). `torch.ao.quantization` is not used: it is deprecated
 and its int8 models do not export to ONNX.
 
-Before quantizing, the graph may be fused by `onnxruntime.transformers.optimizer` (LayerNorm,
-SkipLayerNorm, BiasGelu, Attention where the graph matches its patterns; the fusions that
-happened are recorded) and is always prepared by `quant_pre_process` (shape inference, basic
+The parent's artifact arrives already fused by the `export` step (`compress/fuse_graph.py`:
+full attention as `MultiHeadAttention`, which stays fp32 while the projections around it are
+quantized). Before quantizing, the graph may be fused further by `onnxruntime.transformers.optimizer`
+(LayerNorm, SkipLayerNorm, BiasGelu, and BERT-pattern Attention for a graph exported with
+`fuse: false`; the fusions that happened are recorded) and is always prepared by `quant_pre_process` (shape inference, basic
 graph optimisations). Nodes are first renamed `<module path>/<node>` (from the `name_scopes`
 metadata the dynamo exporter writes, or the TorchScript exporter's `/model/<path>/<op>` names),
 so the selector vocabulary of `compress/select.py` (`include`/`exclude`/`protect` globs over
@@ -35,6 +37,7 @@ from pydantic import Field, model_validator
 from compress.config_base import NAME_PATTERN, ConfigBase, StepConfig
 from compress.distributed import main_process_only
 from compress.errors import RecipeError
+from compress.fuse_graph import fused_ops
 from compress.io import atomic_dir
 from compress.pipeline import STEPS, register_step, stage_history
 from compress.quantize_graph import (
@@ -282,6 +285,8 @@ def quantize_stage(parent_dir: Path, out_dir: Path, cfg: QuantizeConfig, calibra
 @register_step("quantize", QuantizeConfig, makes_stage=True, saves_model=False)
 @main_process_only  # several processes: the main one exports/measures, the others wait
 def quantize(model, cfg: QuantizeConfig, ctx):
+    import onnx
+
     from eval.bench import file_size
 
     parent = ctx.parent(cfg.parent)
@@ -297,6 +302,7 @@ def quantize(model, cfg: QuantizeConfig, ctx):
     ctx.record("precision", "int8")
     ctx.record("onnx_dir", str(ctx.onnx_dir().relative_to(ctx.run_dir)))
     ctx.record("onnx_bytes", file_size(ctx.onnx_dir()))
+    ctx.record("fusions", fused_ops(onnx.load(str(ctx.onnx_dir() / ONNX_FILE), load_external_data=False)))
     ctx.record("quantization", summary)
     ctx.log(event="quantize", parent=parent, fusions=summary["fusions"], n_quantized=summary["n_quantized"], **summary["check"])
     return model  # the parent's torch model stays current for later model-making steps

@@ -5,7 +5,17 @@ their numbers differ only by what runs, never by how it is measured: warm-up cal
 then `repeats` timed calls (CUDA synchronised before the clock is read), reported as
 percentiles. Threads are fixed and recorded in every record. Inputs are the same random
 token ids (seed 0) for both runtimes, with an all-ones attention mask, placed on the device
-before timing (ONNX Runtime through IOBinding), so neither runtime is timed copying inputs.
+before timing (ONNX Runtime through IOBinding), so neither runtime is timed copying inputs or
+tokenizing: the timed call is the forward pass alone.
+
+Settings that decide a torch-vs-ONNX-Runtime ratio, fixed here and recorded in results.json's
+protocol (`timing`, from `timing_settings`): ONNX Runtime with all graph optimisations, inter-op
+1 thread, sequential, and thread-pool spinning off (intra- and inter-op), so a session that is
+idle (another stage's, or the one just timed while torch runs) does not keep its workers
+spinning on the cores the timed runtime needs; eager torch in eval mode under
+`torch.inference_mode()` (no autograd bookkeeping), with `torch.set_num_threads` equal to ONNX
+Runtime's intra-op threads. An independent timing with spinning on in idle sessions had the
+int8/fp32 ratio at 1.74x where it was 2.2-2.4x with spinning off (issue 16).
 
 Peak memory is measured in a fresh process (`python -m eval.memprobe`), because a process's
 peak resident set size only ever grows and would otherwise include everything run before.
@@ -41,6 +51,20 @@ PROVIDER_DEVICE = {
     "TensorrtExecutionProvider": "cuda",
 }
 TORCH_PRECISION = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
+# session config entries of every timed ONNX Runtime session: idle thread pools sleep instead of spinning
+ORT_CONFIG = {"session.intra_op.allow_spinning": "0", "session.inter_op.allow_spinning": "0"}
+
+
+def timing_settings(threads: int) -> dict:
+    """What every timed call runs under, for results.json's protocol (`timing`) and the report."""
+    return {
+        "onnxruntime": {"intra_op_num_threads": threads, "inter_op_num_threads": 1, "execution_mode": "sequential",
+                        "graph_optimization_level": "ORT_ENABLE_ALL", **ORT_CONFIG,
+                        "inputs": "IOBinding: inputs bound once before timing, output left on the device"},
+        "torch": {"threads": threads, "grad": "torch.inference_mode()", "mode": "eval",
+                  "inputs": "tensors made once before timing"},
+        "timed_call": "one forward pass on ready token ids (no tokenization, no input copies)",
+    }
 
 
 def time_callable(
@@ -96,7 +120,7 @@ def make_inputs(batch: int, seq_len: int, vocab_size: int, seed: int = 0) -> dic
 
 
 def ort_session(onnx_path: str | Path, threads: int, provider: str = "CPUExecutionProvider") -> ort.InferenceSession:
-    """An ONNX Runtime session with fixed threads: intra-op `threads`, inter-op 1, sequential, all optimisations."""
+    """An ONNX Runtime session with fixed threads: intra-op `threads`, inter-op 1, sequential, all optimisations, no spinning."""
     onnx_path = Path(onnx_path)
     if not onnx_path.is_file():
         raise SlimformerError(f"ONNX model {onnx_path} not found: export the stage first")
@@ -109,6 +133,8 @@ def ort_session(onnx_path: str | Path, threads: int, provider: str = "CPUExecuti
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.log_severity_level = 3  # errors only
+    for key, value in ORT_CONFIG.items():
+        options.add_session_config_entry(key, value)
     providers = list(dict.fromkeys([provider, "CPUExecutionProvider"]))  # CPU runs the ops others lack
     return ort.InferenceSession(str(onnx_path), sess_options=options, providers=providers)
 

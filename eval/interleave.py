@@ -13,8 +13,15 @@ alternating between sessions measured 2-3x slower than the same sessions timed a
 of recipes/flagship.yaml at batch 1: 48 ms against 8.6 ms), so they no longer measured what a
 deployed model sees. One session at a time, warmed up, measures what the `bench` step measures.
 
-The records replace each stage's ONNX Runtime CPU records in `results.json` and are marked
-`interleaved`. Runs at the end of `slimformer run` (`bench.interleave: true`, the default) and
+Eager torch is timed in the same rounds when the caller gives a loader for a stage's torch
+model (`torch_models`): a torch p50 taken during the stage's own `bench` step and an ONNX
+Runtime p50 taken here, minutes apart, would compare two machine loads, not two runtimes. Torch
+runs as in `eval.bench.bench_torch` (eval mode, `torch.inference_mode()`, `torch.set_num_threads`
+= the protocol's threads); ONNX Runtime sessions do not spin (`eval.bench.ORT_CONFIG`), so the
+idle session of a stage does not take cores from torch, or the reverse.
+
+The records replace each stage's ONNX Runtime CPU records (and, with a loader, its eager torch
+CPU records) in `results.json` and are marked `interleaved`. Runs at the end of `slimformer run` (`bench.interleave: true`, the default) and
 on a finished run with `slimformer bench runs/<name>`.
 """
 
@@ -26,13 +33,15 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import torch
 
-from eval.bench import ONNX_FILE, latency_record, latency_stats, make_inputs, ort_runner, ort_session
+from eval.bench import ONNX_FILE, latency_record, latency_stats, make_inputs, ort_runner, ort_session, timing_settings
 from eval.errors import SlimformerError
 
 ROUNDS = 5  # rounds the timed calls are spread over (fewer when repeats is smaller)
 
 Cell = tuple[int, int]  # (batch, seq_len)
+TORCH = "\ttorch"  # suffix of a stage's eager-torch entry in time_in_rounds (a tab: no stage name has one)
 
 
 def time_in_rounds(open_stage: dict[str, Callable[[], dict[Cell, Callable[[], None]]]], warmup: int, repeats: int,
@@ -62,6 +71,17 @@ def time_in_rounds(open_stage: dict[str, Callable[[], dict[Cell, Callable[[], No
     return {name: {cell: latency_stats(np.asarray(t) * 1000.0) for cell, t in cells.items()} for name, cells in times.items()}
 
 
+def torch_runner(model: torch.nn.Module, feed: dict[str, np.ndarray]) -> Callable[[], None]:
+    """A no-argument eager forward pass of `model` (eval mode) on `feed`, made into tensors once."""
+    tensors = {k: torch.from_numpy(v) for k, v in feed.items()}
+
+    def run() -> None:
+        with torch.inference_mode():
+            model(**tensors)
+
+    return run
+
+
 def interleaved_latency(
     models: dict[str, tuple[Path, str]],
     batch_sizes: list[int],
@@ -70,9 +90,12 @@ def interleaved_latency(
     vocab_size: int,
     warmup: int = 5,
     repeats: int = 30,
+    torch_models: dict[str, Callable[[], torch.nn.Module]] | None = None,
 ) -> dict[str, list[dict]]:
-    """ONNX Runtime CPU latency records for `models` (name -> (model.onnx, precision)), timed in rounds."""
+    """CPU latency records for `models` (name -> (model.onnx, precision)) in ONNX Runtime, and in eager
+    torch for the stages `torch_models` can load (name -> loader), all timed in the same rounds."""
     feeds = {(b, t): make_inputs(b, t, vocab_size) for b in batch_sizes for t in seq_lens}
+    loaded = {name: load().eval() for name, load in (torch_models or {}).items()}
 
     def opener(path: Path) -> Callable[[], dict[Cell, Callable[[], None]]]:
         def open_() -> dict[Cell, Callable[[], None]]:
@@ -81,14 +104,32 @@ def interleaved_latency(
 
         return open_
 
-    timed = time_in_rounds({name: opener(path) for name, (path, _) in models.items()}, warmup, repeats)
-    return {name: [{**latency_record("cpu", "onnxruntime", models[name][1], b, t, threads, stats), "interleaved": True}
-                   for (b, t), stats in cells.items()]
-            for name, cells in timed.items()}
+    def torch_opener(model: torch.nn.Module) -> Callable[[], dict[Cell, Callable[[], None]]]:
+        return lambda: {cell: torch_runner(model, feed) for cell, feed in feeds.items()}
+
+    entries = {name: opener(path) for name, (path, _) in models.items()}
+    entries |= {name + TORCH: torch_opener(model) for name, model in loaded.items()}
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)  # the same cores for torch as ONNX Runtime's intra-op pool
+    try:
+        timed = time_in_rounds(entries, warmup, repeats)
+    finally:
+        torch.set_num_threads(previous)
+    out: dict[str, list[dict]] = {}
+    for entry, cells in timed.items():
+        name, runtime = (entry.removesuffix(TORCH), "torch") if entry.endswith(TORCH) else (entry, "onnxruntime")
+        precision = "fp32" if runtime == "torch" else models[name][1]
+        out.setdefault(name, []).extend({**latency_record("cpu", runtime, precision, b, t, threads, stats), "interleaved": True}
+                                        for (b, t), stats in cells.items())
+    return out
 
 
-def retime_stages(stages: dict[str, dict], run_dir: Path, protocol: dict, vocab_size: int) -> list[str]:
+def retime_stages(stages: dict[str, dict], run_dir: Path, protocol: dict, vocab_size: int,
+                  torch_models: dict[str, Callable[[], torch.nn.Module]] | None = None) -> list[str]:
     """Replace the ONNX Runtime CPU latency of every benchmarked stage with interleaved timings.
+
+    With `torch_models` (stage name -> loader of its eager model), those stages that have
+    eager-torch CPU fp32 records are re-timed in torch in the same rounds, and those records replaced too.
 
     `stages` maps a stage name to its recorded fields (results.json's stage entries), `protocol`
     gives `batch_sizes`, `seq_lens`, `threads`, `warmup` and `repeats`. Stages without a `latency`
@@ -106,15 +147,26 @@ def retime_stages(stages: dict[str, dict], run_dir: Path, protocol: dict, vocab_
     if len(models) < 2:  # one stage has nothing to be compared with
         return []
     keys = ("batch_sizes", "seq_lens", "threads", "warmup", "repeats")
-    fresh = interleaved_latency(models, vocab_size=vocab_size, **{k: protocol[k] for k in keys})
+    torched = [name for name in models if name in (torch_models or {}) and any(map(is_torch_cpu, stages[name]["latency"]))]
+    fresh = interleaved_latency(models, vocab_size=vocab_size, torch_models={n: torch_models[n] for n in torched},
+                                **{k: protocol[k] for k in keys})
     for name, records in fresh.items():
-        kept = [r for r in stages[name]["latency"] if not (r["runtime"] == "onnxruntime" and r["device"] == "cpu")]
+        kept = [r for r in stages[name]["latency"] if not (r["runtime"] == "onnxruntime" and r["device"] == "cpu")
+                and not (name in torched and is_torch_cpu(r))]
         stages[name]["latency"] = records + kept
     return list(models)
 
 
-def retime_run(run_dir: Path, repeats: int | None = None) -> list[str]:
-    """`slimformer bench runs/<name>`: re-time a finished run's stages in interleaved rounds and rewrite its results.json."""
+def is_torch_cpu(record: dict) -> bool:
+    return record["runtime"] == "torch" and record["device"] == "cpu" and record.get("precision", "fp32") == "fp32"
+
+
+def retime_run(run_dir: Path, repeats: int | None = None, load_torch: Callable[[Path], torch.nn.Module] | None = None) -> list[str]:
+    """`slimformer bench runs/<name>`: re-time a finished run's stages in interleaved rounds and rewrite its results.json.
+
+    `load_torch(model folder)` loads a stage's saved torch model (`stages/<name>/model`), so eager
+    torch is re-timed in the same rounds; without it only ONNX Runtime is.
+    """
     from eval.io import atomic_write_json
 
     path = Path(run_dir) / "results.json"
@@ -130,8 +182,12 @@ def retime_run(run_dir: Path, repeats: int | None = None) -> list[str]:
                       for s in stages.values() if s.get("onnx_dir") and (run_dir / s["onnx_dir"] / "config.json").is_file()), default=None)
     if vocab_size is None:
         raise SlimformerError(f"{run_dir}: no stage has an ONNX folder with a config.json; nothing to time")
-    timed = retime_stages(stages, run_dir, protocol, vocab_size)
+    folders = {name: run_dir / "stages" / name / "model" for name in stages}
+    loaders = {name: (lambda folder=folder: load_torch(folder)) for name, folder in folders.items()
+               if load_torch is not None and folder.is_dir()}
+    timed = retime_stages(stages, run_dir, protocol, vocab_size, loaders)
     results["protocol"]["repeats"] = protocol["repeats"]
+    results["protocol"]["timing"] = timing_settings(protocol["threads"])
     results["protocol"]["interleaved"] = bool(timed)
     atomic_write_json(path, results)
     return timed

@@ -4,7 +4,7 @@
 writes `report.md` (readable in a pull request; figures as PNG files in `report_files/`)
 and `report.html` (self-contained: figures embedded as base64 PNG, inline CSS, no scripts).
 Sections: summary table (deltas and ratios vs the baseline, best value per column highlighted),
-warnings, figures, the protocol the numbers were measured under, and every latency record in a
+warnings, figures, the fused ONNX Runtime operators in each artifact, the protocol the numbers were measured under, and every latency record in a
 collapsible table: what a reader wants first comes first.
 Comparison follows Long Range Arena's rule: like with like, or a warning that it is not.
 When a run has attention swaps, a verdict section follows the summary (`eval/verdict.py`): per
@@ -36,8 +36,9 @@ CPU_RUNTIMES = ("onnxruntime", "sklearn")  # headline CPU records: ONNX Runtime,
 SPREAD_LIMIT = 0.2  # std/mean above this: timings too noisy to trust ratios
 MB = 1e6
 PROTOCOL_FIELDS = ("task", "task_description", "split", "n_test", "seq_len", "seq_lens", "batch_sizes",
-                   "truncated", "threads", "warmup", "repeats", "interleaved", "devices", "cpu")
-# truncated: texts cut at seq_len, per split; interleaved: ONNX Runtime CPU timings re-taken in interleaved rounds across stages
+                   "truncated", "threads", "warmup", "repeats", "interleaved", "timing", "devices", "cpu")
+# truncated: texts cut at seq_len, per split; interleaved: CPU timings re-taken in interleaved rounds across stages;
+# timing: the session/thread settings every timed call ran under (eval.bench.timing_settings)
 LATENCY_FIELDS = ("device", "runtime", "precision", "batch", "seq_len", "threads",
                   "p50_ms", "p90_ms", "p99_ms", "mean_ms", "std_ms", "throughput_per_s")
 CSS = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1200px;padding:0 1em;color:#222}
@@ -87,6 +88,7 @@ class Report:
     figures: list[tuple[str, str, bytes]]  # (title, file name, PNG bytes)
     latency: Table
     verdict: Verdict | None = None  # attention swaps judged against their teacher; None when the runs have none
+    fusions: Table = field(default_factory=lambda: Table(["Stage", "Fused ops in the artifact"]))
 
 
 def load_results(run_dir: str | Path) -> dict:
@@ -275,6 +277,17 @@ def latency_table(rows: list[Row]) -> Table:
     return table
 
 
+def fusions_table(rows: list[Row]) -> Table:
+    """The fused ONNX Runtime ops in each stage's artifact (`fusions`: op -> count), for stages that record them."""
+    table = Table(["Stage", "Fused ops in the artifact"])
+    for row in rows:
+        fusions = row.stage.get("fusions")
+        if fusions is not None:
+            text = ", ".join(f"{op} ×{n}" for op, n in fusions.items()) or "none (unfused graph)"
+            table.rows.append([(row.name, False), (text, False)])
+    return table
+
+
 def cell_text(value: object) -> str:
     return "—" if value is None else f"{value:.3f}" if isinstance(value, float) else str(value)
 
@@ -292,8 +305,9 @@ def protocol_table(runs: dict[str, dict]) -> Table:
 
 
 def protocol_text(value: object) -> str:
-    if isinstance(value, dict):
-        return ", ".join(f"{k} {v}" for k, v in value.items())
+    if isinstance(value, dict):  # nested (timing): "onnxruntime: (threads 2, ...); torch: (...)"
+        sep = "; " if any(isinstance(v, dict) for v in value.values()) else ", "
+        return sep.join(f"{k}: ({protocol_text(v)})" if isinstance(v, dict) else f"{k} {v}" for k, v in value.items())
     return ", ".join(map(str, value)) if isinstance(value, list) else cell_text(value)
 
 
@@ -387,6 +401,7 @@ def build_report(runs: dict[str, dict], baseline: str | None) -> Report:
         figures=make_figures(rows, setting),
         latency=latency_table(rows),
         verdict=build_verdict(runs),
+        fusions=fusions_table(rows),
     )
 
 
@@ -435,6 +450,8 @@ def render_markdown(report: Report, files_dir: str) -> str:
         lines += [LRA_CAPTION, ""] + markdown_table(lra) + [""]
     if report.figures:
         lines += ["## Figures", ""] + [f"![{t}]({files_dir}/{name})" for t, name, _ in report.figures] + [""]
+    if report.fusions.rows:
+        lines += ["## Fused operators", ""] + markdown_table(report.fusions) + [""]
     lines += ["## Protocol", ""] + markdown_table(report.protocol) + [""]
     lines += ["## All latency records", "", f"<details><summary>{len(report.latency.rows)} records</summary>", ""]
     return "\n".join(lines + markdown_table(report.latency) + ["", "</details>", ""])
@@ -471,6 +488,8 @@ def render_html(report: Report) -> str:
         uri = "data:image/png;base64," + base64.b64encode(png).decode("ascii")
         t = html.escape(t)
         parts.append(f'<figure><figcaption>{t}</figcaption><img alt="{t}" src="{uri}"></figure>')
+    if report.fusions.rows:
+        parts += ["<h2>Fused operators</h2>", html_table(report.fusions)]
     parts += ["<h2>Protocol</h2>", html_table(report.protocol)]
     parts += ["<h2>All latency records</h2>", f"<details><summary>{len(report.latency.rows)} records</summary>",
               html_table(report.latency), "</details>", "</body></html>\n"]

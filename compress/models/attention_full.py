@@ -1,7 +1,9 @@
 """Full softmax attention (Vaswani et al. 2017), the reference every other kind is measured against.
 
 Uses `torch.nn.functional.scaled_dot_product_attention`, which picks a fused kernel on each
-device and exports to ONNX as plain MatMul/Softmax.
+device and exports to ONNX as plain MatMul/Softmax; the `export` step then fuses that into one
+`com.microsoft.MultiHeadAttention` per layer for ONNX Runtime (`compress/fuse_graph.py`: the
+sdpa rule matches this graph, the boolean mask included, so keep the call as it is).
 """
 
 import torch

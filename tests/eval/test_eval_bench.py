@@ -13,6 +13,7 @@ import torch
 
 from compress.errors import SlimformerError
 from eval import bench_onnx, bench_torch, count_params, file_size, make_inputs, ort_session, peak_memory, time_callable
+from eval.bench import timing_settings
 
 RECORD_KEYS = {"device", "runtime", "precision", "batch", "seq_len", "threads", "p50_ms", "p90_ms", "p99_ms",
                "mean_ms", "std_ms", "throughput_per_s"}
@@ -170,3 +171,17 @@ def test_file_size_counts_external_data(tmp_path: Path, vocab_size: int):
     assert file_size(external) == external.stat().st_size + data.stat().st_size
     (record,) = bench_onnx(external, [2], [5], threads=1, vocab_size=vocab_size, warmup=0, repeats=2)
     assert record["p50_ms"] > 0
+
+
+def test_timed_sessions_do_not_spin_and_the_protocol_says_so(tiny_onnx):
+    """Idle sessions must not spin on the cores the timed runtime needs; the settings are what results.json records."""
+    options = ort_session(tiny_onnx, threads=2).get_session_options()
+    for key in ("session.intra_op.allow_spinning", "session.inter_op.allow_spinning"):
+        assert options.get_session_config_entry(key) == "0"
+    assert options.graph_optimization_level == ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    assert options.intra_op_num_threads == 2 and options.inter_op_num_threads == 1
+    settings = timing_settings(2)
+    assert settings["onnxruntime"] | {"session.intra_op.allow_spinning": "0", "session.inter_op.allow_spinning": "0",
+                                      "graph_optimization_level": "ORT_ENABLE_ALL", "intra_op_num_threads": 2} == settings["onnxruntime"]
+    assert settings["torch"]["threads"] == 2 and settings["torch"]["grad"] == "torch.inference_mode()"
+    assert "no tokenization" in settings["timed_call"]

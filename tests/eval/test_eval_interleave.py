@@ -46,6 +46,37 @@ def test_retime_replaces_onnxruntime_cpu_records_and_keeps_the_rest(tmp_path, ti
     assert all(r["p50_ms"] < 99.0 for r in ort_a), "the old record was replaced"
 
 
+def test_torch_is_retimed_in_the_same_rounds_under_inference_mode(tmp_path, tiny_onnx, tiny_model, vocab_size):
+    """A torch p50 from the bench step and an ORT p50 from the rounds would compare two machine loads."""
+    import torch
+
+    seen = []
+
+    class Watched(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.inner = tiny_model
+
+        def forward(self, **feeds):
+            seen.append((torch.is_inference_mode_enabled(), torch.get_num_threads()))
+            return self.inner(**feeds)
+
+    (tmp_path / "a").mkdir()
+    shutil.copy(tiny_onnx, tmp_path / "a" / "model.onnx")
+    shutil.copytree(tmp_path / "a", tmp_path / "b")
+    old_torch = {"device": "cpu", "runtime": "torch", "precision": "fp32", "batch": 1, "seq_len": 8, "p50_ms": 99.0}
+    old_ort = {"device": "cpu", "runtime": "onnxruntime", "batch": 1, "seq_len": 8, "p50_ms": 99.0}
+    stages = {"a": stage("a", "a", [dict(old_ort), dict(old_torch)]), "b": stage("b", "b", [dict(old_ort)])}
+    protocol = {"batch_sizes": [1], "seq_lens": [8], "threads": 1, "warmup": 1, "repeats": 3}
+    threads = torch.get_num_threads()
+    retime_stages(stages, tmp_path, protocol, vocab_size, {"a": Watched, "b": Watched})
+    torch_a = [r for r in stages["a"]["latency"] if r["runtime"] == "torch"]
+    assert [(r["n"], r["interleaved"], r["threads"]) for r in torch_a] == [(3, True, 1)] and torch_a[0]["p50_ms"] < 99.0
+    assert not any(r["runtime"] == "torch" for r in stages["b"]["latency"])  # b had no torch record: none added
+    assert seen and all(mode and n == 1 for mode, n in seen)  # inference mode, the protocol's threads
+    assert torch.get_num_threads() == threads  # restored
+
+
 def test_bench_run_folder_rewrites_results_and_report(tmp_path, tiny_onnx, vocab_size, make_results):
     results = make_results("quickstart")
     run_dir = tmp_path / "quickstart"
@@ -60,6 +91,7 @@ def test_bench_run_folder_rewrites_results_and_report(tmp_path, tiny_onnx, vocab
     assert cli.main(["bench", str(run_dir), "--repeats", "4"]) == 0
     after = json.loads((run_dir / "results.json").read_text())
     assert after["protocol"]["interleaved"] is True and after["protocol"]["repeats"] == 4
+    assert after["protocol"]["timing"]["onnxruntime"]["session.intra_op.allow_spinning"] == "0"
     for s in after["stages"]:
         assert [r["n"] for r in s["latency"] if r["runtime"] == "onnxruntime" and r["device"] == "cpu"] == [4]
     schema = json.loads((cli.Path(cli.__file__).parent / "eval" / "results_schema.json").read_text())

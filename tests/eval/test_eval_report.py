@@ -240,3 +240,18 @@ def test_markdown_keeps_angle_brackets_readable():
 
     assert md_escape("re-time with `slimformer bench <run folder>`") == "re-time with `slimformer bench <run folder>`"
     assert md_escape("a <b> | c") == "a &lt;b> \\| c"
+
+
+def test_fused_operators_and_timing_settings_are_reported(make_run: Callable[..., Path], make_results, fast_figures):
+    results = make_results()
+    results["stages"][0]["fusions"] = {"BiasGelu": 2, "MultiHeadAttention": 2, "SkipLayerNormalization": 4}
+    results["stages"][1]["fusions"] = {}
+    results["protocol"]["timing"] = {"onnxruntime": {"session.intra_op.allow_spinning": "0"}, "torch": {"threads": 2},
+                                     "timed_call": "one forward pass"}
+    paths = write_report([make_run(results=results)])
+    md, page = paths["md"].read_text(), paths["html"].read_text()
+    name0, name1 = results["stages"][0]["name"], results["stages"][1]["name"]
+    assert f"| {name0} | BiasGelu ×2, MultiHeadAttention ×2, SkipLayerNormalization ×4 |" in md
+    assert f"| {name1} | none (unfused graph) |" in md
+    assert "Fused operators" in page and "MultiHeadAttention ×2" in page
+    assert "session.intra_op.allow_spinning 0" in md  # the protocol's timing settings

@@ -1,0 +1,126 @@
+"""Fused attention in the exported graph: which ops fire per attention kind, parity with torch on
+padded batches, and that the fused graph quantizes (dynamic and static) within the int8 budget."""
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+
+from compress.export import ExportConfig, export_stage
+from compress.fuse_graph import fused_ops
+from compress.models import SlimformerConfig, SlimformerForSequenceClassification
+from compress.quantize import QuantizeConfig, quantize_onnx
+from compress.quantize_graph import module_of
+from tests.helpers import FakeTokenizer
+from tests.test_quantize import ATOL, MIN_AGREEMENT, RTOL, batch, calibration
+
+GATE = ExportConfig().atol  # the export step's parity tolerance, unchanged by fusion
+
+
+def padded(n=12, seq_len=16, seed=0):
+    """Seeded ids (n, seq_len) where every other example is padded, to a different length each."""
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(5, 60, (n, seq_len), generator=g)
+    mask = torch.ones_like(ids)
+    for i in range(0, n, 2):
+        mask[i, 1 + (i * 5) % (seq_len - 1):] = 0
+    ids[mask == 0] = 0
+    return ids, mask
+
+
+def tiny(attention="full"):
+    config = SlimformerConfig(vocab_size=60, max_len=24, dim=32, n_layers=2, n_heads=[4, 2], head_dim=8, ffn_dim=[64, 16],
+                              num_labels=3, initializer_range=0.2, dropout=0.0, attention=attention)
+    torch.manual_seed(0)
+    return SlimformerForSequenceClassification(config).eval()
+
+
+def run(path, ids, mask):
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return session.run(["logits"], {"input_ids": ids.numpy(), "attention_mask": mask.numpy()})[0]
+
+
+def ops(path) -> dict[str, int]:
+    return fused_ops(onnx.load(str(path)))
+
+
+@pytest.fixture(scope="module")
+def full(tmp_path_factory):
+    model = tiny()
+    out = tmp_path_factory.mktemp("fused") / "onnx"
+    report = export_stage(model, FakeTokenizer(), out, padded(8), ExportConfig())
+    return model, out, report
+
+
+def test_full_attention_is_one_fused_node_per_layer(full):
+    _, out, report = full
+    graph = onnx.load(str(out / "model.onnx")).graph
+    assert sum(n.op_type == "MultiHeadAttention" for n in graph.node) == 2  # one per layer, heads 4 and 2
+    assert sorted(n.attribute[0].i for n in graph.node if n.op_type == "MultiHeadAttention") == [2, 4]
+    assert not any(n.op_type == "Softmax" for n in graph.node)  # no unfused attention left
+    assert report["fusions"] == ops(out / "model.onnx")
+    assert report["fusions"]["MultiHeadAttention"] == 2 and report["fusions"]["SkipLayerNormalization"] == 4
+
+
+@pytest.mark.parametrize("shape", [(12, 16), (3, 24), (5, 2)])
+def test_fused_graph_keeps_parity_on_padded_batches(full, shape):
+    model, out, report = full
+    assert report["max_abs_diff"] <= GATE
+    ids, mask = padded(*shape, seed=1)
+    with torch.no_grad():
+        expected = model(input_ids=ids, attention_mask=mask).logits.numpy()
+    assert np.abs(run(out / "model.onnx", ids, mask) - expected).max() <= GATE
+
+
+def test_a_fusion_that_breaks_parity_ships_the_unfused_graph(tmp_path, monkeypatch):
+    """The gate is on what ships: a rewrite that changes the logits is dropped, and the report says why."""
+    import compress.export
+
+    def broken(src, dst):
+        proto = onnx.load(str(src))
+        logits = next(n for n in proto.graph.node if "logits" in n.output)
+        logits.output[0] = "logits_raw"  # logits + 1: a fused graph that no longer matches torch
+        one = onnx.helper.make_tensor("one", onnx.TensorProto.FLOAT, [], [1.0])
+        proto.graph.initializer.append(one)
+        proto.graph.node.append(onnx.helper.make_node("Add", ["logits_raw", "one"], ["logits"]))
+        onnx.save(proto, str(dst))
+        return {"MultiHeadAttention": 2}
+
+    monkeypatch.setattr(compress.export, "fuse_for_ort", broken)
+    report = export_stage(tiny(), FakeTokenizer(), tmp_path / "onnx", padded(8), ExportConfig())
+    assert report["fusions"] == {} and "parity failed" in report["fuse_error"] and report["max_abs_diff"] <= GATE
+    assert ops(tmp_path / "onnx" / "model.onnx") == {}
+    assert not any(p.name.startswith(".") for p in (tmp_path / "onnx").iterdir())  # the unfused copy was moved in, not left
+
+
+@pytest.mark.parametrize("settings", [{"mode": "dynamic"}, {"mode": "static", "format": "qdq"}], ids=["dynamic", "static-qdq"])
+def test_fused_graph_quantizes_within_the_int8_budget(full, tmp_path, settings):
+    _, out, _ = full
+    cfg = QuantizeConfig(**settings)
+    summary = quantize_onnx(out / "model.onnx", tmp_path / "int8.onnx", cfg, calibration() if cfg.mode == "static" else None)
+    assert summary["shape_inference"] == "symbolic" and summary["n_quantized"] > 0
+    assert ops(tmp_path / "int8.onnx").get("MultiHeadAttention") == 2  # the fused attention survives quantization
+    ids, mask = batch(seed=2)  # the inputs the int8 budget of test_quantize.py was set on (every third padded)
+    fp32, int8 = run(out / "model.onnx", ids, mask), run(tmp_path / "int8.onnx", ids, mask)
+    assert np.abs(int8 - fp32).max() <= ATOL + RTOL * np.abs(fp32).max()
+    assert (int8.argmax(-1) == fp32.argmax(-1)).mean() >= MIN_AGREEMENT
+
+
+def test_efficient_kinds_get_no_attention_kernel_and_keep_parity(tmp_path):
+    """What compress/fuse_graph.py says: LayerNorm/GELU fuse in every layer; attention in the full layer and in
+    BigBird's global rows (dense), not in Linformer's or Performer's."""
+    kinds = [{"kind": "full"}, {"kind": "linformer", "k": 6, "max_len": 24}, {"kind": "performer", "n_features": 32},
+             {"kind": "bigbird", "block": 4, "window": 3, "n_global": 1, "n_random": 1}]
+    config = SlimformerConfig(vocab_size=60, max_len=24, dim=32, n_layers=4, n_heads=4, ffn_dim=64, num_labels=3,
+                              initializer_range=0.2, dropout=0.0, attention=kinds)
+    torch.manual_seed(0)
+    model = SlimformerForSequenceClassification(config).eval()
+    report = export_stage(model, FakeTokenizer(), tmp_path / "onnx", padded(8), ExportConfig())
+    graph = onnx.load(str(tmp_path / "onnx" / "model.onnx")).graph
+    assert {module_of(n) for n in graph.node if n.op_type == "MultiHeadAttention"} == {"layers.0.attn", "layers.3.attn"}
+    assert report["fusions"]["MultiHeadAttention"] == 2 and report["fusions"]["SkipLayerNormalization"] == 8
+    ids, mask = padded(6, 16, seed=3)
+    with torch.no_grad():
+        expected = model(input_ids=ids, attention_mask=mask).logits.numpy()
+    assert np.abs(run(tmp_path / "onnx" / "model.onnx", ids, mask) - expected).max() <= GATE
