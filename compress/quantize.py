@@ -238,7 +238,10 @@ def quantize_prepared(prepared: Path, dst: Path, cfg: QuantizeConfig, calibratio
         "reduce_range": cfg.reduce_range,
         "weight_type": getattr(QuantType, QUANT_TYPES[cfg.weight_type]),
         "nodes_to_exclude": [name for n in touched if n.name in excluded for name, _ in aliases(n)],
-        "extra_options": {"WeightSymmetric": cfg.weight_symmetric, "MatMulConstBOnly": not cfg.activation_matmuls},
+        # DefaultTensorType: our graphs are fp32; ONNX's shape inference leaves the outputs of ONNX Runtime's
+        # fused ops (com.microsoft domain) untyped when the symbolic pass failed, and the quantizer needs a type
+        "extra_options": {"WeightSymmetric": cfg.weight_symmetric, "MatMulConstBOnly": not cfg.activation_matmuls,
+                          "DefaultTensorType": onnx.TensorProto.FLOAT},
     }
     if cfg.mode == "dynamic":
         quantize_dynamic(str(prepared), str(dst), **common)

@@ -1,6 +1,6 @@
 """Fused vs unfused attention in ONNX Runtime, and ONNX Runtime vs eager torch, timed in interleaved rounds.
 
-    nice -n 19 python eval/bench_fusion.py [--dim 128 --n-layers 2 --batch 8 --seq-lens 48 128 512 --repeats 15]
+    nice -n 19 python -m compress.bench_fusion [--dim 128 --n-layers 2 --batch 8 --seq-lens 48 128 512 --repeats 15]
 
 A random-weight Slimformer of the quickstart's shape (size mini: dim 128, 4 heads, ffn 512,
 2 layers; weights do not change the time) is exported twice, with and without
