@@ -5,13 +5,13 @@ thread count with `eval.bench.time_callable` (the timer every stage goes through
   - fp32: a `MatMul` node, the op an fp32 artifact's Linears and attention products run as;
   - int8: a `MatMulInteger` node, uint8 activations x int8 weights with zero points (the
     product dynamic quantization emits; ONNX Runtime fuses it with the quantize step into
-    `DynamicQuantizeMatMul`, the same MLAS int8 GEMM kernel static QDQ graphs reach).
+    `DynamicQuantizeMatMul`; static QDQ graphs reach MLAS's int8 GEMM as well).
 The weight is a constant initializer and the activation a graph input, as in an artifact.
 Rate = 2 size^3 / p50 (FLOP/s, integer operations for int8), the p50 because stages are
 quoted at their p50 too, so the fraction of peak compares like with like. The peak is the best
-rate over a few sizes: which size a CPU's caches favour varies (on a 2-core VM, 256-384 beat
-1024 by 1.5-3x, whose operands spill out of L2), and a roofline's ceiling is the best the
-kernel reaches, not one arbitrary shape.
+rate over a few sizes: which size a CPU's caches favour varies (on our shared 2-core VM, 256
+and 384 ran 1.5-3x faster than 512 and 1024, whose operands spill out of L2), and a roofline's
+ceiling is the best the kernel reaches, not one arbitrary shape.
 """
 
 import json
