@@ -184,6 +184,7 @@ def bench_run(args) -> int:
     """`bench runs/<name>`: time every stage of a finished run again, in interleaved rounds, and re-render its report."""
     from compress.errors import SlimformerError
     from eval.interleave import retime_run
+    from eval.peak import record_peak
     from eval.report import write_report
 
     if not args.run_dir:
@@ -192,8 +193,10 @@ def bench_run(args) -> int:
     timed = retime_run(run_dir, repeats=args.repeats, load_torch=load_saved_model)
     if not timed:
         raise SlimformerError(f"{run_dir}: fewer than two benchmarked stages with an ONNX artifact; nothing to compare")
+    peak = record_peak(run_dir)  # the roofline's ceiling, at the run's threads, on this machine now
     write_report([run_dir])
-    print(f"re-timed {len(timed)} stages in interleaved rounds: {', '.join(timed)}; report: {run_dir / 'report.html'}")
+    rates = ", ".join(f"{p} {peak[p]['flops_per_s'] / 1e9:.1f} G/s" for p in ("fp32", "int8"))
+    print(f"re-timed {len(timed)} stages in interleaved rounds: {', '.join(timed)}; MatMul peak {rates}; report: {run_dir / 'report.html'}")
     return 0
 
 

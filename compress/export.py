@@ -41,6 +41,8 @@ class ExportConfig(StepConfig):
     parity_samples: int = Field(64, ge=1)  # validation examples the parity check runs on
     # rewrite for ONNX Runtime's fused kernels (compress/fuse_graph.py); the artifact then needs ONNX Runtime
     fuse: bool = True
+    fp16: bool = False  # also write onnx_fp16/: an fp16 graph with fp32 inputs/outputs, for GPU runtimes (compress/export_fp16.py)
+    fp16_atol: float = Field(5e-2, gt=0)  # the fp16 artifact's gate: max |logits_fp16 - logits_torch_fp32|
 
 
 class LogitsOnly(torch.nn.Module):
@@ -135,4 +137,11 @@ def export(model, cfg: ExportConfig, ctx):
     ctx.record("fusions", parity.pop("fusions"))
     ctx.record("parity", parity)
     ctx.record("precision", "fp32")
+    if cfg.fp16:
+        from compress.export_fp16 import FP16_DIR, export_fp16_stage
+        from compress.train import trim
+
+        out = ctx.stage_dir() / FP16_DIR
+        ctx.record("parity_fp16", export_fp16_stage(model, ctx.onnx_dir(), out, trim(val["input_ids"][:n], val["attention_mask"][:n]), cfg.fp16_atol))
+        ctx.record("onnx_fp16_dir", str(out.relative_to(ctx.run_dir)))
     return model

@@ -105,10 +105,11 @@ def evaluate(model, cfg: EvaluateConfig, ctx):
     return model
 
 
-@register_step("bench", BenchStepConfig, uses=("bench",), measures=True, code=("eval.bench", "eval.memprobe"))
+@register_step("bench", BenchStepConfig, uses=("bench",), measures=True, code=("eval.bench", "eval.memprobe", "eval.flops"))
 @main_process_only  # several processes: the main one exports/measures, the others wait
 def bench(model, cfg: BenchStepConfig, ctx):
     from eval.bench import bench_onnx, bench_torch, count_params, file_size, peak_memory
+    from eval.flops import flops_grid
 
     protocol = ctx.recipe.bench
     seq_lens = protocol.seq_lens or [ctx.recipe.task.seq_len]
@@ -122,10 +123,12 @@ def bench(model, cfg: BenchStepConfig, ctx):
     if protocol.torch:
         if not onnx_only(ctx):  # an int8 stage is an ONNX Runtime CPU artifact: no eager torch row of its own
             latency += bench_torch(model, device="cpu", **common)
-        if torch.cuda.is_available():  # on GPU, fp32 and fp16 of the stage (for int8: of its fp32 parent)
-            latency += bench_torch(model, device="cuda", **common)
-            latency += bench_torch(model, device="cuda", dtype=torch.float16, **common)
+        if torch.cuda.is_available():  # on GPU, fp32, fp16 and bf16 of the stage (for int8: of its fp32 parent)
+            for dtype in (torch.float32, torch.float16, torch.bfloat16):
+                latency += bench_torch(model, device="cuda", dtype=dtype, **common)
     ctx.record("latency", latency)
+    # the roofline's numerator: FLOPs per call over the grid (an int8 stage runs its fp32 parent's products)
+    ctx.record("flops", flops_grid(model.config.to_dict(), protocol.batch_sizes, seq_lens))
     ctx.record("params", count_params(model))
     ctx.record("onnx_bytes", file_size(onnx_path))
     if protocol.memory:

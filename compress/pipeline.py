@@ -397,7 +397,7 @@ def outputs_exist(ctx: RunContext, spec: StepSpec, done: dict) -> bool:
     """A finished step's folders are still there (a kill between two renames can lose one)."""
     folders = [ctx.model_dir()] if spec.makes_stage and spec.saves_model else []
     recorded = done.get("recorded", {})
-    folders += [ctx.run_dir / recorded[key] for key in ("onnx_dir", "artifact_dir") if recorded.get(key)]
+    folders += [ctx.run_dir / recorded[key] for key in ("onnx_dir", "onnx_fp16_dir", "artifact_dir") if recorded.get(key)]
     return all(f.is_dir() for f in folders)
 
 
@@ -547,6 +547,14 @@ def retime_interleaved(ctx: RunContext, say) -> bool:
     return bool(timed)
 
 
+def run_peak(stages: list[dict], threads: int) -> dict | None:
+    """The roofline's ceiling: ONNX Runtime's MatMul peak at the run's threads (eval/peak.py), measured
+    at the end of every run that benchmarked a stage, so it describes the machine the latencies came from."""
+    from eval.peak import measure_peaks
+
+    return measure_peaks(threads) if is_main_process() and any(s.get("latency") for s in stages) else None
+
+
 def write_results(ctx: RunContext, command: str, env: dict, interleaved: bool = False) -> Path:
     """results.json: one entry per stage, the protocol, and the baseline (see eval/results_schema.json)."""
     from eval.bench import timing_settings
@@ -580,6 +588,7 @@ def write_results(ctx: RunContext, command: str, env: dict, interleaved: bool = 
             "versions": env.get("versions", {}),
             "cpu": f"{env.get('cpu')} ({env.get('n_cores_usable')} usable cores)",
             "gpu": ", ".join(env.get("cuda_devices") or []) or None,
+            "peak": run_peak(stages, bench.threads),
         },
         "baseline": ctx.baseline_stage,
         "stages": stages,

@@ -55,6 +55,7 @@ class Row:
 
     name: str
     stage: dict
+    protocol: dict = field(default_factory=dict)  # its run's protocol: the MatMul peak its roofline divides by
 
 
 @dataclass
@@ -128,7 +129,7 @@ def load_runs(run_dirs: list[Path]) -> dict[str, dict]:
 def gather_rows(runs: dict[str, dict]) -> list[Row]:
     """One row per stage; stage names are prefixed `run/` when several runs are compared."""
     prefix = len(runs) > 1
-    return [Row(f"{run}/{s['name']}" if prefix else s["name"], s)
+    return [Row(f"{run}/{s['name']}" if prefix else s["name"], s, results.get("protocol") or {})
             for run, results in runs.items() for s in results["stages"]]
 
 
@@ -188,6 +189,25 @@ def memory_of(row: Row, setting: tuple[int, int] | None) -> float | None:
     return record["peak_rss_bytes"] / MB if record and record.get("peak_rss_bytes") is not None else None
 
 
+def flops_of(row: Row, setting: tuple[int, int] | None) -> float | None:
+    """FLOPs of one call at the headline setting (the stage's `flops` grid, eval/flops.py)."""
+    found = [f["flops"] for f in row.stage.get("flops") or [] if (f.get("batch"), f.get("seq_len")) == setting]
+    return float(found[0]) if found else None
+
+
+def achieved_of(row: Row, setting: tuple[int, int] | None) -> float | None:
+    """FLOP/s the artifact reaches at the headline setting: FLOPs per call / p50."""
+    flops, p50 = flops_of(row, setting), latency_of(row, setting, "p50_ms")
+    return flops / (p50 / 1000.0) if flops is not None and p50 else None
+
+
+def peak_fraction(row: Row, setting: tuple[int, int] | None) -> float | None:
+    """Achieved FLOP/s over the run's measured MatMul peak of the record's precision (eval/peak.py): the roofline."""
+    record = at_setting(row.stage.get("latency"), setting)
+    peak = ((row.protocol.get("peak") or {}).get((record or {}).get("precision") or "fp32") or {}).get("flops_per_s")
+    return ratio(achieved_of(row, setting), peak)
+
+
 def ratio(numerator: float | None, denominator: float | None) -> float | None:
     return numerator / denominator if numerator is not None and denominator else None
 
@@ -244,6 +264,9 @@ def summary_columns(base: Row, setting: tuple[int, int] | None) -> list[Column]:
         Column("p99 ms", lambda row: latency_of(row, setting, "p99_ms"), ms, min),
         Column("Speed-up", lambda row: ratio(base_p50, p50(row)), lambda v, row: f"{v:.2f}×", max),
         Column("Peak RSS MB", lambda row: memory_of(row, setting), lambda v, row: f"{v:.1f}", min),
+        Column("GFLOP/call", lambda row: flops_of(row, setting), lambda v, row: f"{v / 1e9:.3g}", min),
+        Column("GFLOP/s", lambda row: achieved_of(row, setting), lambda v, row: f"{v / 1e9:.3g}", max),
+        Column("% of peak", lambda row: peak_fraction(row, setting), lambda v, row: f"{100 * v:.1f}", max),
     ]
 
 
@@ -299,9 +322,20 @@ def protocol_table(runs: dict[str, dict]) -> Table:
     table = Table(["", *runs])
     for key in PROTOCOL_FIELDS:
         table.rows.append([(key, False)] + [(protocol_text(p.get(key)), False) for p in protocols])
+    table.rows.append([("MatMul peak (ONNX Runtime)", False)] + [(peak_text(p.get("peak")), False) for p in protocols])
     for name in sorted({name for v in versions for name in v}):
         table.rows.append([(name, False)] + [(protocol_text(v.get(name)), False) for v in versions])
     return table
+
+
+def peak_text(peak: dict | None) -> str:
+    """'fp32 65.6 GFLOP/s (256³), int8 149 GOP/s (384³), 2 threads' from protocol.peak."""
+    if not peak:
+        return "—"
+    parts = [f"{p} {peak[p]['flops_per_s'] / 1e9:.3g} G{'FLOP' if p == 'fp32' else 'OP'}/s ({peak[p].get('size')}³)"
+             for p in ("fp32", "int8") if isinstance(peak.get(p), dict)]
+    threads = {peak[p].get("threads") for p in ("fp32", "int8") if isinstance(peak.get(p), dict)}
+    return ", ".join(parts) + "".join(f", {t} threads" for t in threads if t)
 
 
 def protocol_text(value: object) -> str:
@@ -387,7 +421,9 @@ def build_report(runs: dict[str, dict], baseline: str | None) -> Report:
     where = (f"CPU, ONNX Runtime, batch {setting[0]}, seq_len {setting[1]}, threads {', '.join(sorted(threads))}"
              if setting else "no CPU ONNX Runtime timings")
     caption = (f"Headline latency: {where}. Δ, ratios and speed-up are against {base.name}. "
-               "Best value per column in bold.")
+               "GFLOP/call counts every matrix product of one call from the config; GFLOP/s is that over p50; "
+               "% of peak divides it by the run's measured ONNX Runtime MatMul peak of the same precision "
+               "(protocol: MatMul peak). Best value per column in bold.")
     if any(is_reference(row) for row in rows):
         caption += (" Rows marked (reference) are classical models fitted on the same split, timed on raw text in "
                     "their own runtime, sized by their own files; they are shown for comparison and not ranked.")

@@ -102,6 +102,7 @@ def test_bench_torch_other_dtype_leaves_model_unchanged(tiny_model: torch.nn.Mod
     assert tiny_model.head.weight.dtype == torch.float32
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_bench_torch_cuda(tiny_model: torch.nn.Module, vocab_size: int):
     (r,) = bench_torch(tiny_model, [2], [8], threads=1, vocab_size=vocab_size, warmup=1, repeats=3,
@@ -109,6 +110,7 @@ def test_bench_torch_cuda(tiny_model: torch.nn.Module, vocab_size: int):
     assert (r["device"], r["precision"]) == ("cuda", "fp16")
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif("CUDAExecutionProvider" not in ort.get_available_providers(), reason="needs ORT CUDA")
 def test_bench_onnx_cuda(tiny_onnx: Path, vocab_size: int):
     (r,) = bench_onnx(tiny_onnx, [2], [8], threads=1, vocab_size=vocab_size, warmup=1, repeats=3,
