@@ -304,8 +304,11 @@ def main(argv: list[str] | None = None) -> int:
         args.overrides += extra
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    from transformers.utils import logging as hf_logging
+
     from compress.errors import SlimformerError
 
+    hf_logging.disable_progress_bar()  # every command: transformers' bars ("Loading weights") would interleave with ours
     try:
         return args.fn(args)
     except SlimformerError as e:
