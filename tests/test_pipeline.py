@@ -16,7 +16,8 @@ ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = sorted(RECIPES_DIR.glob("*.yaml"))
 
 SHRINK_MODEL = ["teacher.size=tiny", "teacher.dim=32", "teacher.n_heads=2", "teacher.ffn_dim=64", "teacher.n_layers=2"]
-SHRINK_BENCH = ["bench.batch_sizes=[1,2]", "bench.repeats=3", "bench.warmup=1", "bench.memory=false"]
+SHRINK_BENCH = ["bench.batch_sizes=[1,2]", "bench.repeats=3", "bench.warmup=1", "bench.memory=false",
+                "bench.interleave=false"]  # the end-of-run re-timing is generic, tested in tests/eval/test_eval_interleave.py and by the quickstart test
 SHRINK_TASK = {
     "wordnet": ["task.max_examples=400", "task.seq_len=24", "task.tokenizer.vocab_size=300"],
     "listops": ["task.n_train=200", "task.n_validation=30", "task.n_test=30", "task.min_length=5", "task.max_length=30", "task.seq_len=40"],
