@@ -192,7 +192,7 @@ def bench_run(args) -> int:
     run_dir = Path(args.run_dir)
     timed = retime_run(run_dir, repeats=args.repeats, load_torch=load_saved_model)
     if not timed:
-        raise SlimformerError(f"{run_dir}: fewer than two benchmarked stages with an ONNX artifact; nothing to compare")
+        raise SlimformerError(f"{run_dir}: one benchmarked ONNX artifact and no saved torch model beside it; nothing to compare")
     peak = record_peak(run_dir)  # the roofline's ceiling, at the run's threads, on this machine now
     write_report([run_dir])
     rates = ", ".join(f"{p} {peak[p]['flops_per_s'] / 1e9:.1f} G/s" for p in ("fp32", "int8"))

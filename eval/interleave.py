@@ -144,10 +144,10 @@ def retime_stages(stages: dict[str, dict], run_dir: Path, protocol: dict, vocab_
         onnx_dir = fields.get("onnx_dir")
         if fields.get("latency") is not None and onnx_dir and (run_dir / onnx_dir / ONNX_FILE).is_file():
             models[name] = (run_dir / onnx_dir / ONNX_FILE, fields.get("precision", "fp32"))
-    if len(models) < 2:  # one stage has nothing to be compared with
+    torched = [name for name in models if name in (torch_models or {}) and any(map(is_torch_cpu, stages[name]["latency"]))]
+    if len(models) + len(torched) < 2:  # one artifact and no eager model: nothing to be compared with
         return []
     keys = ("batch_sizes", "seq_lens", "threads", "warmup", "repeats")
-    torched = [name for name in models if name in (torch_models or {}) and any(map(is_torch_cpu, stages[name]["latency"]))]
     fresh = interleaved_latency(models, vocab_size=vocab_size, torch_models={n: torch_models[n] for n in torched},
                                 **{k: protocol[k] for k in keys})
     for name, records in fresh.items():
