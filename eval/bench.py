@@ -127,6 +127,12 @@ def ort_session(onnx_path: str | Path, threads: int, provider: str = "CPUExecuti
     available = ort.get_available_providers()
     if provider not in available:
         raise SlimformerError(f"ONNX Runtime provider {provider!r} is not available here; available: {available}")
+    providers = list(dict.fromkeys([provider, "CPUExecutionProvider"]))  # CPU runs the ops others lack
+    return ort.InferenceSession(str(onnx_path), sess_options=session_options(threads), providers=providers)
+
+
+def session_options(threads: int) -> ort.SessionOptions:
+    """What every timed session runs under: intra-op `threads`, inter-op 1, sequential, all optimisations, no spinning."""
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
@@ -135,8 +141,7 @@ def ort_session(onnx_path: str | Path, threads: int, provider: str = "CPUExecuti
     options.log_severity_level = 3  # errors only
     for key, value in ORT_CONFIG.items():
         options.add_session_config_entry(key, value)
-    providers = list(dict.fromkeys([provider, "CPUExecutionProvider"]))  # CPU runs the ops others lack
-    return ort.InferenceSession(str(onnx_path), sess_options=options, providers=providers)
+    return options
 
 
 def ort_runner(session: ort.InferenceSession, feeds: dict[str, np.ndarray], device: str) -> Callable[[], None]:

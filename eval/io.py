@@ -7,12 +7,13 @@ processes only the main one writes.
 """
 
 import contextlib
+import hashlib
 import json
 import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, BinaryIO, Iterator
 
 
 def umask() -> int:
@@ -75,3 +76,14 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def sha256_of(source: str | Path | BinaryIO) -> str:
+    """Hex sha256 of a file (a path, or an open binary stream such as a zip member), read in 1 MiB blocks."""
+    if isinstance(source, (str, Path)):
+        with open(source, "rb") as f:
+            return sha256_of(f)
+    h = hashlib.sha256()
+    for block in iter(lambda: source.read(1 << 20), b""):
+        h.update(block)
+    return h.hexdigest()

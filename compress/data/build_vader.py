@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import csv
-import hashlib
 import html
 import io
 import subprocess
@@ -39,6 +38,7 @@ from pathlib import Path
 from compress.data.split import stratified_split
 from compress.errors import DataError, SlimformerError
 from compress.io import atomic_dir
+from eval.io import sha256_of
 
 REQUIREMENT = "vaderSentiment==3.3.2"
 SDIST_SHA256 = "5d7c06e027fc8b99238edb0d53d970cf97066ef97654009890b83703849632f9"  # PyPI's file, recorded on download
@@ -53,14 +53,6 @@ FRACTIONS = {"validation": 0.1, "test": 0.1}  # carved out of the whole set; the
 LABELS = ("negative", "positive")
 ENCODINGS = ("utf-8-sig", "cp1252", "latin-1")  # latin-1 decodes any byte, so the chain ends
 Row = tuple[str, str, str]  # (text, label, source)
-
-
-def sha256_of(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def download_sdist(dest: Path) -> Path:

