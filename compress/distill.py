@@ -8,29 +8,23 @@ Sanh et al. 2019; TinyBERT's layer mapping, Jiao et al. 2020) or the BoE/GRU/LST
 are computed once and cached beside the teacher, reused across epochs and students. Optional
 augmentation (masked-token and adjacent-swap copies of the training texts, labelled by the
 teacher, after TinyBERT and Tang et al. 2019) gives the student more transfer data, and so do
-unlabelled texts (`unlabeled:` files, `compress/data/unlabeled.py`), the transfer set of
-DistilBERT and TinyBERT: encoded with the run's tokenizer and labelled by the teacher's soft
-targets (hard label: the teacher's argmax). Which ids are special and which one masks come from
-the run's tokenizer, so an imported teacher's vocabulary is augmented correctly too.
+unlabelled texts (`unlabeled:` files), the transfer set of DistilBERT and TinyBERT, labelled by
+the teacher's soft targets (hard label: the teacher's argmax); `compress/transfer.py` builds it.
 """
 
-import io
 from functools import partial
-from pathlib import Path
 from typing import Literal
 
-import numpy as np
 import torch
 from pydantic import Field, model_validator
 from torch import nn
 
 from compress.config_base import NAME_PATTERN, ConfigBase, ModelConfig, StepConfig
-from compress.distributed import main_process_first
 from compress.errors import RecipeError
-from compress.io import atomic_write_bytes
 from compress.losses import hidden_loss, logits_loss, relation_heads, relation_loss
-from compress.pipeline import file_digest, register_step
-from compress.train import OptimConfig, predict, train
+from compress.pipeline import register_step
+from compress.train import OptimConfig, train
+from compress.transfer import TransferConfig, transfer_set, unlabeled_inputs
 
 
 class StudentConfig(ModelConfig):
@@ -86,14 +80,9 @@ class LossWeights(ConfigBase):
     attention: float = Field(0.0, ge=0)  # KL between mapped attention relations (Transformer students)
 
 
-class AugmentConfig(ConfigBase):
-    copies: int = Field(0, ge=0, le=20)  # augmented copies of each training text (0 = off)
-    mask: float = Field(0.1, ge=0, le=1)  # share of tokens replaced by [MASK] in a copy
-    swap: float = Field(0.1, ge=0, le=1)  # share of tokens swapped with their right neighbour
-
-
-class DistillConfig(StepConfig, OptimConfig):
-    """Distill the teacher into a smaller student (Transformer, bag-of-embeddings, GRU or LSTM)."""
+class DistillConfig(StepConfig, OptimConfig, TransferConfig):
+    """Distill the teacher into a smaller student (Transformer, bag-of-embeddings, GRU or LSTM), on the transfer set
+    (`augment:` copies and `unlabeled:` files, compress/transfer.py)."""
 
     kind: Literal["distill"] = "distill"
     name: str | None = Field("student", pattern=NAME_PATTERN)  # the stage this step makes
@@ -103,27 +92,6 @@ class DistillConfig(StepConfig, OptimConfig):
     losses: LossWeights = Field(default_factory=LossWeights)
     temperature: float = Field(2.0, gt=0)  # softens both distributions in the logits loss
     attention_form: Literal["probs", "value_relation"] = "probs"  # probs: Q-K relations; value_relation adds V-V (MiniLM)
-    augment: AugmentConfig = Field(default_factory=AugmentConfig)
-    # unlabelled texts the teacher labels (transfer set): .txt one text a line, or .csv .tsv .jsonl .json .parquet;
-    # relative paths against the recipe's folder
-    unlabeled: list[str] = Field(default_factory=list)
-    unlabeled_column: str = "text"  # the column holding the texts in a .csv/.tsv/.jsonl/.json/.parquet file
-
-    @model_validator(mode="after")
-    def check_unlabeled(self):
-        from compress.data.unlabeled import SUFFIXES
-
-        for path in self.unlabeled:
-            if Path(path).suffix.lower() not in SUFFIXES:
-                raise ValueError(f"unlabeled file {path!r}: cannot tell its format from the extension; use one of {', '.join(SUFFIXES)}")
-        return self
-
-    def check_files(self, base_dir: Path | None) -> None:
-        """Read every unlabelled file (the runner calls this before anything trains): a clear DataError if one is missing or empty."""
-        from compress.data.unlabeled import read_unlabeled
-
-        for path in self.unlabeled:
-            read_unlabeled(path, self.unlabeled_column, base_dir)
 
     @model_validator(mode="after")
     def check_losses(self):
@@ -236,88 +204,6 @@ def distill_loss(teacher: nn.Module, layer_map: list[int], cfg: DistillConfig):
     return loss_fn
 
 
-def special_token_ids(tokenizer) -> tuple[list[int], int | None, str | None]:
-    """(ids augmentation never edits, the id masked tokens become, a note when that is not a mask token).
-
-    From the run's tokenizer, so an imported teacher's ([CLS] = 101, <mask> = 50264, ...) work too.
-    Without a mask token masking writes the unknown token; without either, masking is off."""
-    special = sorted(set(tokenizer.all_special_ids))
-    if tokenizer.mask_token_id is not None:
-        return special, tokenizer.mask_token_id, None
-    if tokenizer.unk_token_id is not None:
-        return special, tokenizer.unk_token_id, f"the tokenizer has no mask token: masked tokens become {tokenizer.unk_token!r}"
-    return special, None, "the tokenizer has neither a mask nor an unknown token: masking augmentation is off"
-
-
-def augment(split: dict, cfg: AugmentConfig, seed: int, special_ids: list[int], mask_id: int | None) -> dict:
-    """Training split plus `copies` masked/swapped copies of every example (token ids, padding kept).
-
-    `special_ids` are never edited; masked tokens become `mask_id` (None: no masking)."""
-    if not cfg.copies:
-        return dict(split)
-    g = torch.Generator().manual_seed(seed)
-    ids, mask = split["input_ids"], split["attention_mask"]
-    editable = mask.bool() & ~torch.isin(ids, torch.tensor(special_ids, dtype=ids.dtype))  # (N, T): real, non-special tokens
-    copies = []
-    for _ in range(cfg.copies):
-        new = ids.clone()
-        masked = editable & (torch.rand(ids.shape, generator=g) < cfg.mask)  # drawn even without masking: same swaps
-        if mask_id is not None:
-            new[masked] = mask_id
-        swap = editable[:, :-1] & editable[:, 1:] & (torch.rand(ids[:, :-1].shape, generator=g) < cfg.swap)  # (N, T-1)
-        left, right = new[:, :-1].clone(), new[:, 1:].clone()
-        new[:, :-1] = torch.where(swap, right, left)
-        new[:, 1:] = torch.where(swap, left, new[:, 1:])
-        copies.append(new)
-    n = len(copies)
-    return {
-        "input_ids": torch.cat([ids, *copies]),
-        "attention_mask": mask.repeat(n + 1, 1),
-        "labels": torch.cat([split["labels"], torch.full((n * len(ids),), -1)]),  # -1: labelled by the teacher below
-    }
-
-
-def unlabeled_inputs(cfg: DistillConfig, ctx) -> dict | None:
-    """The unlabelled files' content digests: part of the step's fingerprint and of the logits cache key."""
-    from compress.data.unlabeled import unlabeled_path
-
-    if not cfg.unlabeled:
-        return None
-    return {"unlabeled": [file_digest(unlabeled_path(path, ctx.base_dir)) for path in cfg.unlabeled], "column": cfg.unlabeled_column}
-
-
-def unlabeled_split(cfg: DistillConfig, ctx) -> dict | None:
-    """The unlabelled texts encoded with the run's tokenizer at the task's seq_len, labels -1 (the teacher labels them)."""
-    from compress.data import encode
-    from compress.data.unlabeled import read_unlabeled
-
-    if not cfg.unlabeled:
-        return None
-    texts = [t for path in cfg.unlabeled for t in read_unlabeled(path, cfg.unlabeled_column, ctx.base_dir)[0]]
-    encoded = encode(ctx.tokenizer, texts, ctx.recipe.task.seq_len)
-    return {"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"],
-            "labels": torch.full((len(texts),), -1, dtype=torch.long), "n_truncated": encoded["n_truncated"]}
-
-
-def teacher_logits(ctx, teacher: nn.Module, split: dict, cfg: DistillConfig) -> torch.Tensor:
-    """The teacher's logits on the (augmented) training set and the unlabelled texts, computed once and cached beside the teacher."""
-    from compress.pipeline import fingerprint
-
-    teacher_stage = ctx.teacher_stage
-    weights = ctx.model_dir(teacher_stage) / "model.safetensors"
-    stat = weights.stat() if weights.is_file() else None
-    key = fingerprint(stat.st_size if stat else None, stat.st_mtime_ns if stat else None, cfg.augment.model_dump(), ctx.recipe.seed,
-                      len(split["input_ids"]), unlabeled_inputs(cfg, ctx))
-    path = ctx.stage_dir(teacher_stage) / "cache" / f"train_logits-{key}.npy"
-    if path.is_file():
-        return torch.from_numpy(np.load(path, allow_pickle=False))
-    logits = predict(teacher, split, batch_size=256)
-    buffer = io.BytesIO()
-    np.save(buffer, logits.numpy(), allow_pickle=False)
-    atomic_write_bytes(path, buffer.getvalue())
-    return logits
-
-
 @register_step("distill", DistillConfig, makes_stage=True, inputs=unlabeled_inputs)
 def distill(model, cfg: DistillConfig, ctx):
     teacher = ctx.teacher.eval()
@@ -333,19 +219,7 @@ def distill(model, cfg: DistillConfig, ctx):
     if cfg.init == "teacher_layers":  # RNN students share only the token embeddings with the teacher
         target = student if n_student else student.embeddings
         copied = init_from_teacher_(target, teacher if n_student else teacher.embeddings.tok, layer_map)
-    special_ids, mask_id, mask_note = special_token_ids(ctx.tokenizer)
-    mask_note = mask_note if cfg.augment.copies and cfg.augment.mask else None  # only said when masking is asked for
-    if mask_note:
-        ctx.log(event="note", note=f"distill {cfg.name}: {mask_note}")
-        print(f"distill {cfg.name}: {mask_note}")
-    split = augment(ctx.encoded["train"], cfg.augment, ctx.recipe.seed, special_ids, mask_id)
-    extra = unlabeled_split(cfg, ctx)  # the transfer set: used as it is, not augmented
-    if extra is not None:
-        split = {k: torch.cat([split[k], extra[k]]) for k in ("input_ids", "attention_mask", "labels")}
-    with main_process_first():  # several processes: the main one computes and caches the logits, the others read them
-        split["teacher_logits"] = teacher_logits(ctx, teacher, split, cfg)
-    unlabelled = split["labels"] < 0
-    split["labels"] = torch.where(unlabelled, split["teacher_logits"].argmax(-1), split["labels"])
+    split, added = transfer_set(ctx, teacher, cfg, f"distill {cfg.name}")
     distiller = Distiller(student, teacher, layer_map, cfg)
     loss_fn = distill_loss(teacher, layer_map, cfg)
     try:
@@ -357,11 +231,6 @@ def distill(model, cfg: DistillConfig, ctx):
         teacher.cpu()
     ctx.record("train_curve", curve)
     ctx.record("val_accuracy", max(p["val_accuracy"] for p in curve))
-    details = {"student": cfg.student.kind, "layer_map": layer_map, "init": copied, "n_train": len(split["labels"]),
-               "n_unlabeled": 0 if extra is None else len(extra["labels"])}
-    if extra is not None:
-        details["n_unlabeled_truncated"] = extra["n_truncated"]
-    if mask_note:
-        details["mask_note"] = mask_note
+    details = {"student": cfg.student.kind, "layer_map": layer_map, "init": copied, **added}
     ctx.record("distill", details)
     return distiller.student.eval()

@@ -326,7 +326,8 @@ def dump_recipe(recipe: BaseModel, base_dir: Path | None = None) -> str:
         data["task"].update({k: absolute(data["task"][k]) for k in ("train", "validation", "test") if data["task"].get(k)})
     for steps in [data["steps"], *(data.get("variants") or {}).values()]:
         for step in steps:
-            step.update({k: [absolute(p) for p in step[k]] for k in PATH_FIELDS if isinstance(step.get(k), list)})
+            for part in (step, step.get("recover") or {}):  # recovery names its transfer set's files too
+                part.update({k: [absolute(p) for p in part[k]] for k in PATH_FIELDS if isinstance(part.get(k), list)})
     return yaml.safe_dump(data, sort_keys=False)
 
 
@@ -461,8 +462,9 @@ def check_step_files(recipe, base_dir: Path) -> None:
     so a missing or empty file is an error before anything trains or is written."""
     for _, steps in lineages(recipe):
         for step in steps:
-            if hasattr(step, "check_files"):
-                step.check_files(base_dir)
+            for part in (step, getattr(step, "recover", None)):  # a step's own files, and its recovery's transfer set
+                if hasattr(part, "check_files"):
+                    part.check_files(base_dir)
 
 
 def run_step(ctx: RunContext, index: int, step, previous: str, model, say) -> tuple[str, Any]:

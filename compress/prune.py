@@ -36,7 +36,7 @@ from compress.errors import RecipeError
 from compress.importance import UNITS_OF, Gates, Scores, importance, n_units, scoring_batches
 from compress.pipeline import register_step, stage_history
 from compress.recover import RecoverConfig as BaseRecoverConfig
-from compress.recover import recovery
+from compress.recover import recover_inputs, recovery
 from compress.select import SelectConfig, select_names
 from compress.train import predict, train
 
@@ -353,13 +353,13 @@ def prune_stage(model: nn.Module, cfg: PruneConfig, ctx) -> nn.Module:
     return model.eval()
 
 
-@register_step("prune_heads", PruneHeadsConfig, makes_stage=True)
+@register_step("prune_heads", PruneHeadsConfig, makes_stage=True, inputs=recover_inputs)
 def prune_heads(model, cfg: PruneHeadsConfig, ctx):
     """Remove the least important attention heads (physically), recovering after each round."""
     return prune_stage(model, cfg, ctx)
 
 
-@register_step("prune_ffn", PruneFfnConfig, makes_stage=True)
+@register_step("prune_ffn", PruneFfnConfig, makes_stage=True, inputs=recover_inputs)
 def prune_ffn(model, cfg: PruneFfnConfig, ctx):
     """Remove the least important FFN neurons (physically), recovering after each round."""
     return prune_stage(model, cfg, ctx)

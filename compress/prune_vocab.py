@@ -38,7 +38,7 @@ from torch import nn
 
 from compress.config_base import StepConfig
 from compress.errors import RecipeError
-from compress.pipeline import file_digest, register_step
+from compress.pipeline import STEPS, file_digest, register_step
 from compress.train import predict
 
 SUPPORTED = ("WordPiece", "BPE", "WordLevel", "Unigram")
@@ -68,15 +68,25 @@ class PruneVocabConfig(StepConfig):
         read_texts(self.extra_texts, self.extra_texts_column, base_dir)
 
     def check_recipe(self, steps: list, index: int) -> None:
-        """Called by the recipe validator: nothing after this step in its lineage trains against the teacher."""
+        """Called by the recipe validator: no later step that starts from this stage or its descendants (their
+        tokenizer is the pruned one) trains against the teacher, nor does a later `train`. A step whose `parent:`
+        is a stage from before this one reads the original vocabulary and may distil."""
+        descendants, current = {self.name}, self.name
         for j in range(index + 1, len(steps)):
-            reason = teacher_use(steps[j])
-            if reason:
+            step = steps[j]
+            source = getattr(step, "parent", None) or current
+            reason = teacher_use(step)
+            if reason and (step.kind == "train" or getattr(step, "source", None) == "teacher" or source in descendants):
                 raise ValueError(
-                    f"steps[{j}] ({steps[j].kind} {steps[j].name!r}) {reason}, after steps[{index}] (prune_vocab {self.name!r}) "
+                    f"steps[{j}] ({step.kind} {step.name!r}) {reason}, after steps[{index}] (prune_vocab {self.name!r}) "
                     "renumbered the vocabulary: the teacher reads the original token ids, not the pruned ones. Put prune_vocab "
                     "after every step that trains against the teacher (late, just before quantize)"
-                    + (", or set its recover.distill_from: none" if getattr(steps[j], "recover", None) is not None else ""))
+                    + (", or set its recover.distill_from: none" if getattr(step, "recover", None) is not None else "")
+                    + (f", or start it from a stage before {self.name!r} with `parent:`" if hasattr(step, "parent") else ""))
+            if STEPS[step.kind].makes_stage:
+                if source in descendants:
+                    descendants.add(step.name)
+                current = step.name
 
 
 def teacher_use(step) -> str | None:

@@ -44,7 +44,7 @@ from compress.config_base import NAME_PATTERN, StepConfig
 from compress.errors import RecipeError
 from compress.importance import scoring_batches
 from compress.pipeline import register_step, stage_history
-from compress.recover import RecoverConfig, recovery
+from compress.recover import RecoverConfig, recover_inputs, recovery
 from compress.train import predict, train
 
 METHODS = ("taylor", "magnitude")
@@ -247,7 +247,7 @@ def n_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-@register_step("prune_width", PruneWidthConfig, makes_stage=True)
+@register_step("prune_width", PruneWidthConfig, makes_stage=True, inputs=recover_inputs)
 def prune_width(model, cfg: PruneWidthConfig, ctx):
     """Remove the least important residual channels of every layer at once, then recover by distillation."""
     from compress.models import SlimformerForSequenceClassification

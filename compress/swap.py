@@ -46,7 +46,7 @@ from compress.config_base import NAME_PATTERN, StepConfig
 from compress.errors import RecipeError
 from compress.models import ATTENTION, build_attention
 from compress.pipeline import register_step
-from compress.recover import RecoverConfig, recovery
+from compress.recover import RecoverConfig, recover_inputs, recovery
 from compress.select import select_names
 from compress.train import predict, train
 
@@ -180,7 +180,7 @@ def swap_attention_(model, to: str, args: dict | None = None, layers: list[str] 
     return model
 
 
-@register_step("swap_attention", SwapAttentionConfig, makes_stage=True)
+@register_step("swap_attention", SwapAttentionConfig, makes_stage=True, inputs=recover_inputs)
 def swap_attention(model, cfg: SwapAttentionConfig, ctx):
     """Swap attention in the current model (or a copy of the teacher), then recover with distillation."""
     model = copy.deepcopy(ctx.teacher) if cfg.source == "teacher" else model

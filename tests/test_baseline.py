@@ -155,3 +155,39 @@ def test_missing_unlabeled_file_is_an_error_before_anything_runs(task_dir: Path,
     (task_dir / "more" / "missing.txt").write_text("\n \n")
     assert cli.main(["validate", str(recipe)]) == 2
     assert "holds no text" in capsys.readouterr().err
+
+
+RECOVER_RECIPE = """\
+name: rec
+task: {kind: files, train: train.csv, validation: validation.csv, test: test.csv, seq_len: 12, tokenizer: {kind: wordpiece, vocab_size: 120}}
+teacher: {dim: 32, n_heads: 2, ffn_dim: 64, n_layers: 2}
+steps:
+  - {kind: train, max_steps: 3}
+  - kind: prune_ffn
+    amount: 0.5
+    recover: {max_steps: 2, unlabeled: [more/extra.txt], augment: {copies: 1}}
+bench: {batch_sizes: [1], repeats: 3, warmup: 1, memory: false, torch: false}
+"""
+
+
+def test_recovery_trains_on_the_transfer_set(task_dir: Path, capsys):
+    """`recover:` with `unlabeled:` and `augment:` recovers on the split + its copies + the file, labelled by the teacher;
+    the resolved recipe names the file by its absolute path; a missing one is an error before anything runs."""
+    recipe = task_dir / "rec.yaml"
+    recipe.write_text(RECOVER_RECIPE)
+    runs = task_dir / "runs"
+    assert cli.main(["run", str(recipe), "--runs-dir", str(runs)]) == 0
+    stage = {s["name"]: s for s in json.loads((runs / "rec" / "results.json").read_text())["stages"]}["prune_ffn"]
+    assert stage["recover_set"]["n_train"] == 160 * 2 + 30 and stage["recover_set"]["n_unlabeled"] == 30
+    assert len(list((runs / "rec" / "stages" / "teacher" / "cache").glob("train_logits-*.npy"))) == 1
+    import yaml
+
+    resolved = yaml.safe_load((runs / "rec" / "recipe.yaml").read_text())
+    assert resolved["steps"][1]["recover"]["unlabeled"] == [str(task_dir.resolve() / "more" / "extra.txt")]
+
+    recipe.write_text(RECOVER_RECIPE.replace("more/extra.txt", "more/gone.txt").replace("name: rec", "name: rec2"))
+    assert cli.main(["run", str(recipe), "--runs-dir", str(runs)]) == 2
+    assert "gone.txt" in capsys.readouterr().err and not (runs / "rec2").exists()
+    recipe.write_text(RECOVER_RECIPE.replace("recover: {", "recover: {distill_from: none, "))
+    assert cli.main(["validate", str(recipe)]) == 2
+    assert "distill_from: teacher" in capsys.readouterr().err

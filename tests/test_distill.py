@@ -6,7 +6,8 @@ import copy
 import pytest
 import torch
 
-from compress.distill import Capture, DistillConfig, Distiller, augment, default_layer_map, distill_loss, init_from_teacher_
+from compress.distill import Capture, DistillConfig, Distiller, default_layer_map, distill_loss, init_from_teacher_
+from compress.transfer import augment
 from compress.export import ExportConfig, export_stage
 from compress.losses import hidden_loss, logits_loss, relation_loss, soft_target_loss
 from compress.models import SlimformerConfig, SlimformerForSequenceClassification, SlimRNNConfig, SlimRNNForSequenceClassification
@@ -185,7 +186,7 @@ def test_augment_takes_special_and_mask_ids_from_the_tokenizer():
     """An imported vocabulary ([CLS] 101, [SEP] 102, [MASK] 103): specials stay, masks are 103; no mask token: unk, said."""
     from types import SimpleNamespace
 
-    from compress.distill import special_token_ids
+    from compress.transfer import special_token_ids
 
     bert = SimpleNamespace(all_special_ids=[0, 100, 101, 102, 103], mask_token_id=103, unk_token_id=100, unk_token="[UNK]")
     special, mask_id, note = special_token_ids(bert)

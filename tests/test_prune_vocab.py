@@ -148,6 +148,14 @@ def test_training_against_the_teacher_after_prune_vocab_is_refused():
     validate_recipe(RECIPE | {"steps": [{"kind": "train"}, {"kind": "prune_width", "amount": 0.25}, {"kind": "prune_vocab"},
                                         {"kind": "prune_ffn", "amount": 0.5, "recover": {"distill_from": "none"}},
                                         {"kind": "export"}, {"kind": "quantize"}]})
+    # a branch whose `parent:` is a stage from before prune_vocab reads the original vocabulary: it may distil, and so
+    # may its descendants; a step starting from the pruned stage (or what descends from it) may not
+    branch = [{"kind": "train"}, {"kind": "prune_width", "name": "width", "amount": 0.25}, {"kind": "prune_vocab", "name": "vocab"},
+              {"kind": "export"}, {"kind": "quantize", "name": "int8"},
+              {"kind": "prune_heads", "name": "lean", "parent": "width", "amount": 0.5}, {"kind": "prune_ffn", "amount": 0.5}]
+    validate_recipe(RECIPE | {"steps": branch})
+    with pytest.raises(RecipeError, match=r"prune_ffn 'again'\) recovers by distilling.*or start it from a stage before 'vocab' with `parent:`"):
+        validate_recipe(RECIPE | {"steps": [*branch, {"kind": "prune_ffn", "name": "again", "parent": "vocab", "amount": 0.5}]})
 
 
 def test_both_steps_through_the_cli_with_variants(tmp_path):
