@@ -26,7 +26,7 @@ from pydantic import Field, field_validator
 from compress.config_base import NAME_PATTERN, StepConfig
 from compress.distributed import main_process_only
 from compress.io import atomic_write_bytes
-from compress.pipeline import file_digest, register_step, stage_history, teaches
+from compress.registry import file_digest, register_step, stage_history, teaches
 
 ARTIFACT = "sklearn"  # the stage's folder holding model.json + weights.npz
 

@@ -19,7 +19,8 @@ import compress.steps  # noqa: F401  (fills the step registry: the recipe's `ste
 from compress.config_base import NAME_PATTERN, BenchConfig, ConfigBase, ReportConfig, TeacherConfig
 from compress.data import TASKS, TaskConfig
 from compress.errors import RecipeError
-from compress.pipeline import STEPS, dump_recipe, lineages  # noqa: F401  (dump_recipe: the CLI's)
+from compress.pipeline import dump_recipe  # noqa: F401  (the CLI's)
+from compress.registry import STEPS, lineages
 from eval.schema import StrictLoader, validation_message, yaml_lines
 
 RECIPES_DIR = Path(__file__).resolve().parent.parent / "recipes"

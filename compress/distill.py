@@ -22,7 +22,7 @@ from torch import nn
 from compress.config_base import NAME_PATTERN, ConfigBase, ModelConfig, StepConfig
 from compress.errors import RecipeError
 from compress.losses import hidden_loss, logits_loss, relation_heads, relation_loss
-from compress.pipeline import register_step
+from compress.registry import register_step
 from compress.train import OptimConfig, train
 from compress.transfer import TransferConfig, transfer_set, unlabeled_inputs
 
@@ -229,6 +229,7 @@ def distill(model, cfg: DistillConfig, ctx):
             if captured is not None:
                 captured.remove()
         teacher.cpu()
+    ctx.record("parent", ctx.teacher_stage)  # made from the teacher, not from the stage before it (a variant's first step)
     ctx.record("train_curve", curve)
     ctx.record("val_accuracy", max(p["val_accuracy"] for p in curve))
     details = {"student": cfg.student.kind, "layer_map": layer_map, "init": copied, **added}

@@ -28,7 +28,7 @@ from compress.distributed import main_process_only
 from compress.errors import ExportError
 from compress.fuse_graph import fuse_for_ort
 from compress.io import atomic_dir
-from compress.pipeline import register_step
+from compress.registry import register_step
 from eval.bench import INPUT_NAMES, ONNX_FILE  # the artifact's file name and inputs: the timer reads the same
 
 

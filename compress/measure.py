@@ -17,7 +17,7 @@ from pydantic import Field
 from compress.config_base import StepConfig
 from compress.distributed import main_process_only
 from compress.errors import RecipeError
-from compress.pipeline import STEPS, file_digest, register_step
+from compress.registry import STEPS, file_digest, register_step
 from eval.bench import ONNX_FILE
 
 

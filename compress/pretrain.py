@@ -31,7 +31,7 @@ from torch import nn
 
 from compress.config_base import NAME_PATTERN, StepConfig
 from compress.errors import RecipeError
-from compress.pipeline import STEPS, file_digest, register_step
+from compress.registry import STEPS, file_digest, register_step
 from compress.train import OptimConfig, train, trim
 
 

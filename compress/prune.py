@@ -34,9 +34,9 @@ from compress.config_base import NAME_PATTERN, ConfigBase, StepConfig
 from compress.distributed import broadcast_from_main
 from compress.errors import RecipeError
 from compress.importance import UNITS_OF, Gates, Scores, importance, n_units, scoring_batches
-from compress.pipeline import register_step, stage_history
 from compress.recover import RecoverConfig as BaseRecoverConfig
 from compress.recover import recover_inputs, recovery
+from compress.registry import register_step, stage_history
 from compress.select import SelectConfig, select_names
 from compress.train import predict, train
 

@@ -38,7 +38,7 @@ from torch import nn
 
 from compress.config_base import StepConfig
 from compress.errors import RecipeError
-from compress.pipeline import STEPS, file_digest, register_step
+from compress.registry import STEPS, file_digest, register_step
 from compress.train import predict
 
 SUPPORTED = ("WordPiece", "BPE", "WordLevel", "Unigram")

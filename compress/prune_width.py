@@ -43,8 +43,8 @@ from torch import nn
 from compress.config_base import NAME_PATTERN, StepConfig
 from compress.errors import RecipeError
 from compress.importance import scoring_batches
-from compress.pipeline import register_step, stage_history
 from compress.recover import RecoverConfig, recover_inputs, recovery
+from compress.registry import register_step, stage_history
 from compress.train import predict, train
 
 METHODS = ("taylor", "magnitude")

@@ -39,7 +39,6 @@ from compress.distributed import main_process_only
 from compress.errors import RecipeError
 from compress.fuse_graph import fused_ops
 from compress.io import atomic_dir
-from compress.pipeline import STEPS, register_step, stage_history
 from compress.quantize_graph import (
     aliases,
     candidates,
@@ -49,6 +48,7 @@ from compress.quantize_graph import (
     quantized_nodes,
     split_unsqueezes_,
 )
+from compress.registry import STEPS, register_step, stage_history
 from compress.select import SelectConfig
 from eval.bench import ONNX_FILE
 

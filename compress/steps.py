@@ -5,6 +5,6 @@ registry) and the CLI import it; steps never import each other.
 """
 
 from compress import baseline, distill, export, measure, pretrain, prune, prune_vocab, prune_width, quantize, swap, train  # noqa: F401
-from compress.pipeline import STEPS
+from compress.registry import STEPS
 
 __all__ = ["STEPS"]

@@ -45,8 +45,8 @@ from pydantic import Field, ValidationInfo, field_validator, model_validator
 from compress.config_base import NAME_PATTERN, StepConfig
 from compress.errors import RecipeError
 from compress.models import ATTENTION, build_attention
-from compress.pipeline import register_step
 from compress.recover import RecoverConfig, recover_inputs, recovery
+from compress.registry import register_step
 from compress.select import select_names
 from compress.train import predict, train
 

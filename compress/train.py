@@ -26,7 +26,7 @@ from torch.utils.data import BatchSampler, DataLoader, RandomSampler
 
 from compress.config_base import NAME_PATTERN, ConfigBase, StepConfig
 from compress.errors import TrainingError
-from compress.pipeline import STEPS, register_step
+from compress.registry import STEPS, register_step
 
 LossFn = Callable[[torch.nn.Module, dict], tuple[torch.Tensor, torch.Tensor]]
 EvalFn = Callable[[torch.nn.Module, Accelerator], dict[str, float]]  # validation metrics, the same in every process

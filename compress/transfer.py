@@ -28,7 +28,7 @@ from pydantic import Field, model_validator
 
 from compress.config_base import ConfigBase
 from compress.io import atomic_write_bytes
-from compress.pipeline import file_digest, fingerprint
+from compress.registry import file_digest, fingerprint
 from compress.train import predict
 
 

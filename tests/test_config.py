@@ -95,7 +95,7 @@ variants:
 
 
 def test_variants_continue_from_the_trunk_with_prefixed_stage_names(tmp_path):
-    from compress.pipeline import lineages
+    from compress.registry import lineages
 
     recipe, _ = load_recipe(write(tmp_path, VARIANTS))
     runs = {variant: [s.name for s in steps] for variant, steps in lineages(recipe)}

@@ -252,7 +252,7 @@ class FakeContext(SimpleNamespace):
     """RunContext's surface that the prune steps use; the running step is the last of `steps`."""
 
     def parent(self, name=None):
-        from compress.pipeline import stage_history
+        from compress.registry import stage_history
 
         return stage_history(self.steps, len(self.steps) - 1, name)[0]
 
