@@ -1,8 +1,8 @@
 """Reports: every stage of one or more runs against a baseline row, under one stated protocol.
 
-`write_report` reads `runs/<name>/results.json` (schema: `eval/results_schema.json`) and
-writes `report.md` (readable in a pull request; figures as PNG files in `report_files/`)
-and `report.html` (self-contained: figures embedded as base64 PNG, inline CSS, no scripts).
+`write_report` reads `runs/<name>/results.json` (schema: `eval/results_schema.json`), computes
+a `Report` here, and writes it through `eval/render.py` as `report.md` (readable in a pull
+request; figures as PNG files in `report_files/`) and `report.html` (self-contained).
 Sections: summary table (deltas and ratios vs the baseline, best value per column highlighted),
 warnings, figures, the fused ONNX Runtime operators in each artifact, the protocol the numbers were measured under, and every latency record in a
 collapsible table: what a reader wants first comes first.
@@ -19,15 +19,14 @@ artifact), its latency is its CPU record in its own runtime, and the figures dra
 marker of its own, off the Pareto front.
 """
 
-import base64
-import html
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 from eval import plots
-from eval.verdict import Verdict, build_verdict
+from eval.render import Report, Table, render_html, render_markdown
+from eval.verdict import build_verdict
 from eval.errors import SlimformerError
 from eval.io import atomic_dir, atomic_write_bytes, atomic_write_text
 
@@ -41,14 +40,6 @@ PROTOCOL_FIELDS = ("task", "task_description", "split", "n_test", "seq_len", "se
 # timing: the session/thread settings every timed call ran under (eval.bench.timing_settings)
 LATENCY_FIELDS = ("device", "runtime", "precision", "batch", "seq_len", "threads",
                   "p50_ms", "p90_ms", "p99_ms", "mean_ms", "std_ms", "throughput_per_s")
-CSS = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1200px;padding:0 1em;color:#222}
-table{border-collapse:collapse;margin:1em 0;font-size:14px}
-th,td{border:1px solid #ccc;padding:4px 8px;text-align:right}th{background:#f3f3f3}
-td:first-child,th:first-child{text-align:left}td.best{font-weight:bold;background:#e6f4ea}
-.warn{background:#fff4e5;border-left:4px solid #f0a030;padding:6px 10px;margin:4px 0}
-img{max-width:100%;margin:1em 0}code{background:#f3f3f3;padding:1px 4px}figure{margin:0}figcaption{font-weight:bold}"""
-
-
 @dataclass
 class Row:
     """One stage in the report: its display name (`run/stage` when comparing runs) and its results."""
@@ -59,14 +50,6 @@ class Row:
 
 
 @dataclass
-class Table:
-    """Headers and rows of text cells; a cell marked True is the best of its column."""
-
-    headers: list[str]
-    rows: list[list[tuple[str, bool]]] = field(default_factory=list)
-
-
-@dataclass
 class Column:
     """A summary column: how to get a row's number, how to print it, and whether more or less is better."""
 
@@ -74,22 +57,6 @@ class Column:
     value: Callable[[Row], float | None]
     text: Callable[[float, Row], str]
     best: Callable[[list[float]], float] | None = None
-
-
-@dataclass
-class Report:
-    """Everything both renderers print, already computed."""
-
-    title: str
-    commands: list[str]
-    protocol: Table
-    caption: str
-    summary: Table
-    warnings: list[str]
-    figures: list[tuple[str, str, bytes]]  # (title, file name, PNG bytes)
-    latency: Table
-    verdict: Verdict | None = None  # attention swaps judged against their teacher; None when the runs have none
-    fusions: Table = field(default_factory=lambda: Table(["Stage", "Fused ops in the artifact"]))
 
 
 def load_results(run_dir: str | Path) -> dict:
@@ -439,97 +406,6 @@ def build_report(runs: dict[str, dict], baseline: str | None) -> Report:
         verdict=build_verdict(runs),
         fusions=fusions_table(rows),
     )
-
-
-def verdict_tables(verdict: Verdict) -> tuple[Table, Table]:
-    """The verdict's rows and LRA's reference numbers as report tables (nothing ranked)."""
-    plain = lambda rows: [[(cell, False) for cell in row] for row in rows]  # noqa: E731
-    return Table(verdict.headers, plain(verdict.rows)), Table(verdict.lra_headers, plain(verdict.lra_rows))
-
-
-VERDICT_CAPTION = ("Each swapped stage against its run's full-attention teacher on the task's test split; Δ in accuracy "
-                   "points; agreement with the run's baseline stage; latency (p50) and peak memory at the task's seq_len, "
-                   "ratios against the teacher (speed-up: teacher / stage; memory: stage / teacher).")
-LRA_CAPTION = ("Reference, not a target: Long Range Arena's published test accuracies (Tay et al. 2021, Table 1; ListOps "
-               "up to 2K tokens, Text = byte-level IMDb at 4K), other tasks, lengths and models than ours.")
-
-
-def md_escape(text: str) -> str:
-    """Text safe in a Markdown table cell or paragraph: no HTML tags, no column breaks, one line.
-
-    Outside `code spans` a `<` becomes `&lt;` (rendered as `<`, never a tag); inside one it is
-    kept as is, since a code span shows an entity such as `&lt;` literally."""
-    parts = text.replace("\n", " ").split("`")
-    parts = [p.replace("|", "\\|") if i % 2 else p.replace("<", "&lt;").replace("|", "\\|") for i, p in enumerate(parts)]
-    return "`".join(parts)
-
-
-def md_cell(text: str, best: bool) -> str:
-    return f"**{md_escape(text)}**" if best else md_escape(text)
-
-
-def markdown_table(table: Table) -> list[str]:
-    lines = ["| " + " | ".join(md_escape(h) for h in table.headers) + " |", "|" + "---|" * len(table.headers)]
-    return lines + ["| " + " | ".join(md_cell(*c) for c in row) + " |" for row in table.rows]
-
-
-def render_markdown(report: Report, files_dir: str) -> str:
-    """The Markdown report; figures are linked from `files_dir` (relative to the report)."""
-    lines = [f"# slimformer report: {md_escape(report.title)}", ""]
-    lines += [f"Reproduce: `{c}`" for c in report.commands] + [""]
-    lines += ["## Summary", "", report.caption, ""] + markdown_table(report.summary) + [""]
-    lines += [f"> ⚠️ {md_escape(w)}  " for w in report.warnings] + [""] * bool(report.warnings)
-    if report.verdict:
-        verdict, lra = verdict_tables(report.verdict)
-        lines += ["## Efficient attention: verdict", "", VERDICT_CAPTION, ""] + markdown_table(verdict) + [""]
-        lines += [f"- {md_escape(n)}" for n in report.verdict.notes] + [""] * bool(report.verdict.notes)
-        lines += [LRA_CAPTION, ""] + markdown_table(lra) + [""]
-    if report.figures:
-        lines += ["## Figures", ""] + [f"![{t}]({files_dir}/{name})" for t, name, _ in report.figures] + [""]
-    if report.fusions.rows:
-        lines += ["## Fused operators", ""] + markdown_table(report.fusions) + [""]
-    lines += ["## Protocol", ""] + markdown_table(report.protocol) + [""]
-    lines += ["## All latency records", "", f"<details><summary>{len(report.latency.rows)} records</summary>", ""]
-    return "\n".join(lines + markdown_table(report.latency) + ["", "</details>", ""])
-
-
-def html_cell(text: str, best: bool) -> str:
-    return f'<td class="best">{html.escape(text)}</td>' if best else f"<td>{html.escape(text)}</td>"
-
-
-def html_table(table: Table) -> str:
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in table.headers)
-    body = "".join("<tr>" + "".join(html_cell(*c) for c in row) + "</tr>\n" for row in table.rows)
-    return f"<table>\n<thead><tr>{head}</tr></thead>\n<tbody>\n{body}</tbody>\n</table>"
-
-
-def render_html(report: Report) -> str:
-    """The self-contained HTML report: inline CSS, figures as base64 PNG data URIs, no scripts."""
-    title = html.escape(report.title)
-    caption = html.escape(report.caption).replace("in bold", "highlighted")
-    parts = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
-             f"<title>slimformer report: {title}</title><style>{CSS}</style></head><body>",
-             f"<h1>slimformer report: {title}</h1>"]
-    parts += [f"<p>Reproduce: <code>{html.escape(c)}</code></p>" for c in report.commands]
-    parts += ["<h2>Summary</h2>", f"<p>{caption}</p>", html_table(report.summary)]
-    parts += [f'<p class="warn">⚠️ {html.escape(w)}</p>' for w in report.warnings]
-    if report.verdict:
-        verdict, lra = verdict_tables(report.verdict)
-        parts += ["<h2>Efficient attention: verdict</h2>", f"<p>{html.escape(VERDICT_CAPTION)}</p>", html_table(verdict)]
-        parts += ["<ul>" + "".join(f"<li>{html.escape(n)}</li>" for n in report.verdict.notes) + "</ul>"] * bool(report.verdict.notes)
-        parts += [f"<p>{html.escape(LRA_CAPTION)}</p>", html_table(lra)]
-    if report.figures:
-        parts.append("<h2>Figures</h2>")
-    for t, _, png in report.figures:
-        uri = "data:image/png;base64," + base64.b64encode(png).decode("ascii")
-        t = html.escape(t)
-        parts.append(f'<figure><figcaption>{t}</figcaption><img alt="{t}" src="{uri}"></figure>')
-    if report.fusions.rows:
-        parts += ["<h2>Fused operators</h2>", html_table(report.fusions)]
-    parts += ["<h2>Protocol</h2>", html_table(report.protocol)]
-    parts += ["<h2>All latency records</h2>", f"<details><summary>{len(report.latency.rows)} records</summary>",
-              html_table(report.latency), "</details>", "</body></html>\n"]
-    return "\n".join(parts)
 
 
 def write_report(run_dirs: list[Path], out_dir: Path | None = None, baseline: str | None = None) -> dict[str, Path]:

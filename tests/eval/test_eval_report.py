@@ -236,7 +236,7 @@ def test_parity_warning_names_every_row_that_breaks_the_gate(make_run: Callable[
 
 
 def test_markdown_keeps_angle_brackets_readable():
-    from eval.report import md_escape
+    from eval.render import md_escape
 
     assert md_escape("re-time with `slimformer bench <run folder>`") == "re-time with `slimformer bench <run folder>`"
     assert md_escape("a <b> | c") == "a &lt;b> \\| c"
