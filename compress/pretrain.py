@@ -65,11 +65,9 @@ class PretrainConfig(StepConfig, OptimConfig):
 
     @model_validator(mode="after")
     def check_corpus(self):
-        from compress.data.unlabeled import SUFFIXES
+        from compress.data.unlabeled import check_suffixes
 
-        for path in self.corpus:
-            if Path(path).suffix.lower() not in SUFFIXES:
-                raise ValueError(f"corpus file {path!r}: cannot tell its format from the extension; use one of {', '.join(SUFFIXES)}")
+        check_suffixes(self.corpus, "corpus")
         if not (self.corpus or self.use_task_texts or self.builtin):
             raise ValueError("no text to pretrain on: set use_task_texts: true, or give corpus: files or builtin: [wordnet]")
         return self

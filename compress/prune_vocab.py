@@ -56,11 +56,9 @@ class PruneVocabConfig(StepConfig):
 
     @model_validator(mode="after")
     def check_suffixes(self):
-        from compress.data.unlabeled import SUFFIXES
+        from compress.data.unlabeled import check_suffixes
 
-        for path in self.extra_texts:
-            if Path(path).suffix.lower() not in SUFFIXES:
-                raise ValueError(f"extra_texts file {path!r}: cannot tell its format from the extension; use one of {', '.join(SUFFIXES)}")
+        check_suffixes(self.extra_texts, "extra_texts")
         return self
 
     def check_files(self, base_dir: Path | None) -> None:

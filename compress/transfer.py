@@ -49,11 +49,9 @@ class TransferConfig(ConfigBase):
 
     @model_validator(mode="after")
     def check_unlabeled(self):
-        from compress.data.unlabeled import SUFFIXES
+        from compress.data.unlabeled import check_suffixes
 
-        for path in self.unlabeled:
-            if Path(path).suffix.lower() not in SUFFIXES:
-                raise ValueError(f"unlabeled file {path!r}: cannot tell its format from the extension; use one of {', '.join(SUFFIXES)}")
+        check_suffixes(self.unlabeled, "unlabeled")
         return self
 
     def check_files(self, base_dir: Path | None) -> None:

@@ -25,6 +25,13 @@ TEXT_SUFFIX = ".txt"
 SUFFIXES = (TEXT_SUFFIX, *EXTENSIONS)
 
 
+def check_suffixes(paths: list[str], field: str) -> None:
+    """A config validator's check: every file in `field` has an extension `read_unlabeled` can read (ValueError naming it)."""
+    for path in paths:
+        if Path(path).suffix.lower() not in SUFFIXES:
+            raise ValueError(f"{field} file {path!r}: cannot tell its format from the extension; use one of {', '.join(SUFFIXES)}")
+
+
 def unlabeled_path(path: str, base_dir: Path | None) -> Path:
     """The file `path` names: relative paths against `base_dir` (the recipe's folder); `~` expanded."""
     return _resolve(path, base_dir)
