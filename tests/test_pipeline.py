@@ -52,7 +52,8 @@ def shrink(path: Path, tmp_path: Path) -> list[str]:
         task.append("task.seq_len=16" if recipe.teacher.from_ is not None else "task.seq_len=48")  # the tiny checkpoint has 40 positions
         for key, items in lists.items():
             for i, s in enumerate(items):
-                steps += [f"{key}.{i}.{field}=[{files['unlabeled']}]" for field in ("unlabeled", "extra_texts", "corpus") if getattr(s, field, None)]
+                for prefix, part in ((f"{key}.{i}", s), (f"{key}.{i}.recover", getattr(s, "recover", None))):
+                    steps += [f"{prefix}.{field}=[{files['unlabeled']}]" for field in ("unlabeled", "extra_texts", "corpus") if getattr(part, field, None)]
                 if getattr(s, "dim", None) and s.kind == "prune_width":
                     steps.append(f"{key}.{i}.dim=16")
     return task + model + SHRINK_BENCH + steps + ["bench.seq_lens=null"]
