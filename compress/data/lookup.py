@@ -27,7 +27,15 @@ between and after the pairs, uniformly at random over the arrangements (stars an
 the queried pair can sit anywhere in a 512-4096-token input: a needle in a haystack whose
 position only attention across the whole input finds. Without filler the text is
 (`key_len` + 1) * `n_pairs` + `key_len` + 1 tokens; `n_pairs` is drawn uniformly from
-[`min_pairs`, `max_pairs`]. Splits are drawn by `generated.draw_splits`: one stream per
+[`min_pairs`, `max_pairs`].
+
+Joined form (`joined: true`, with a word tokenizer such as wordpiece): each pair is one word,
+`ab7`, and the query `? ab`, so the needle is one token. Matching it is then a content match
+between the query's key and each pair (one attention hop across the input), where the spelled
+form first needs a previous-token head to bind each value to its key; with learned positions a
+2-layer model learns that slowly at 1K tokens (the spelled long form did not leave chance in 190
+steps on CPU). A bag of words still cannot solve it: a pair word's evidence for its value does
+not depend on the query. The length window counts words (a pair is one). Splits are drawn by `generated.draw_splits`: one stream per
 (seed, split), no example repeated across splits. `answer_lookup` is the reference solver.
 """
 
@@ -68,6 +76,9 @@ class LookupConfig(GeneratedTaskConfig):
     max_length: int | None = Field(None, ge=4, le=65536)
     # how many distinct filler symbols are drawn from (the first `filler` of FILLERS)
     filler: int = Field(8, ge=1, le=len(FILLERS))
+    # write each pair as one word (`ab7`: the key's letters, then its value) and the query as `? ab`;
+    # with a word tokenizer (wordpiece) a pair is then one token, see the module docstring
+    joined: bool = False
 
     @model_validator(mode="after")
     def _check_pairs(self) -> "LookupConfig":
@@ -88,14 +99,43 @@ class LookupConfig(GeneratedTaskConfig):
                 raise ValueError(
                     f"min_length ({self.min_length}) > max_length ({self.max_length}); make min_length <= max_length"
                 )
-            longest = self.max_pairs * (self.key_len + 1) + self.key_len + 1
+            longest = self.max_pairs * self.pair_width + self.query_width
             if self.min_length < longest:
                 raise ValueError(
                     f"min_length ({self.min_length}) is shorter than {self.max_pairs} pairs of a {self.key_len}-letter "
                     f"key and a value plus the query ({longest} tokens); raise min_length to at least {longest} "
                     "or lower max_pairs or key_len"
                 )
+        if self.joined:
+            self._check_joined_vocabulary()
         return self
+
+    def _check_joined_vocabulary(self) -> None:
+        """Joined pairs are words: a word tokenizer must hold every pair and key whole, or a pair
+        splits into pieces and the input outgrows seq_len."""
+        if self.tokenizer.kind not in ("wordpiece", "bpe"):
+            raise ValueError(
+                f"joined: true writes each pair as one word, but tokenizer.kind is {self.tokenizer.kind!r}, which "
+                "splits it into symbols; set tokenizer: {kind: wordpiece, lowercase: false} or joined: false"
+            )
+        n_words = self.n_keys**self.key_len * (self.n_values + 1)  # every pair word and every query key
+        # wordpiece keeps the alphabet whole in both forms (x, ##x): letters, digits, filler, "?"
+        need = 5 + 2 * (self.n_keys + self.n_values + self.filler + 1) + n_words
+        if self.tokenizer.vocab_size < need:
+            raise ValueError(
+                f"tokenizer.vocab_size {self.tokenizer.vocab_size} cannot hold the {n_words} pair words and keys of "
+                f"joined: true whole; raise tokenizer.vocab_size to at least {need} (or lower n_keys or key_len)"
+            )
+
+    @property
+    def pair_width(self) -> int:
+        """Words per pair: key letters + value, or one joined word."""
+        return 1 if self.joined else self.key_len + 1
+
+    @property
+    def query_width(self) -> int:
+        """Words of the query: `?` + key letters, or `?` + one joined key."""
+        return 2 if self.joined else self.key_len + 1
 
     def load(self, seed: int, base_dir: Path | None) -> TaskData:
         letters = string.ascii_lowercase[: self.n_keys]
@@ -106,7 +146,8 @@ class LookupConfig(GeneratedTaskConfig):
             seed,
             self.sizes(),
             lambda rng: generate_example(
-                rng, letters, self.n_values, self.min_pairs, self.max_pairs, self.key_len, lengths, fillers
+                rng, letters, self.n_values, self.min_pairs, self.max_pairs, self.key_len, lengths, fillers,
+                self.joined,
             ),
             hint="raise n_keys, key_len, n_values or max_pairs, or ask for fewer examples",
         )
@@ -115,6 +156,7 @@ class LookupConfig(GeneratedTaskConfig):
             n_tokens = {s: [t.count(" ") + 1 for t in texts[s]] for s in SPLITS}
             extra["lengths"] = {s: {"min": min(n), "max": max(n)} for s, n in n_tokens.items()}
         long_form = f", {self.min_length}-{self.max_length} tokens with filler" if lengths else ""
+        long_form += ", each pair one word" if self.joined else ""
         return make_task_data(
             self,
             seed,
@@ -140,10 +182,12 @@ def generate_example(
     key_len: int = 1,
     lengths: tuple[int, int] | None = None,
     fillers: str = "",
+    joined: bool = False,
 ) -> tuple[str, int]:
     """Draw one example: (text, value of the queried key).
 
-    With key_len 1 and no `lengths` the draws are those of the classic form, so its data stay pinned.
+    With key_len 1 and no `lengths` the draws are those of the classic form, so its data stay pinned;
+    `joined` writes the same draws with each pair as one word and the query's key as one word.
     """
     n_pairs = rng.randint(min_pairs, max_pairs)
     # random.sample draws indices from the population's length only: for key_len 1 this is sample(letters, n)
@@ -151,11 +195,15 @@ def generate_example(
     keys = [_spell(code, letters, key_len) for code in codes]
     values = [rng.randrange(n_values) for _ in range(n_pairs)]
     q = rng.randrange(n_pairs)
-    pairs = [[*k, str(v)] for k, v in zip(keys, values)]  # each pair: key_len letters + its value
-    query = [QUERY, *keys[q]]
+    if joined:  # each pair one word `ab7`, the query `? ab`
+        pairs = [["".join(k) + str(v)] for k, v in zip(keys, values)]
+        query = [QUERY, "".join(keys[q])]
+    else:  # each pair: key_len letters + its value
+        pairs = [[*k, str(v)] for k, v in zip(keys, values)]
+        query = [QUERY, *keys[q]]
     if lengths is None:
         return " ".join([t for p in pairs for t in p] + query), values[q]
-    n_fill = rng.randint(*lengths) - n_pairs * (key_len + 1) - len(query)
+    n_fill = rng.randint(*lengths) - sum(map(len, pairs)) - len(query)
     # stars and bars: the pairs' places among n_pairs + n_fill slots, uniform over arrangements
     at = set(rng.sample(range(n_pairs + n_fill), n_pairs))
     filler = iter(rng.choices(fillers, k=n_fill))
@@ -181,16 +229,17 @@ def _spell(code: int, letters: str, key_len: int) -> list[str]:
 def answer_lookup(text: str) -> int:
     """Reference solver, from the tokens alone: the value after the key that equals the query.
 
-    Reads the key length from the query, skips filler (any token that is neither a letter nor a
-    digit), cuts the rest into (key letters, value digit) pairs and returns the value of the one
-    pair whose key matches. Raises ValueError on a malformed example or a key not found exactly once.
+    Reads the key length from the query, skips filler (any token that is neither letters nor
+    digits), spells every other token as its characters (so the joined form `ab7 ... ? ab` reads
+    as `a b 7 ... ? a b`), cuts them into (key letters, value digit) pairs and returns the value
+    of the one pair whose key matches. Raises ValueError on a malformed example or a key not found exactly once.
     """
     tokens = text.split()
     if QUERY not in tokens:
         raise ValueError(f"not a lookup example (no {QUERY!r}): {text[:80]!r}")
     q = len(tokens) - 1 - tokens[::-1].index(QUERY)
-    query = tokens[q + 1 :]
-    body = [t for t in tokens[:q] if t.isalpha() or t.isdigit()]
+    query = [c for t in tokens[q + 1 :] for c in t]
+    body = [c for t in tokens[:q] if t.isalnum() for c in t]
     width = len(query) + 1
     if not query or not body or len(body) % width:
         raise ValueError(f"not a lookup example (pairs of {len(query)} letters + a digit expected): {text[:80]!r}")

@@ -152,3 +152,68 @@ def test_one_token_per_symbol_so_seq_len_fits(long_lookup):
     assert tok.unk_token_id not in enc["input_ids"][0].tolist()
     encode_task(data, tok, cfg.seq_len)
     assert data.stats["n_truncated"] == {s: 0 for s in SPLITS}
+
+
+# 16 keys: 160 pair words + 16 query keys; 235 pieces (the least the config accepts) hold them whole
+JOINED = dict(LONG, n_keys=4, key_len=2, joined=True, tokenizer={"kind": "wordpiece", "vocab_size": 235, "lowercase": False})
+
+
+@pytest.fixture(scope="module")
+def joined_lookup():
+    cfg = LookupConfig(**JOINED)
+    return cfg, load_task(cfg, seed=0)
+
+
+def test_joined_form_writes_each_pair_as_one_word(joined_lookup):
+    cfg, data = joined_lookup
+    for text, label in zip(data.texts["train"], data.labels["train"]):
+        words = text.split()
+        assert cfg.min_length <= len(words) <= cfg.max_length
+        assert words[-2] == QUERY and len(words[-1]) == cfg.key_len and words[-1].isalpha()
+        pairs = [w for w in words[:-2] if w.isalnum()]
+        assert all(len(w) == cfg.key_len + 1 and w[:-1].isalpha() and w[-1].isdigit() for w in pairs)
+        assert [p for p in pairs if p[:-1] == words[-1]] == [words[-1] + str(label)]
+        assert answer_lookup(text) == label
+
+
+def test_joined_pairs_are_one_token_each_with_a_word_tokenizer(joined_lookup):
+    from compress.data import encode, encode_task, train_tokenizer
+
+    cfg, data = joined_lookup
+    tok = train_tokenizer(data.texts["train"], cfg.tokenizer, cfg.seq_len)
+    for text in data.texts["test"][:20]:
+        enc = encode(tok, [text], cfg.seq_len)
+        assert int(enc["attention_mask"].sum()) == len(text.split()) + 2  # [CLS] words [SEP]
+        assert tok.unk_token_id not in enc["input_ids"][0].tolist()
+    encode_task(data, tok, cfg.seq_len)
+    assert data.stats["n_truncated"] == {s: 0 for s in SPLITS}
+
+
+def test_joined_bag_of_words_cannot_tell_the_label(joined_lookup):
+    # exchanging the digits of the queried pair and another pair's keeps the multiset of keys and of
+    # values but changes the answer; a bag of pair words sees a value's key only with that value
+    # and never the query's key beside it, so its evidence for a label is the same whichever is queried
+    _, data = joined_lookup
+    text = data.texts["train"][0]
+    words = text.split()
+    i = next(n for n, w in enumerate(words[:-2]) if w.isalnum() and w[:-1] == words[-1])
+    j = next(n for n, w in enumerate(words[:-2]) if w.isalnum() and w[-1] != words[i][-1])
+    swapped = list(words)
+    swapped[i], swapped[j] = words[i][:-1] + words[j][-1], words[j][:-1] + words[i][-1]
+    assert answer_lookup(" ".join(swapped)) == int(words[j][-1]) != answer_lookup(text)
+    # querying a different key of the same input changes the answer with the same pair words
+    other = words[j][:-1]
+    requery = words[:-1] + [other]
+    assert Counter(requery[:-1]) == Counter(words[:-1]) and answer_lookup(" ".join(requery)) == int(words[j][-1])
+
+
+@pytest.mark.parametrize(
+    "tokenizer,needle",
+    [
+        ({"kind": "char"}, "tokenizer.kind is 'char'"),
+        ({"kind": "wordpiece", "vocab_size": 200}, "raise tokenizer.vocab_size to at least 235"),
+    ],
+)
+def test_joined_form_needs_a_word_tokenizer_that_holds_every_pair(tokenizer, needle):
+    with pytest.raises(ValidationError, match=needle):
+        LookupConfig(**{**JOINED, "tokenizer": tokenizer})
