@@ -17,10 +17,17 @@ vocabulary: the `train` step that follows inherits it with the encoder. The MLM 
 after pretraining: the stage is a plain `SlimformerForSequenceClassification` (fresh classifier
 head), reloads with `from_pretrained`, and is never the teacher. Training runs in the one loop,
 `compress.train.train`, with the MLM loss and masked-token validation metrics.
+
+After `teacher.from` (an imported checkpoint) the step continues that checkpoint's pretraining
+on the texts instead (task-adaptive pretraining, Gururangan et al. 2020): the encoder starts from
+the checkpoint's weights, the checkpoint's own tokenizer is kept (no new vocabulary, so its
+embeddings keep their meaning), and the MLM head is the checkpoint's when it ships one
+(BERT/RoBERTa/DistilBERT `...ForMaskedLM`, `compress.models.import_hf.read_mlm_head`), else fresh.
 """
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Literal
 
@@ -30,7 +37,7 @@ from pydantic import Field, model_validator
 from torch import nn
 
 from compress.config_base import NAME_PATTERN, StepConfig
-from compress.errors import RecipeError
+from compress.errors import CheckpointError, RecipeError
 from compress.registry import STEPS, file_digest, register_step
 from compress.train import OptimConfig, train, trim
 
@@ -117,15 +124,18 @@ def pretraining_texts(cfg: PretrainConfig, ctx) -> list[str]:
     return texts
 
 
-def continuation_ids(tokenizer) -> torch.Tensor:
-    """(V,) bool: tokens that continue the word before them (WordPiece `##x`; a BPE piece without the word-start `\u2581`)."""
+def continuation_ids(tokenizer, size: int | None = None) -> torch.Tensor:
+    """(V,) bool: tokens that continue the word before them (WordPiece `##x`; a BPE piece without the
+    word-start `\u2581`, or without GPT-2/RoBERTa's `\u0120` (a byte-level space))."""
     vocab = tokenizer.get_vocab()
-    out = torch.zeros(len(tokenizer), dtype=torch.bool)
+    out = torch.zeros(size or len(tokenizer), dtype=torch.bool)  # size: the model's vocab_size (an imported one may exceed len)
     special = set(tokenizer.all_special_tokens)
     if any(t.startswith("##") for t in vocab):
         pieces = [(i, t.startswith("##")) for t, i in vocab.items()]
     elif any(t.startswith("\u2581") for t in vocab):
         pieces = [(i, t not in special and not t.startswith("\u2581")) for t, i in vocab.items()]
+    elif sum(t.startswith("\u0120") for t in vocab) > len(vocab) // 10:  # byte-level BPE: "Ġword" starts a word
+        pieces = [(i, t not in special and not t.startswith("\u0120") and t.isalnum()) for t, i in vocab.items()]
     else:  # char tokenizer: every token is a word of its own
         pieces = []
     for i, continues in pieces:
@@ -133,9 +143,9 @@ def continuation_ids(tokenizer) -> torch.Tensor:
     return out
 
 
-def special_ids(tokenizer) -> torch.Tensor:
+def special_ids(tokenizer, size: int | None = None) -> torch.Tensor:
     """(V,) bool: special tokens ([PAD], [CLS], [SEP], ...), never masked and never drawn as random replacements."""
-    out = torch.zeros(len(tokenizer), dtype=torch.bool)
+    out = torch.zeros(size or len(tokenizer), dtype=torch.bool)
     out[tokenizer.all_special_ids] = True
     return out
 
@@ -173,17 +183,20 @@ class MaskedLM(nn.Module):
     """The classifier's encoder plus an MLM head whose decoder is the input embedding matrix (tied)."""
 
     def __init__(self, model: nn.Module):
+        from compress.models.modeling_slimformer import ACTIVATIONS
+
         super().__init__()
         self.model = model
         config = model.config
         width = model.get_input_embeddings().weight.shape[1]  # embed_dim when the tables are narrower than dim
         self.dense = nn.Linear(config.dim, width)
+        self.act = ACTIVATIONS[config.activation]()  # the encoder's (BERT's head uses hidden_act)
         self.norm = nn.LayerNorm(width, eps=config.layer_norm_eps)
         self.bias = nn.Parameter(torch.zeros(config.vocab_size))
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         x = self.model.encode(input_ids, attention_mask)  # (B, T, dim)
-        x = self.norm(F.gelu(self.dense(x)))  # (B, T, width)
+        x = self.norm(self.act(self.dense(x)))  # (B, T, width)
         return F.linear(x, self.model.get_input_embeddings().weight, self.bias)  # (B, T, V)
 
 
@@ -227,18 +240,26 @@ def mlm_evaluator(split: dict, special: torch.Tensor, continues: torch.Tensor | 
 @register_step("pretrain", PretrainConfig, makes_stage=True, needs_model=False, sets_tokenizer=True, pretrains=True,
                inputs=corpus_inputs)
 def pretrain(model, cfg: PretrainConfig, ctx):
-    """Train a tokenizer and the teacher's encoder (recipe `teacher:` shape) on the pretraining texts with MLM."""
+    """Train a tokenizer and the teacher's encoder (recipe `teacher:` shape) on the pretraining texts with MLM;
+    after `teacher.from`, continue the imported checkpoint's pretraining in its own vocabulary."""
     from compress.data import encode, train_tokenizer
     from compress.models import SlimformerForSequenceClassification
 
-    if ctx.imported is not None:
-        raise RecipeError("pretrain: continuing to pretrain an imported teacher (teacher.from) is not supported yet; "
-                          "remove the pretrain step or teacher.from")
     recipe, seq_len = ctx.recipe, ctx.recipe.task.seq_len
     texts = pretraining_texts(cfg, ctx)
     if len(texts) < 2:
         raise RecipeError(f"pretrain: {len(texts)} text(s) to pretrain on; give corpus: files, builtin: [wordnet] or use_task_texts: true")
-    tokenizer = train_tokenizer(texts, recipe.task.tokenizer, seq_len)
+    if ctx.imported is not None:  # task-adaptive pretraining: the checkpoint's weights and vocabulary
+        tokenizer = ctx.tokenizer
+        if tokenizer.mask_token_id is None:
+            raise RecipeError(f"pretrain: the tokenizer of teacher.from ({ctx.imported.info['folder']}) has no mask token, so "
+                              "masked-language modelling cannot mask; remove the pretrain step or use a checkpoint with [MASK]")
+        encoder = copy.deepcopy(ctx.imported.model)
+    else:
+        tokenizer = train_tokenizer(texts, recipe.task.tokenizer, seq_len)
+        config = recipe.teacher.build_config(len(tokenizer), seq_len, ctx.data.label_names)
+        torch.manual_seed(recipe.seed)
+        encoder = SlimformerForSequenceClassification(config)
     ctx.set_tokenizer(tokenizer)
     encoded = encode(tokenizer, texts, seq_len)
     order = torch.randperm(len(texts), generator=torch.Generator().manual_seed(recipe.seed))
@@ -246,11 +267,14 @@ def pretrain(model, cfg: PretrainConfig, ctx):
     splits = {name: {k: encoded[k][rows] for k in ("input_ids", "attention_mask")}
               for name, rows in (("validation", order[:n_val]), ("train", order[n_val:]))}
 
-    special = special_ids(tokenizer)
-    continues = continuation_ids(tokenizer) if cfg.whole_word else None
-    config = recipe.teacher.build_config(len(tokenizer), seq_len, ctx.data.label_names)
-    torch.manual_seed(recipe.seed)
-    wrapped = MaskedLM(SlimformerForSequenceClassification(config))
+    size = encoder.config.vocab_size  # the embedding rows, what the MLM head scores (len(tokenizer) may differ when imported)
+    special = special_ids(tokenizer, size)
+    continues = continuation_ids(tokenizer, size) if cfg.whole_word else None
+    if ctx.imported is not None:
+        torch.manual_seed(recipe.seed)  # a fresh MLM head, when the checkpoint has none
+    wrapped = MaskedLM(encoder)
+    if ctx.imported is not None:
+        load_mlm_head_(wrapped, ctx)
     wrapped, curve = train(
         wrapped,
         splits["train"],
@@ -271,5 +295,22 @@ def pretrain(model, cfg: PretrainConfig, ctx):
     ctx.record("val_masked_accuracy", best["val_masked_accuracy"])
     ctx.record("pretrain_texts", len(texts))
     ctx.record("pretrain_tokens", int(encoded["attention_mask"].sum()))
-    ctx.record("parent", None)  # made from text, not from the stage before it
+    ctx.record("parent", None)  # made from text (and a checkpoint), not from the stage before it
     return wrapped.model  # the MLM head is dropped: a plain classifier with a fresh head, for `train` to fine-tune
+
+
+def load_mlm_head_(wrapped: MaskedLM, ctx) -> None:
+    """Start the MLM head from the imported checkpoint's, when it has one; record which it is."""
+    from compress.models.import_hf import read_mlm_head
+
+    folder = ctx.imported.info["folder"]
+    head, reason = read_mlm_head(folder)
+    if head is not None:
+        state = wrapped.state_dict()
+        wrong = {k: (tuple(v.shape), tuple(state[k].shape)) for k, v in head.items() if v.shape != state[k].shape}
+        if wrong:
+            raise CheckpointError(f"{folder}: the masked-LM head's shapes {wrong} (checkpoint, expected) do not fit the encoder; "
+                                  "config.json and the weights disagree")
+        wrapped.load_state_dict(state | head)
+    ctx.record("continued_from", folder)
+    ctx.record("mlm_head", reason)

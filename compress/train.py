@@ -306,6 +306,8 @@ def train_teacher(model, cfg: TrainConfig, ctx):
     if origin is not None and STEPS[ctx.stage_kinds[origin]].pretrains:
         model = copy.deepcopy(model)  # the pretrained stage's model; its tokenizer is this stage's too (inherited)
         ctx.record("pretrained", origin)
+        if ctx.imported is not None:  # the pretrained stage continued the imported checkpoint's pretraining
+            ctx.record("imported", ctx.imported.info)
     elif ctx.imported is not None:
         model = copy.deepcopy(ctx.imported.model)
         ctx.record("imported", ctx.imported.info)

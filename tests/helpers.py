@@ -51,10 +51,11 @@ def remote_code_logits(folder, ids: torch.Tensor, mask: torch.Tensor, work) -> t
 WORDS = ["good", "great", "fine", "nice", "bad", "awful", "poor", "sad", "the", "movie", "was", "very", "not", "a", "day"]
 
 
-def tiny_bert_folder(folder, n_labels: int | None = None, seed: int = 0):
+def tiny_bert_folder(folder, n_labels: int | None = None, seed: int = 0, mlm: bool = False):
     """A tiny random BERT checkpoint as a user brings it: config.json + model.safetensors + a WordPiece
     tokenizer.json that adds [CLS] ... [SEP] (specials, the WORDS, letters and ## letters).
-    `n_labels`: a BertForSequenceClassification with that many labels, else a bare BertModel."""
+    `n_labels`: a BertForSequenceClassification with that many labels; `mlm`: a BertForMaskedLM
+    (with its masked-LM head); else a bare BertModel."""
     import string
     from pathlib import Path
 
@@ -76,6 +77,8 @@ def tiny_bert_folder(folder, n_labels: int | None = None, seed: int = 0):
     if n_labels:
         config.num_labels = n_labels
         model = tf.BertForSequenceClassification(config)
+    elif mlm:
+        model = tf.BertForMaskedLM(config)
     else:
         model = tf.BertModel(config)
     model.save_pretrained(folder)

@@ -157,3 +157,82 @@ def test_pretrain_must_be_followed_by_train(tmp_path, capsys):
     recipe.write_text(RECIPE.replace("  - {kind: train, max_steps: 2, lr: 1.0e-9, warmup: 0.0}\n", "  - {kind: export}\n"))
     assert cli.main(["validate", str(recipe)]) == 2
     assert "put a `train` step right after it" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- continued pretraining of an imported checkpoint
+
+
+def test_masked_lm_of_an_imported_checkpoint_matches_its_own_mlm_head(tmp_path):
+    """MaskedLM around an imported BertForMaskedLM, its head read from the checkpoint, gives the checkpoint's MLM logits."""
+    import transformers as tf
+
+    from compress.models.import_hf import import_pretrained, read_mlm_head
+    from tests.helpers import padded_batch, tiny_bert_folder
+
+    folder = tiny_bert_folder(tmp_path / "ckpt", mlm=True)
+    reference = tf.BertForMaskedLM.from_pretrained(folder).eval()
+    wrapped = MaskedLM(import_pretrained(folder, label_names=["a", "b"]).model).eval()
+    head, reason = read_mlm_head(folder)
+    assert reason == "the checkpoint's masked-LM head"
+    wrapped.load_state_dict(wrapped.state_dict() | head)
+    ids, mask = padded_batch(3, 12, vocab=reference.config.vocab_size)
+    with torch.no_grad():
+        ours, theirs = wrapped(ids, mask), reference(input_ids=ids, attention_mask=mask).logits
+    real = mask.bool()  # padded positions differ (we never score them)
+    assert torch.allclose(ours[real], theirs[real], atol=1e-4), (ours[real] - theirs[real]).abs().max()
+    # a bare encoder has no head to read
+    assert read_mlm_head(tiny_bert_folder(tmp_path / "bare"))[0] is None
+
+
+TAPT = """\
+name: tapt
+task: {kind: files, train: train.csv, seq_len: 16}
+teacher: {from: ckpt, pooling: mean}
+steps:
+  - {kind: pretrain, corpus: [reviews.txt], use_task_texts: false, epochs: 2, batch_size: 16, lr: 1.0e-3}
+  - {kind: train, max_steps: 2, lr: 1.0e-9, warmup: 0.0}
+"""
+
+
+def test_pretrain_continues_an_imported_checkpoint_in_its_own_vocabulary(tmp_path):
+    from safetensors.torch import load_file
+
+    from compress.models.import_hf import import_pretrained
+    from tests.helpers import WORDS, tiny_bert_folder, write_task
+
+    folder = tiny_bert_folder(tmp_path / "ckpt", mlm=True)
+    write_task(tmp_path)  # its texts repeat, so the test split holds them all: pretrain on a corpus file
+    (tmp_path / "reviews.txt").write_text("\n".join(f"the day was {w} and the movie {v}" for w in WORDS[:8] for v in WORDS[:8]))
+    (tmp_path / "tapt.yaml").write_text(TAPT)
+    runs = tmp_path / "runs"
+    assert cli.main(["run", str(tmp_path / "tapt.yaml"), "--runs-dir", str(runs)]) == 0
+    run_dir = runs / "tapt"
+    stages = {s["name"]: s for s in json.loads((run_dir / "results.json").read_text())["stages"]}
+    pre = stages["pretrained"]
+    assert pre["continued_from"] == str(folder) and pre["mlm_head"] == "the checkpoint's masked-LM head"
+    assert stages["teacher"]["pretrained"] == "pretrained" and stages["teacher"]["imported"]["family"] == "bert"
+    curve = pre["train_curve"]
+    assert len(curve) == 2 and curve[-1]["val_mlm_loss"] < curve[0]["train_loss"] + 1.0
+    # the checkpoint's vocabulary is kept: no tokenizer was trained
+    ckpt_vocab = AutoTokenizer.from_pretrained(folder).get_vocab()
+    assert AutoTokenizer.from_pretrained(run_dir / "stages/pretrained/model").get_vocab() == ckpt_vocab
+    assert AutoTokenizer.from_pretrained(run_dir / "stages/teacher/model").get_vocab() == ckpt_vocab
+    # the encoder started from the checkpoint and moved (2 epochs at lr 1e-3), same shapes
+    start = import_pretrained(folder, label_names=["neg", "pos"]).model.state_dict()
+    after = load_file(run_dir / "stages/pretrained/model/model.safetensors")
+    encoder = [k for k in start if not k.startswith("classifier")]
+    assert all(after[k].shape == start[k].shape for k in encoder)
+    moved = max((after[k] - start[k]).abs().max().item() for k in encoder)
+    assert 0 < moved < 0.1, moved
+
+
+def test_whole_word_pieces_of_a_byte_level_bpe_vocabulary():
+    """RoBERTa's byte-level BPE marks a word start with "Ġ" (a byte-level space): a piece without it continues a word."""
+    from tokenizers import Tokenizer, models
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {"<s>": 0, "<pad>": 1, "</s>": 2, "<unk>": 3, "<mask>": 4, "Ġthe": 5, "Ġplay": 6, "ing": 7, "ed": 8, ",": 9, "the": 10}
+    tok = PreTrainedTokenizerFast(tokenizer_object=Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token="<unk>")),
+                                  bos_token="<s>", eos_token="</s>", pad_token="<pad>", unk_token="<unk>", mask_token="<mask>")
+    continues = continuation_ids(tok)
+    assert continues.tolist() == [False] * 7 + [True, True, False, True]

@@ -52,6 +52,9 @@ class Family:
     ignore: tuple[str, ...]  # prefixes of weights that are not the encoder (LM heads, unused pooler, buffers)
     pooler: str | None = None  # a pretrained pooler (dense + tanh on [CLS]) a fresh classifier may sit on
     position_offset: bool = False  # RoBERTa: real tokens' positions start at padding_idx + 1
+    # the masked-LM head (dense, LayerNorm, output bias; the decoder is the tied word embeddings) as
+    # compress.pretrain.MaskedLM's modules -> the checkpoint's names; None: the family ships none we read
+    mlm_head: dict[str, str] | None = None
 
 
 BERT_LAYER = {
@@ -80,12 +83,15 @@ ROBERTA = {  # RoBERTa and XLM-R share names; their task heads never use the poo
     "prefix": "roberta.", "embeddings": BERT_EMBEDDINGS,
     "head": {"classifier_dense": "classifier.dense", "classifier": "classifier.out_proj"}, "head_activation": "tanh",
     "ignore": ("lm_head.", "pooler.", *BUFFERS), "position_offset": True,
+    "mlm_head": {"dense": "lm_head.dense", "norm": "lm_head.layer_norm", "bias": "lm_head.bias"},
 }
 FAMILIES: dict[str, Family] = {  # model_type -> family
     "bert": bert_like(
         "Bert", extra=("BertForPreTraining",), prefix="bert.", embeddings=BERT_EMBEDDINGS,
         head={"classifier_dense": "pooler.dense", "classifier": "classifier"}, head_activation="tanh",
         ignore=("cls.", "fit_dense", *BUFFERS), pooler="pooler.dense",  # fit_dense(s): TinyBERT's distillation projections
+        mlm_head={"dense": "cls.predictions.transform.dense", "norm": "cls.predictions.transform.LayerNorm",
+                  "bias": "cls.predictions.bias"},
     ),
     "roberta": bert_like("Roberta", **ROBERTA),
     "xlm-roberta": bert_like("XLMRoberta", **ROBERTA),
@@ -101,6 +107,7 @@ FAMILIES: dict[str, Family] = {  # model_type -> family
         embeddings=BERT_EMBEDDINGS, positions="embeddings.position_embeddings", token_types=None,
         head={"classifier_dense": "pre_classifier", "classifier": "classifier"}, head_activation="relu",
         ignore=("vocab_transform.", "vocab_layer_norm.", "vocab_projector.", *BUFFERS),
+        mlm_head={"dense": "vocab_transform", "norm": "vocab_layer_norm", "bias": "vocab_projector.bias"},
     ),
 }
 SUPPORTED = ", ".join(f"{t} ({', '.join(f.architectures)})" for t, f in FAMILIES.items())
@@ -360,6 +367,23 @@ def load_weights_(
         raise CheckpointError(f"{folder}: weights {unmapped[:8]} ({len(unmapped)} in all) have no place in slimformer's model; "
                               "the checkpoint has parts slimformer does not compute")
     model.load_state_dict(state | new, strict=True)
+
+
+def read_mlm_head(folder: str | Path) -> tuple[dict[str, torch.Tensor] | None, str]:
+    """The checkpoint's masked-LM head as MaskedLM's state (`dense.*`, `norm.*`, `bias`), or None, with
+    the reason either way: continued pretraining (`pretrain` after `teacher.from`) starts from it."""
+    folder = Path(folder)
+    family = FAMILIES[read_config(folder)["model_type"]]
+    if family.mlm_head is None:
+        return None, f"{read_config(folder)['model_type']} checkpoints carry no masked-LM head slimformer reads: a fresh one"
+    weights, _ = read_weights(weight_files(folder), family.prefix)
+    names = {"dense.weight": family.mlm_head["dense"] + ".weight", "dense.bias": family.mlm_head["dense"] + ".bias",
+             "norm.weight": family.mlm_head["norm"] + ".weight", "norm.bias": family.mlm_head["norm"] + ".bias",
+             "bias": family.mlm_head["bias"]}
+    missing = [theirs for theirs in names.values() if theirs not in weights]
+    if missing:  # a bare encoder or a task checkpoint: the head was not saved
+        return None, f"the checkpoint has no masked-LM head ({missing[0]} absent): a fresh one"
+    return {ours: weights[theirs] for ours, theirs in names.items()}, "the checkpoint's masked-LM head"
 
 
 # --------------------------------------------------------------------------- head and pooling
