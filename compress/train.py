@@ -43,6 +43,10 @@ class OptimConfig(ConfigBase):
     grad_clip: float | None = Field(1.0, gt=0)  # max gradient norm; null to disable
     patience: int | None = Field(3, ge=1)  # stop after this many epochs without a better validation score (accuracy; MLM loss)
     max_steps: int | None = Field(None, ge=1)  # stop after this many optimiser steps (smoke runs)
+    # peak learning rate of the classification head (classifier*), when it should differ from `lr`: a fresh
+    # head on a pretrained encoder must learn fast while the encoder moves little (discriminative
+    # fine-tuning, Howard & Ruder 2018); None: the head uses `lr`
+    head_lr: float | None = Field(None, gt=0, le=1.0)
     group_by_length: bool = True  # batch examples of similar length: less padding, same data per epoch
 
 
@@ -198,6 +202,15 @@ def validation_accuracy(model: torch.nn.Module, split: dict, accelerator: Accele
     return (pred == split["labels"]).float().mean().item()
 
 
+def param_groups(model: torch.nn.Module, cfg: OptimConfig) -> list[dict]:
+    """AdamW's groups: matrices decay, vectors (biases, LayerNorm) do not; the head (`classifier*`) at `head_lr` when set."""
+    groups: dict[tuple[bool, float], list] = {}
+    for name, p in model.named_parameters():
+        is_head = cfg.head_lr is not None and name.split(".")[0].startswith("classifier")
+        groups.setdefault((p.ndim >= 2, cfg.head_lr if is_head else cfg.lr), []).append(p)
+    return [{"params": ps, "weight_decay": cfg.weight_decay if decays else 0.0, "lr": lr} for (decays, lr), ps in groups.items()]
+
+
 def train(
     model: torch.nn.Module,
     train_split: dict,
@@ -229,9 +242,7 @@ def train(
         raise TrainingError(f"{desc}: batch_size {cfg.batch_size} is split over {accelerator.num_processes} processes; "
                             f"make it at least {accelerator.num_processes}")
     loader = make_loader(train_split, cfg, seed, accelerator.process_index, accelerator.num_processes)
-    decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
-    no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
-    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr)
+    optimizer = torch.optim.AdamW(param_groups(model, cfg), lr=cfg.lr)
     total = cfg.epochs * max(len(loader), 1)  # optimiser steps: every process takes each one
     if cfg.max_steps:
         total = min(total, cfg.max_steps)
