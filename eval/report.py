@@ -259,12 +259,29 @@ def summary_table(rows: list[Row], columns: list[Column]) -> Table:
 
 
 def latency_table(rows: list[Row]) -> Table:
-    """Every latency record of every stage."""
-    table = Table(["Stage", *LATENCY_FIELDS])
+    """Every latency record of every stage, with the roofline of each CPU record: its FLOP/s and the
+    share of the run's MatMul peak of its precision (so every point of the grid, not only the headline's)."""
+    table = Table(["Stage", *LATENCY_FIELDS, "GFLOP/s", "% of peak"])
     for row in rows:
         for record in row.stage.get("latency") or []:
-            table.rows.append([(row.name, False)] + [(cell_text(record.get(k)), False) for k in LATENCY_FIELDS])
+            achieved, fraction = record_roofline(row, record)
+            table.rows.append([(row.name, False)] + [(cell_text(record.get(k)), False) for k in LATENCY_FIELDS]
+                              + [("—" if achieved is None else f"{achieved / 1e9:.3g}", False),
+                                 ("—" if fraction is None else f"{100 * fraction:.1f}", False)])
     return table
+
+
+def record_roofline(row: Row, record: dict) -> tuple[float | None, float | None]:
+    """(FLOP/s, share of the measured CPU MatMul peak) of one latency record; the share only for CPU
+    records, whose peak the run measured (eval/peak.py, ONNX Runtime at the run's threads)."""
+    setting = (record.get("batch"), record.get("seq_len"))
+    flops = [f["flops"] for f in row.stage.get("flops") or [] if (f.get("batch"), f.get("seq_len")) == setting]
+    p50 = record.get("p50_ms")
+    if not flops or not p50:
+        return None, None
+    achieved = flops[0] / (p50 / 1000.0)
+    peak = ((row.protocol.get("peak") or {}).get(record.get("precision") or "fp32") or {}).get("flops_per_s")
+    return achieved, ratio(achieved, peak) if record.get("device") == "cpu" else None
 
 
 def fusions_table(rows: list[Row]) -> Table:

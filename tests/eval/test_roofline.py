@@ -64,3 +64,28 @@ def test_bench_records_the_peak_and_fills_missing_flops(make_run, make_results, 
 def test_measure_peaks_has_both_precisions():
     peaks = measure_peaks(1, sizes=(16,), repeats=3)
     assert {"fp32", "int8"} <= set(peaks) and all(peaks[p]["flops_per_s"] > 0 for p in ("fp32", "int8"))
+
+
+def test_latency_table_gives_every_cpu_record_its_roofline(make_run, make_results, fast_figures):
+    """Not only the headline: each CPU record of the grid gets FLOP/s and % of the peak of its precision."""
+    from eval.report import build_report, load_runs
+
+    results = make_results()
+    results["protocol"]["peak"] = {"fp32": {"precision": "fp32", "flops_per_s": 100e9, "size": 256, "threads": 2}}
+    stage = results["stages"][0]
+    stage["flops"] = [{"batch": r["batch"], "seq_len": r["seq_len"], "flops": 1e9 * r["batch"]} for r in stage["latency"]]
+    report = build_report(load_runs([make_run(results=results)]), None)
+    header = report.latency.headers
+    checked = 0
+    for row in report.latency.rows:
+        cells = dict(zip(header, [text for text, _ in row]))
+        if cells["Stage"] != stage["name"]:
+            continue
+        expected = 1e9 * int(cells["batch"]) / (float(cells["p50_ms"]) / 1000)
+        assert abs(float(cells["GFLOP/s"]) - expected / 1e9) <= 0.01 * expected / 1e9
+        if cells["device"] == "cpu":
+            assert abs(float(cells["% of peak"]) - 100 * expected / 100e9) <= 0.6
+            checked += 1
+        else:
+            assert cells["% of peak"] == "—"
+    assert checked >= 2, "the grid's CPU records, not only the headline's"
