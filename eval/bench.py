@@ -10,12 +10,16 @@ tokenizing: the timed call is the forward pass alone.
 
 Settings that decide a torch-vs-ONNX-Runtime ratio, fixed here and recorded in results.json's
 protocol (`timing`, from `timing_settings`): ONNX Runtime with all graph optimisations, inter-op
-1 thread, sequential, and thread-pool spinning off (intra- and inter-op), so a session that is
-idle (another stage's, or the one just timed while torch runs) does not keep its workers
-spinning on the cores the timed runtime needs; eager torch in eval mode under
-`torch.inference_mode()` (no autograd bookkeeping), with `torch.set_num_threads` equal to ONNX
-Runtime's intra-op threads. An independent timing with spinning on in idle sessions had the
-int8/fp32 ratio at 1.74x where it was 2.2-2.4x with spinning off (issue 16).
+1 thread, sequential, intra-op workers that spin between the ops of a call (as torch's OpenMP
+workers do by default), and never an idle session beside the timed one: every timer here and
+in `eval.interleave` opens one session, times it and closes it before the next runtime runs.
+Spinning in *idle* sessions is what distorts: an independent timing with idle sessions alive
+had the int8/fp32 ratio at 1.74x where it was 2.2-2.4x without them (issue 16). In the timed
+session it is what a deployed model gets: on the quickstart teacher (length 48, 2 threads) it
+cut ONNX Runtime's p50 from 0.80 to 0.56 ms at batch 1 and 3.48 to 3.15 ms at batch 8, against
+a few percent at the flagship teacher's MatMul-bound batch 32. Eager torch runs in eval mode
+under `torch.inference_mode()` (no autograd bookkeeping), with `torch.set_num_threads` equal to
+ONNX Runtime's intra-op threads.
 
 Peak memory is measured in a fresh process (`python -m eval.memprobe`), because a process's
 peak resident set size only ever grows and would otherwise include everything run before.
@@ -51,8 +55,9 @@ PROVIDER_DEVICE = {
     "TensorrtExecutionProvider": "cuda",
 }
 TORCH_PRECISION = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
-# session config entries of every timed ONNX Runtime session: idle thread pools sleep instead of spinning
-ORT_CONFIG = {"session.intra_op.allow_spinning": "0", "session.inter_op.allow_spinning": "0"}
+# session config entries of every timed ONNX Runtime session: intra-op workers spin between ops (the
+# session is the only one alive while it is timed); the inter-op pool, unused when sequential, sleeps
+ORT_CONFIG = {"session.intra_op.allow_spinning": "1", "session.inter_op.allow_spinning": "0"}
 
 
 def timing_settings(threads: int) -> dict:
@@ -120,7 +125,7 @@ def make_inputs(batch: int, seq_len: int, vocab_size: int, seed: int = 0) -> dic
 
 
 def ort_session(onnx_path: str | Path, threads: int, provider: str = "CPUExecutionProvider") -> ort.InferenceSession:
-    """An ONNX Runtime session with fixed threads: intra-op `threads`, inter-op 1, sequential, all optimisations, no spinning."""
+    """An ONNX Runtime session with fixed threads: intra-op `threads` (spinning), inter-op 1, sequential, all optimisations."""
     onnx_path = Path(onnx_path)
     if not onnx_path.is_file():
         raise SlimformerError(f"ONNX model {onnx_path} not found: export the stage first")
@@ -132,7 +137,7 @@ def ort_session(onnx_path: str | Path, threads: int, provider: str = "CPUExecuti
 
 
 def session_options(threads: int) -> ort.SessionOptions:
-    """What every timed session runs under: intra-op `threads`, inter-op 1, sequential, all optimisations, no spinning."""
+    """What every timed session runs under: intra-op `threads` (spinning), inter-op 1, sequential, all optimisations."""
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1

@@ -17,8 +17,8 @@ Eager torch is timed in the same rounds when the caller gives a loader for a sta
 model (`torch_models`): a torch p50 taken during the stage's own `bench` step and an ONNX
 Runtime p50 taken here, minutes apart, would compare two machine loads, not two runtimes. Torch
 runs as in `eval.bench.bench_torch` (eval mode, `torch.inference_mode()`, `torch.set_num_threads`
-= the protocol's threads); ONNX Runtime sessions do not spin (`eval.bench.ORT_CONFIG`), so the
-idle session of a stage does not take cores from torch, or the reverse.
+= the protocol's threads). No session outlives its turn, so the spinning workers of the timed
+session (`eval.bench.ORT_CONFIG`) never take cores from torch or from another stage.
 
 The records replace each stage's ONNX Runtime CPU records (and, with a loader, its eager torch
 CPU records) in `results.json` and are marked `interleaved`. Runs at the end of `slimformer run` (`bench.interleave: true`, the default) and

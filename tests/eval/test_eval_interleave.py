@@ -91,7 +91,7 @@ def test_bench_run_folder_rewrites_results_and_report(tmp_path, tiny_onnx, vocab
     assert cli.main(["bench", str(run_dir), "--repeats", "4"]) == 0
     after = json.loads((run_dir / "results.json").read_text())
     assert after["protocol"]["interleaved"] is True and after["protocol"]["repeats"] == 4
-    assert after["protocol"]["timing"]["onnxruntime"]["session.intra_op.allow_spinning"] == "0"
+    assert after["protocol"]["timing"]["onnxruntime"]["session.intra_op.allow_spinning"] == "1"
     for s in after["stages"]:
         assert [r["n"] for r in s["latency"] if r["runtime"] == "onnxruntime" and r["device"] == "cpu"] == [4]
     schema = json.loads((cli.Path(cli.__file__).parent / "eval" / "results_schema.json").read_text())
