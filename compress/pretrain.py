@@ -270,11 +270,11 @@ def pretrain(model, cfg: PretrainConfig, ctx):
     size = encoder.config.vocab_size  # the embedding rows, what the MLM head scores (len(tokenizer) may differ when imported)
     special = special_ids(tokenizer, size)
     continues = continuation_ids(tokenizer, size) if cfg.whole_word else None
-    if ctx.imported is not None:
-        torch.manual_seed(recipe.seed)  # a fresh MLM head, when the checkpoint has none
-    wrapped = MaskedLM(encoder)
-    if ctx.imported is not None:
-        load_mlm_head_(wrapped, ctx)
+    if ctx.imported is None:
+        wrapped = MaskedLM(encoder)  # its head's init continues the seeded stream the encoder was drawn from
+    else:
+        torch.manual_seed(recipe.seed)  # a fresh head when the checkpoint has none, else replaced by the checkpoint's
+        wrapped = load_mlm_head_(MaskedLM(encoder), ctx)
     wrapped, curve = train(
         wrapped,
         splits["train"],
@@ -299,8 +299,8 @@ def pretrain(model, cfg: PretrainConfig, ctx):
     return wrapped.model  # the MLM head is dropped: a plain classifier with a fresh head, for `train` to fine-tune
 
 
-def load_mlm_head_(wrapped: MaskedLM, ctx) -> None:
-    """Start the MLM head from the imported checkpoint's, when it has one; record which it is."""
+def load_mlm_head_(wrapped: MaskedLM, ctx) -> MaskedLM:
+    """Start the MLM head from the imported checkpoint's, when it has one; record which it is; return `wrapped`."""
     from compress.models.import_hf import read_mlm_head
 
     folder = ctx.imported.info["folder"]
@@ -314,3 +314,4 @@ def load_mlm_head_(wrapped: MaskedLM, ctx) -> None:
         wrapped.load_state_dict(state | head)
     ctx.record("continued_from", folder)
     ctx.record("mlm_head", reason)
+    return wrapped

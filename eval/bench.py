@@ -15,9 +15,9 @@ workers do by default), and never an idle session beside the timed one: every ti
 in `eval.interleave` opens one session, times it and closes it before the next runtime runs.
 Spinning in *idle* sessions is what distorts: an independent timing with idle sessions alive
 had the int8/fp32 ratio at 1.74x where it was 2.2-2.4x without them (issue 16). In the timed
-session it is what a deployed model gets: on the quickstart teacher (length 48, 2 threads) it
-cut ONNX Runtime's p50 from 0.80 to 0.56 ms at batch 1 and 3.48 to 3.15 ms at batch 8, against
-a few percent at the flagship teacher's MatMul-bound batch 32. Eager torch runs in eval mode
+session it is what a deployed model gets: on the quickstart teacher (length 48, 2 threads, in
+interleaved rounds) it cut ONNX Runtime's p50 from 0.80 to 0.55 ms at batch 1 and 3.60 to 3.47
+ms at batch 8, and changed nothing at the MatMul-bound batch 32. Eager torch runs in eval mode
 under `torch.inference_mode()` (no autograd bookkeeping), with `torch.set_num_threads` equal to
 ONNX Runtime's intra-op threads.
 

@@ -157,22 +157,33 @@ def memory_of(row: Row, setting: tuple[int, int] | None) -> float | None:
 
 
 def flops_of(row: Row, setting: tuple[int, int] | None) -> float | None:
-    """FLOPs of one call at the headline setting (the stage's `flops` grid, eval/flops.py)."""
+    """FLOPs of one call at `setting` (the stage's `flops` grid, eval/flops.py)."""
     found = [f["flops"] for f in row.stage.get("flops") or [] if (f.get("batch"), f.get("seq_len")) == setting]
     return float(found[0]) if found else None
 
 
 def achieved_of(row: Row, setting: tuple[int, int] | None) -> float | None:
     """FLOP/s the artifact reaches at the headline setting: FLOPs per call / p50."""
-    flops, p50 = flops_of(row, setting), latency_of(row, setting, "p50_ms")
-    return flops / (p50 / 1000.0) if flops is not None and p50 else None
+    record = at_setting(row.stage.get("latency"), setting)
+    return record_roofline(row, record)[0] if record else None
 
 
 def peak_fraction(row: Row, setting: tuple[int, int] | None) -> float | None:
     """Achieved FLOP/s over the run's measured MatMul peak of the record's precision (eval/peak.py): the roofline."""
     record = at_setting(row.stage.get("latency"), setting)
-    peak = ((row.protocol.get("peak") or {}).get((record or {}).get("precision") or "fp32") or {}).get("flops_per_s")
-    return ratio(achieved_of(row, setting), peak)
+    return record_roofline(row, record)[1] if record else None
+
+
+def record_roofline(row: Row, record: dict) -> tuple[float | None, float | None]:
+    """(FLOP/s, share of the measured CPU MatMul peak) of one latency record: FLOPs per call at its
+    (batch, seq_len) over its p50; the share only for CPU records, whose peak the run measured
+    (eval/peak.py, ONNX Runtime at the run's threads)."""
+    flops, p50 = flops_of(row, (record.get("batch"), record.get("seq_len"))), record.get("p50_ms")
+    if flops is None or not p50:
+        return None, None
+    achieved = flops / (p50 / 1000.0)
+    peak = ((row.protocol.get("peak") or {}).get(record.get("precision") or "fp32") or {}).get("flops_per_s")
+    return achieved, ratio(achieved, peak) if record.get("device") == "cpu" else None
 
 
 def ratio(numerator: float | None, denominator: float | None) -> float | None:
@@ -269,19 +280,6 @@ def latency_table(rows: list[Row]) -> Table:
                               + [("—" if achieved is None else f"{achieved / 1e9:.3g}", False),
                                  ("—" if fraction is None else f"{100 * fraction:.1f}", False)])
     return table
-
-
-def record_roofline(row: Row, record: dict) -> tuple[float | None, float | None]:
-    """(FLOP/s, share of the measured CPU MatMul peak) of one latency record; the share only for CPU
-    records, whose peak the run measured (eval/peak.py, ONNX Runtime at the run's threads)."""
-    setting = (record.get("batch"), record.get("seq_len"))
-    flops = [f["flops"] for f in row.stage.get("flops") or [] if (f.get("batch"), f.get("seq_len")) == setting]
-    p50 = record.get("p50_ms")
-    if not flops or not p50:
-        return None, None
-    achieved = flops[0] / (p50 / 1000.0)
-    peak = ((row.protocol.get("peak") or {}).get(record.get("precision") or "fp32") or {}).get("flops_per_s")
-    return achieved, ratio(achieved, peak) if record.get("device") == "cpu" else None
 
 
 def fusions_table(rows: list[Row]) -> Table:

@@ -198,9 +198,7 @@ def test_killed_run_resumes_with_the_same_metrics(tmp_path):
     killed_runs = tmp_path / "killed"
     victim = run_cli(killed_runs)
     marker = killed_runs / "listops" / "steps" / "00-train-teacher.json"
-    deadline = time.time() + 300
-    while not marker.exists() and victim.poll() is None and time.time() < deadline:
-        time.sleep(0.05)
+    wait_until(marker.exists, victim, f"{marker} written")  # the teacher's step is done: kill right after it
     victim.send_signal(signal.SIGKILL)
     victim.wait()
     assert marker.exists(), victim.stderr.read()
@@ -216,20 +214,28 @@ def test_killed_run_resumes_with_the_same_metrics(tmp_path):
     assert not list((killed_runs / "listops").rglob(".*.tmp"))
 
 
-def wait_for_event(path: Path, event: str, proc: subprocess.Popen, timeout_s: float = 600) -> dict:
-    """The first line of metrics.jsonl with `event`, once the run has written it: an event, not a clock.
-
-    The deadline is only a guard against a hung run (generous: CI machines are busy)."""
+def wait_until(check, proc: subprocess.Popen, what: str, timeout_s: float = 600):
+    """Poll `check()` until it returns something truthy (returned): a state the run writes, not a clock.
+    The run ending first fails; the deadline only guards against a hung run (generous: CI machines are busy)."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        if path.is_file():
-            for line in path.read_text().splitlines():
-                record = json.loads(line) if line.strip().endswith("}") else {}
-                if record.get("event") == event:
-                    return record
-        assert proc.poll() is None, f"the run ended (code {proc.returncode}) before writing a {event!r} event: {proc.stderr.read()}"
-        time.sleep(0.05)
-    raise AssertionError(f"no {event!r} event in {path} after {timeout_s} s")
+        found = check()
+        if found:
+            return found
+        assert proc.poll() is None, f"the run ended (code {proc.returncode}) before {what}: {proc.stderr.read()}"
+        time.sleep(0.05)  # the polling interval, not a wait for the state
+    raise AssertionError(f"not {what} after {timeout_s} s")
+
+
+def wait_for_event(path: Path, event: str, proc: subprocess.Popen, timeout_s: float = 600) -> dict:
+    """The first line of metrics.jsonl with `event`, once the run has written it."""
+
+    def find() -> dict | None:
+        lines = path.read_text().splitlines() if path.is_file() else []
+        records = (json.loads(line) for line in lines if line.strip().endswith("}"))
+        return next((r for r in records if r.get("event") == event), None)
+
+    return wait_until(find, proc, f"writing a {event!r} event in {path}", timeout_s)
 
 
 def test_sigint_stops_cleanly_and_says_how_to_resume(tmp_path):

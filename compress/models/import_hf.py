@@ -373,9 +373,10 @@ def read_mlm_head(folder: str | Path) -> tuple[dict[str, torch.Tensor] | None, s
     """The checkpoint's masked-LM head as MaskedLM's state (`dense.*`, `norm.*`, `bias`), or None, with
     the reason either way: continued pretraining (`pretrain` after `teacher.from`) starts from it."""
     folder = Path(folder)
-    family = FAMILIES[read_config(folder)["model_type"]]
+    model_type = read_config(folder)["model_type"]
+    family = FAMILIES[model_type]
     if family.mlm_head is None:
-        return None, f"{read_config(folder)['model_type']} checkpoints carry no masked-LM head slimformer reads: a fresh one"
+        return None, f"{model_type} checkpoints carry no masked-LM head slimformer reads: a fresh one"
     weights, _ = read_weights(weight_files(folder), family.prefix)
     names = {"dense.weight": family.mlm_head["dense"] + ".weight", "dense.bias": family.mlm_head["dense"] + ".bias",
              "norm.weight": family.mlm_head["norm"] + ".weight", "norm.bias": family.mlm_head["norm"] + ".bias",
