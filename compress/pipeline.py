@@ -83,6 +83,7 @@ class RunContext:
     stage_origins: dict[str, str | None] = field(default_factory=dict)  # stage -> the stage it started from
     stage_tokenizers: dict[str, Any] = field(default_factory=dict)  # stage -> its own tokenizer (prune_vocab); others inherit
     stage_encoded: dict[str, dict] = field(default_factory=dict)  # those stages' splits encoded with it
+    root_key: str = ""  # the run's own fingerprint (code, data, seed, teacher, task, import): what a pretrain step builds on
 
     def tokenizer_stage(self, stage: str | None = None) -> str | None:
         """The stage whose tokenizer `stage` (default: the current one) uses: itself or its nearest
@@ -317,7 +318,7 @@ def run_recipe(recipe, recipe_path: Path | None, runs_dir: Path, command: str = 
     atomic_write_json(run_dir / "env.json", env)
     key = fingerprint(code_version(), data.fingerprint, recipe.seed, recipe.teacher.model_dump(), recipe.task.model_dump(),
                       imported.digest if imported else None)
-    model, ctx.steps = None, list(recipe.steps)
+    model, ctx.steps, ctx.root_key = None, list(recipe.steps), key
     for index, step in enumerate(recipe.steps):  # the trunk: the teacher and whatever every variant shares
         key, model = run_step(ctx, index, step, key, model, say)
     trunk_stage, trunk_teacher = ctx.stage, ctx.teacher
@@ -368,7 +369,9 @@ def run_chained_step(ctx: RunContext, index: int, step, previous: str, model, sa
     ctx.index = index
     used = {section: getattr(recipe, section).model_dump() for section in spec.uses}
     inputs = spec.inputs(step, ctx) if spec.inputs else None
-    key = fingerprint(previous, step.model_dump(), used, code_version(spec.code) if spec.code else None, inputs)
+    # a pretrain step reads text, not the stage before it: editing the trunk (a scratch teacher's epochs) keeps it cached
+    key = fingerprint(ctx.root_key if spec.pretrains else previous, step.model_dump(), used,
+                      code_version(spec.code) if spec.code else None, inputs)
     chain = previous if spec.measures else key  # what the next step's fingerprint builds on
     marker = run_dir / "steps" / f"{index:02d}-{step.kind}-{step.name}.json"
     source = ctx.stage  # the stage whose model this step gets: a new stage's default parent

@@ -9,8 +9,9 @@ TensorRT's calibrator) or percentile). `torch.ao.quantization` is not used: it i
 and its int8 models do not export to ONNX.
 
 The parent's artifact arrives already fused by the `export` step (`compress/fuse_graph.py`:
-full attention as `MultiHeadAttention`, which stays fp32 while the projections around it are
-quantized). Before quantizing, the graph may be fused further by `onnxruntime.transformers.optimizer`
+full attention as one packed `Attention`, which dynamic quantization turns into `QAttention`
+(int8 QKV GEMM); static quantization, which has no int8 Attention, first unpacks it into q/k/v
+MatMuls it quantizes and a `MultiHeadAttention` that stays fp32). Before quantizing, the graph may be fused further by `onnxruntime.transformers.optimizer`
 (LayerNorm, SkipLayerNorm, BiasGelu, and BERT-pattern Attention for a graph exported with
 `fuse: false`; the fusions that happened are recorded) and is always prepared by `quant_pre_process` (shape inference, basic
 graph optimisations). Nodes are first renamed `<module path>/<node>` (from the `name_scopes`
@@ -37,7 +38,7 @@ from pydantic import Field, model_validator
 from compress.config_base import NAME_PATTERN, ConfigBase, StepConfig
 from compress.distributed import main_process_only
 from compress.errors import RecipeError
-from compress.fuse_graph import fused_ops
+from compress.fuse_graph import fused_ops, unpack_attention_
 from compress.io import atomic_dir
 from compress.quantize_graph import (
     aliases,
@@ -49,7 +50,7 @@ from compress.quantize_graph import (
     split_unsqueezes_,
 )
 from compress.registry import STEPS, register_step, stage_history
-from compress.select import SelectConfig
+from compress.select import SelectConfig, is_selected
 from eval.bench import ONNX_FILE
 
 QUANT_TYPES = {"int8": "QInt8", "uint8": "QUInt8"}
@@ -183,6 +184,13 @@ def optimize_graph(src: Path, dst: Path, attention: bool = True) -> dict[str, in
     return {op: n for op, n in optimized.get_fused_operator_statistics().items() if n}
 
 
+def stays_packed(module: str, cfg: QuantizeConfig) -> bool:
+    """May the packed `Attention` of `module` be quantized as it is? Only by dynamic quantization (`QAttention`), which
+    makes its whole QKV GEMM int8: so only when `Attention` is among the op types and all three projections are selected."""
+    return cfg.mode == "dynamic" and "Attention" in cfg.op_types and all(
+        is_selected(f"{module}.{p}_proj", cfg.include, cfg.exclude, cfg.protect) for p in "qkv")
+
+
 def quantize_onnx(src: Path, dst: Path, cfg: QuantizeConfig, calibration: list[dict] | None = None) -> dict:
     """Quantize the fp32 ONNX model `src` into `dst` per `cfg`; returns what was done (fusions, nodes).
 
@@ -202,6 +210,7 @@ def quantize_onnx(src: Path, dst: Path, cfg: QuantizeConfig, calibration: list[d
     named, prepared = work / "named.onnx", work / "prepared.onnx"
     try:
         proto = onnx.load(str(src))
+        unpack_attention_(proto, lambda module: not stays_packed(module, cfg))
         name_nodes_by_module_(proto)
         if cfg.optimize:
             split_unsqueezes_(proto)

@@ -6,9 +6,10 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
+from onnx import helper
 
 from compress.export import ExportConfig, export_stage
-from compress.fuse_graph import fused_ops
+from compress.fuse_graph import fused_ops, unpack_attention_
 from compress.models import SlimformerConfig, SlimformerForSequenceClassification
 from compress.quantize import QuantizeConfig, quantize_onnx
 from compress.quantize_graph import module_of
@@ -56,11 +57,30 @@ def full(tmp_path_factory):
 def test_full_attention_is_one_fused_node_per_layer(full):
     _, out, report = full
     graph = onnx.load(str(out / "model.onnx")).graph
-    assert sum(n.op_type == "MultiHeadAttention" for n in graph.node) == 2  # one per layer, heads 4 and 2
-    assert sorted(n.attribute[0].i for n in graph.node if n.op_type == "MultiHeadAttention") == [2, 4]
-    assert not any(n.op_type == "Softmax" for n in graph.node)  # no unfused attention left
+    attention = [n for n in graph.node if n.op_type == "Attention"]
+    assert len(attention) == 2 and not any(n.op_type == "MultiHeadAttention" for n in graph.node)  # packed, one per layer
+    assert sorted(helper.get_attribute_value(a) for n in attention for a in n.attribute if a.name == "num_heads") == [2, 4]
+    assert {module_of(n) for n in attention} == {"layers.0.attn", "layers.1.attn"}  # the module path survives packing
+    weights = {t.name: t.dims for t in graph.initializer}
+    assert [weights[n.input[1]] for n in attention] == [[32, 3 * 32], [32, 3 * 16]]  # (D, q + k + v): heads 4 and 2 of dim 8
+    assert not any(n.op_type in ("Softmax", "Where", "Expand") for n in graph.node)  # no unfused attention or mask broadcast left
+    assert sum(n.op_type == "MatMul" for n in graph.node) == 6  # out_proj, up, down per layer; q/k/v are in the packed GEMM
     assert report["fusions"] == ops(out / "model.onnx")
-    assert report["fusions"]["MultiHeadAttention"] == 2 and report["fusions"]["SkipLayerNormalization"] == 4
+    assert report["fusions"]["Attention"] == 2 and report["fusions"]["SkipLayerNormalization"] == 4
+
+
+def test_unpacking_restores_the_multi_head_form_with_the_same_logits(full):
+    """What static quantization starts from: q/k/v MatMuls named after their modules, and MultiHeadAttention."""
+    _, out, _ = full
+    proto = onnx.load(str(out / "model.onnx"))
+    assert unpack_attention_(proto) == 2
+    assert {module_of(n) for n in proto.graph.node if n.op_type == "MultiHeadAttention"} == {"layers.0.attn", "layers.1.attn"}
+    assert {module_of(n) for n in proto.graph.node if n.op_type == "MatMul"} >= {f"layers.{i}.attn.{p}_proj" for i in (0, 1)
+                                                                                 for p in "qkv"}
+    ids, mask = padded(12, 16, seed=4)
+    unpacked = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    logits = unpacked.run(["logits"], {"input_ids": ids.numpy(), "attention_mask": mask.numpy()})[0]
+    np.testing.assert_allclose(logits, run(out / "model.onnx", ids, mask), atol=1e-5)
 
 
 @pytest.mark.parametrize("shape", [(12, 16), (3, 24), (5, 2)])
@@ -100,7 +120,8 @@ def test_fused_graph_quantizes_within_the_int8_budget(full, tmp_path, settings):
     cfg = QuantizeConfig(**settings)
     summary = quantize_onnx(out / "model.onnx", tmp_path / "int8.onnx", cfg, calibration() if cfg.mode == "static" else None)
     assert summary["shape_inference"] == "symbolic" and summary["n_quantized"] > 0
-    assert ops(tmp_path / "int8.onnx").get("MultiHeadAttention") == 2  # the fused attention survives quantization
+    fused = "QAttention" if cfg.mode == "dynamic" else "MultiHeadAttention"  # int8 QKV GEMM, or unpacked around fp32 attention
+    assert ops(tmp_path / "int8.onnx").get(fused) == 2  # the fused attention survives quantization
     ids, mask = batch(seed=2)  # the inputs the int8 budget of test_quantize.py was set on (every third padded)
     fp32, int8 = run(out / "model.onnx", ids, mask), run(tmp_path / "int8.onnx", ids, mask)
     assert np.abs(int8 - fp32).max() <= ATOL + RTOL * np.abs(fp32).max()
@@ -108,8 +129,8 @@ def test_fused_graph_quantizes_within_the_int8_budget(full, tmp_path, settings):
 
 
 def test_efficient_kinds_get_no_attention_kernel_and_keep_parity(tmp_path):
-    """What compress/fuse_graph.py says: LayerNorm/GELU fuse in every layer; attention in the full layer and in
-    BigBird's global rows (dense), not in Linformer's or Performer's."""
+    """What compress/fuse_graph.py says: LayerNorm/GELU fuse in every layer; attention in the full layer (packed) and
+    in BigBird's global rows (dense; their queries are a gather, so not packed), not in Linformer's or Performer's."""
     kinds = [{"kind": "full"}, {"kind": "linformer", "k": 6, "max_len": 24}, {"kind": "performer", "n_features": 32},
              {"kind": "bigbird", "block": 4, "window": 3, "n_global": 1, "n_random": 1}]
     config = SlimformerConfig(vocab_size=60, max_len=24, dim=32, n_layers=4, n_heads=4, ffn_dim=64, num_labels=3,
@@ -118,8 +139,10 @@ def test_efficient_kinds_get_no_attention_kernel_and_keep_parity(tmp_path):
     model = SlimformerForSequenceClassification(config).eval()
     report = export_stage(model, FakeTokenizer(), tmp_path / "onnx", padded(8), ExportConfig())
     graph = onnx.load(str(tmp_path / "onnx" / "model.onnx")).graph
-    assert {module_of(n) for n in graph.node if n.op_type == "MultiHeadAttention"} == {"layers.0.attn", "layers.3.attn"}
-    assert report["fusions"]["MultiHeadAttention"] == 2 and report["fusions"]["SkipLayerNormalization"] == 8
+    assert {module_of(n) for n in graph.node if n.op_type == "Attention"} == {"layers.0.attn"}  # packed: q/k/v of one input
+    assert {module_of(n) for n in graph.node if n.op_type == "MultiHeadAttention"} == {"layers.3.attn"}  # global rows' queries
+    assert report["fusions"]["Attention"] == 1 and report["fusions"]["MultiHeadAttention"] == 1
+    assert report["fusions"]["SkipLayerNormalization"] == 8
     ids, mask = padded(6, 16, seed=3)
     with torch.no_grad():
         expected = model(input_ids=ids, attention_mask=mask).logits.numpy()

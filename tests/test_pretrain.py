@@ -138,6 +138,21 @@ def test_pretrained_stage_reloads_and_train_fine_tunes_it(tmp_path):
     assert done == ["pretrained:pretrain", "teacher:train"] * 2
 
 
+def test_a_variant_pretraining_stays_cached_when_the_trunk_changes(tmp_path):
+    """pretrain reads text, not the stage before it: editing the scratch teacher of the trunk retrains neither the
+    variant's pretraining nor its fine-tuning (which starts from the pretrained stage)."""
+    write_csvs(tmp_path)
+    recipe = tmp_path / "pt.yaml"
+    recipe.write_text(RECIPE.split("steps:\n")[0] + "steps:\n  - {kind: train, max_steps: 2}\nvariants:\n  mlm:\n"
+                      "    - {kind: pretrain, corpus: [more.txt], max_steps: 4, batch_size: 16}\n    - {kind: train, max_steps: 2}\n")
+    runs = tmp_path / "runs"
+    for override in ("steps.teacher.max_steps=2", "steps.teacher.max_steps=3"):
+        assert cli.main(["run", str(recipe), "--runs-dir", str(runs), override]) == 0
+    done = [f"{e['stage']}:{e['kind']}" for e in (json.loads(line) for line in (runs / "pt/metrics.jsonl").read_text().splitlines())
+            if e.get("event") == "step_done"]
+    assert done == ["teacher:train", "mlm.pretrained:pretrain", "mlm.teacher:train", "teacher:train"]
+
+
 @pytest.mark.parametrize("content", [None, "", "\n  \n"], ids=["missing", "empty", "blank"])
 def test_a_missing_or_empty_corpus_file_is_an_error_naming_it(tmp_path, capsys, content):
     write_csvs(tmp_path)

@@ -100,10 +100,26 @@ def test_excluded_nodes_stay_fp32(parent, tmp_path):
     assert kept_layer and "MatMul" not in kept_layer, kept_layer  # the same Linear one layer up is int8
 
 
+def test_a_packed_attention_is_unpacked_where_the_selection_splits_it(parent, tmp_path):
+    """Dynamic quantization makes a packed Attention's whole QKV GEMM int8 (QAttention); excluding one projection
+    unpacks that layer's attention, so exactly the excluded projection stays fp32."""
+    cfg = QuantizeConfig(mode="dynamic", exclude=["layers.0.attn.v_proj"])
+    summary = quantize_onnx(parent / "model.onnx", tmp_path / "model.onnx", cfg)
+    assert {name.split("/")[0] for name in summary["excluded"]} == {"layers.0.attn.v_proj", "classifier"}
+    graph = onnx.load(str(tmp_path / "model.onnx")).graph
+    assert {module_of(n) or n.name.split("/")[0] for n in graph.node if n.op_type == "QAttention"} == {"layers.1.attn"}
+    kept = {n.op_type for n in graph.node if n.name.startswith("layers.0.attn.v_proj/")}
+    quantized = {n.op_type for n in graph.node if n.name.startswith("layers.0.attn.q_proj/")}
+    assert "MatMul" in kept and "MatMul" not in quantized and quantized, (kept, quantized)
+    ids, mask = batch(seed=1)
+    fp32, int8 = run(parent / "model.onnx", ids, mask), run(tmp_path / "model.onnx", ids, mask)
+    assert (int8.argmax(-1) == fp32.argmax(-1)).mean() >= MIN_AGREEMENT
+
+
 def test_node_names_carry_module_paths(parent):
     proto = onnx.load(str(parent / "model.onnx"))
     modules = {module_of(n) for n in proto.graph.node}
-    assert {"embeddings.tok", "layers.0.attn.q_proj", "layers.1.mlp.down_proj", "classifier"} <= modules
+    assert {"embeddings.tok", "layers.0.attn", "layers.1.mlp.down_proj", "classifier"} <= modules  # attn: the packed Attention
     cfg = QuantizeConfig(include=["layers.*"], exclude=["*.v_proj", "*node_MatMul_7"])
     assert is_node_selected("layers.0.attn.q_proj/node_MatMul_1", cfg)
     assert not is_node_selected("layers.0.attn.v_proj/node_MatMul_2", cfg)  # excluded by module
