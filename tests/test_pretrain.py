@@ -91,6 +91,22 @@ def test_mlm_loss_falls_in_the_training_loop(attention):
     assert evaluate(wrapped, type("A", (), {"device": "cpu"})())["val_mlm_loss"] == pytest.approx(best, abs=1e-4)
 
 
+def test_sparse_prediction_gives_the_dense_logits_of_the_chosen_tokens():
+    """The head runs on the chosen tokens only: the same logits there, so the same loss, as over every token."""
+    texts = corpus(16)
+    tok = train_tokenizer(texts, TokenizerConfig(kind="wordpiece", vocab_size=60), 24)
+    batch = encode(tok, texts, 24)
+    masked, labels = mask_tokens(batch["input_ids"], batch["attention_mask"], special_ids(tok), continuation_ids(tok),
+                                 tok.mask_token_id, 0.3, torch.Generator().manual_seed(0))
+    wrapped = MaskedLM(tiny_model(len(tok))).eval()
+    with torch.no_grad():
+        dense = wrapped(masked, batch["attention_mask"])  # (B, T, V)
+        sparse = wrapped(masked, batch["attention_mask"], labels=labels)  # (M, V)
+    chosen = labels != -100
+    assert sparse.shape == (int(chosen.sum()), len(tok)) and 0 < len(sparse) < chosen.numel()
+    torch.testing.assert_close(sparse, dense[chosen], atol=1e-5, rtol=1e-5)
+
+
 def write_csvs(folder):
     rows = [f"{t},{'pos' if 'cat' in t else 'neg'}" for t in corpus(120, seed=1)]
     for split, part in (("train", rows[:80]), ("validation", rows[80:100]), ("test", rows[100:])):
