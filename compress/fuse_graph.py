@@ -14,9 +14,10 @@ model_type bert), whose patterns are BERT's eager graph. `onnxscript.rewriter.or
   q/k/v Linears of one input and the MultiHeadAttention become one `com.microsoft.Attention`
   (one GEMM against the packed (D, 3D) weights, the key padding mask as int32 (B, T)). On the
   quickstart teacher (length 48, 2 threads, interleaved rounds) that is 8 nodes fewer per layer,
-  0.57 -> 0.51 ms at batch 1, 13.6 -> 12.7 ms at batch 32, and 0-10% at batch 8 (rounds disagreed). Dynamic quantization turns it into `QAttention` (int8 QKV GEMM);
-  static quantization has no int8 Attention, so `unpack_attention_` restores the unpacked form
-  (q/k/v MatMuls it can quantize + MultiHeadAttention) first.
+  0.57 -> 0.51 ms at batch 1, 13.6 -> 12.7 ms at batch 32, and 0-10% at batch 8 (rounds
+  disagreed). Dynamic quantization turns it into `QAttention` (int8 QKV GEMM); static
+  quantization has no int8 Attention, so `unpack_attention_` restores the unpacked form (q/k/v
+  MatMuls it can quantize + MultiHeadAttention) first.
 - `skip_layer_normalization` (residual Add + LayerNorm -> `SkipLayerNormalization`),
   `erf_gelu` + `bias_gelu` (Linear bias + exact GELU -> `BiasGelu`).
 
@@ -43,6 +44,8 @@ from pathlib import Path
 
 import numpy as np
 
+from compress.quantize_graph import module_of
+
 # ops a fusion makes (com.microsoft domain); quantization's own contrib ops are not fusions
 FUSED_OPS = ("Attention", "MultiHeadAttention", "QAttention", "SkipLayerNormalization", "BiasGelu", "FastGelu",
              "Gelu", "FusedMatMul", "EmbedLayerNormalization", "SkipSimplifiedLayerNormalization")
@@ -65,10 +68,9 @@ def fuse_for_ort(src: Path, dst: Path) -> dict[str, int]:
     from onnxscript.rewriter.ort_fusions import optimize_for_ort
 
     model, _ = optimize_for_ort(ir.load(str(src)))
-    ir.save(model, str(dst))
-    proto = onnx.load(str(dst))
-    if pack_attention_(proto):
-        onnx.save(proto, str(dst))
+    proto = ir.to_proto(model)
+    pack_attention_(proto)
+    onnx.save(proto, str(dst))
     return fused_ops(proto)
 
 
@@ -99,7 +101,7 @@ def pack_attention_(proto) -> int:
             continue
         W = np.concatenate([numpy_helper.to_array(weights[w]) for _, w, _ in linears], axis=1)  # (D, q + k + v)
         b = np.concatenate([numpy_helper.to_array(weights[c]) for _, _, c in linears])  # (q + k + v,)
-        sizes = [numpy_helper.to_array(weights[w]).shape[1] for _, w, _ in linears]
+        sizes = [weights[w].dims[1] for _, w, _ in linears]
         prefix = node.name or node.output[0]
         graph.initializer.extend([numpy_helper.from_array(W, f"{prefix}_qkv_weight"), numpy_helper.from_array(b, f"{prefix}_qkv_bias")])
         attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
@@ -123,8 +125,6 @@ def unpack_attention_(proto, which: Callable[[str], bool] = lambda module: True)
     becomes q/k/v MatMul + bias Add (modules `<attention module>.q_proj` ..., so selectors find them) and a
     MultiHeadAttention with the mask as key_padding_mask. Quantization needs it where the packed GEMM cannot be
     quantized whole (static: no int8 Attention; a selection that keeps some projections fp32). Returns how many."""
-    import ast
-
     from onnx import helper, numpy_helper
 
     graph = proto.graph
@@ -138,10 +138,8 @@ def unpack_attention_(proto, which: Callable[[str], bool] = lambda module: True)
         attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
         W, b = numpy_helper.to_array(weights[node.input[1]]), numpy_helper.to_array(weights[node.input[2]])
         sizes = list(attrs.pop("qkv_hidden_sizes", [W.shape[1] // 3] * 3))
-        meta = {e.key: e.value for e in node.metadata_props}
-        scopes = ast.literal_eval(meta.get("pkg.torch.onnx.name_scopes", "[]"))
-        module = scopes[-2] if len(scopes) >= 2 else (node.name or node.output[0])
-        if not which(module.removeprefix("model").lstrip(".")):
+        module = module_of(node)  # layers.0.attn
+        if not which(module):
             nodes.append(node)
             continue
         qkv, start = [], 0
@@ -151,8 +149,8 @@ def unpack_attention_(proto, which: Callable[[str], bool] = lambda module: True)
                                       numpy_helper.from_array(b[start : start + size].copy(), f"{name}_bias")])
             matmul = helper.make_node("MatMul", [node.input[0], f"{name}_weight"], [f"{name}_matmul"], name=f"{name}_MatMul")
             add = helper.make_node("Add", [f"{name}_matmul", f"{name}_bias"], [name], name=f"{name}_Add")
-            for made in (matmul, add):
-                made.metadata_props.add(key="pkg.torch.onnx.name_scopes", value=repr(scopes[:-1] + [f"{module}.{part}", "linear"]))
+            for made in (matmul, add):  # what module_of reads: layers.0.attn.q_proj
+                made.metadata_props.add(key="pkg.torch.onnx.name_scopes", value=repr([f"{module}.{part}".lstrip("."), "linear"]))
             nodes += [matmul, add]
             qkv.append(name)
             start += size

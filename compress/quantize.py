@@ -11,8 +11,8 @@ and its int8 models do not export to ONNX.
 The parent's artifact arrives already fused by the `export` step (`compress/fuse_graph.py`:
 full attention as one packed `Attention`, which dynamic quantization turns into `QAttention`
 (int8 QKV GEMM); static quantization, which has no int8 Attention, first unpacks it into q/k/v
-MatMuls it quantizes and a `MultiHeadAttention` that stays fp32). Before quantizing, the graph may be fused further by `onnxruntime.transformers.optimizer`
-(LayerNorm, SkipLayerNorm, BiasGelu, and BERT-pattern Attention for a graph exported with
+MatMuls it quantizes and a `MultiHeadAttention` that stays fp32). Before quantizing, the graph
+may be fused further by `onnxruntime.transformers.optimizer` (LayerNorm, SkipLayerNorm, BiasGelu, and BERT-pattern Attention for a graph exported with
 `fuse: false`; the fusions that happened are recorded) and is always prepared by `quant_pre_process` (shape inference, basic
 graph optimisations). Nodes are first renamed `<module path>/<node>` (from the `name_scopes`
 metadata the dynamo exporter writes, or the TorchScript exporter's `/model/<path>/<op>` names),

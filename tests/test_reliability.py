@@ -222,8 +222,13 @@ def wait_until(check, proc: subprocess.Popen, what: str, timeout_s: float = 600)
         found = check()
         if found:
             return found
-        assert proc.poll() is None, f"the run ended (code {proc.returncode}) before {what}: {proc.stderr.read()}"
-        time.sleep(0.05)  # the polling interval, not a wait for the state
+        try:  # between checks, wait for the run's own end (at most 0.05 s): ending before `what` fails
+            proc.wait(timeout=0.05)
+        except subprocess.TimeoutExpired:
+            continue
+        found = check()  # written just before it ended
+        assert found, f"the run ended (code {proc.returncode}) before {what}: {proc.stderr.read()}"
+        return found
     raise AssertionError(f"not {what} after {timeout_s} s")
 
 
