@@ -55,6 +55,11 @@ class RecipeBase(ConfigBase):
         stages = set(check_lineage(list(self.steps), [], None))
         for variant, steps in lineages(self) if self.variants else []:
             stages |= set(check_lineage(steps, self.steps, variant))
+        placed = [(f"steps[{i}]", step) for i, step in enumerate(self.steps)]
+        placed += [(f"variants.{v}[{i}]", step) for v, steps in (self.variants or {}).items() for i, step in enumerate(steps)]
+        for where, step in placed:
+            if hasattr(step, "check_task"):  # rules between a step and the task (a train step's length curriculum)
+                step.check_task(self.task, where)
         seq_len = self.task.seq_len
         too_long = [t for t in self.bench.seq_lens or [] if t > seq_len]
         if too_long:

@@ -25,6 +25,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from torch.utils.data import BatchSampler, DataLoader, RandomSampler
 
 from compress.config_base import NAME_PATTERN, ConfigBase, StepConfig
+from compress.curriculum import CurriculumPhase, held_out_texts, phase_splits, phase_summary, phase_task
 from compress.errors import TrainingError
 from compress.registry import STEPS, register_step
 
@@ -56,6 +57,14 @@ class TrainConfig(StepConfig, OptimConfig):
     kind: Literal["train"] = "train"
     label_smoothing: float = Field(0.0, ge=0, lt=1)
     name: str | None = Field("teacher", pattern=NAME_PATTERN)  # the stage this step makes
+    # length curriculum (compress/curriculum.py): phases on the task redrawn at shorter inputs, trained in
+    # order before the task itself; a generated long task only (lookup's long form, listops)
+    curriculum: list[CurriculumPhase] = Field(default_factory=list)
+
+    def check_task(self, task, where: str) -> None:
+        """Every phase must redraw `task` (raises ValueError naming `where`.curriculum[i])."""
+        for i, phase in enumerate(self.curriculum):
+            phase_task(task, phase, f"{where}.curriculum[{i}]")
 
 
 def cross_entropy_loss(label_smoothing: float = 0.0) -> LossFn:
@@ -326,6 +335,8 @@ def train_teacher(model, cfg: TrainConfig, ctx):
         config = ctx.recipe.teacher.build_config(len(ctx.tokenizer), ctx.recipe.task.seq_len, ctx.data.label_names)
         torch.manual_seed(ctx.recipe.seed)
         model = SlimformerForSequenceClassification(config)
+    if cfg.curriculum:
+        model = train_curriculum(model, cfg, ctx)
     model, curve = train(
         model,
         ctx.encoded["train"],
@@ -339,4 +350,26 @@ def train_teacher(model, cfg: TrainConfig, ctx):
     )
     ctx.record("train_curve", curve)
     ctx.record("val_accuracy", max(p["val_accuracy"] for p in curve))
+    return model
+
+
+def train_curriculum(model, cfg: TrainConfig, ctx):
+    """Train `model` through the length curriculum's phases in order; the task itself comes after (the caller)."""
+    held_out = held_out_texts(ctx.data)
+    done = []
+    for i, phase in enumerate(cfg.curriculum):
+        splits = phase_splits(ctx.recipe.task, phase, ctx.recipe.seed, ctx.base_dir, ctx.tokenizer, held_out)
+        model, curve = train(
+            model,
+            splits["train"],
+            splits["validation"],
+            cfg.model_copy(update={"epochs": phase.epochs}),
+            cross_entropy_loss(cfg.label_smoothing),
+            seed=ctx.recipe.seed + 1 + i,  # each phase its own shuffling
+            device=ctx.device,
+            log=lambda **m: ctx.log(phase=i, **m),
+            desc=f"train {cfg.name} {phase.min_length}-{phase.max_length} tokens",
+        )
+        done.append(phase_summary(phase, splits, curve))
+    ctx.record("curriculum", done)
     return model
