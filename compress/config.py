@@ -17,6 +17,7 @@ from pydantic import BaseModel, Field, ValidationError, create_model, model_vali
 
 import compress.steps  # noqa: F401  (fills the step registry: the recipe's `steps:` union is built from it)
 from compress.config_base import NAME_PATTERN, BenchConfig, ConfigBase, ReportConfig, TeacherConfig
+from compress.curriculum import check_curricula
 from compress.data import TASKS, TaskConfig
 from compress.errors import RecipeError
 from compress.pipeline import dump_recipe  # noqa: F401  (the CLI's)
@@ -57,9 +58,8 @@ class RecipeBase(ConfigBase):
             stages |= set(check_lineage(steps, self.steps, variant))
         placed = [(f"steps[{i}]", step) for i, step in enumerate(self.steps)]
         placed += [(f"variants.{v}[{i}]", step) for v, steps in (self.variants or {}).items() for i, step in enumerate(steps)]
-        for where, step in placed:
-            if hasattr(step, "check_task"):  # rules between a step and the task (a train step's length curriculum)
-                step.check_task(self.task, where)
+        for where, step in placed:  # a length curriculum must redraw this task (compress/curriculum.py)
+            check_curricula(step, self.task, where)
         seq_len = self.task.seq_len
         too_long = [t for t in self.bench.seq_lens or [] if t > seq_len]
         if too_long:

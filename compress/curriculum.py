@@ -10,7 +10,8 @@ steps at 64-128). This is curriculum learning (Bengio et al. 2009) by input leng
 Shortformer's short-then-long training (Press et al. 2021) and sequence-length warm-up (Li et al.
 2022); here whole examples are redrawn short, not cut, because cutting could drop the needle.
 
-A `train` step's `curriculum:` lists phases. Each phase is the recipe's task with the phase's
+A `train` step's `curriculum:` lists phases (and `swap_attention`'s `recover.curriculum:`, for a
+swapped model that must learn the task's match again). Each phase is the recipe's task with the phase's
 `min_length`/`max_length` (and optionally its own `n_train`) put in its place. It is generated with
 the recipe's seed, encoded with the run's tokenizer, and trained for the phase's `epochs` with the
 step's optimiser settings and a schedule of its own. It keeps its best model on its own validation
@@ -96,6 +97,14 @@ def phase_summary(phase: CurriculumPhase, splits: dict[str, dict], curve: list[d
         "steps": curve[-1]["step"] if curve else 0,
         "val_accuracy": max(p["val_accuracy"] for p in curve) if curve else None,
     }
+
+
+def check_curricula(step, task, where: str) -> None:
+    """Every phase of a step's curricula (`curriculum:`, `recover.curriculum:`) must redraw `task`;
+    raises ValueError naming the phase's place, e.g. "steps[1].recover.curriculum[0]"."""
+    for field, owner in (("curriculum", step), ("recover.curriculum", getattr(step, "recover", None))):
+        for i, phase in enumerate(getattr(owner, "curriculum", None) or []):
+            phase_task(task, phase, f"{where}.{field}[{i}]")
 
 
 def held_out_texts(data) -> set[str]:

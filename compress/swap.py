@@ -48,7 +48,8 @@ from compress.models import ATTENTION, build_attention
 from compress.recover import RecoverConfig, recover_inputs, recovery
 from compress.registry import register_step
 from compress.select import select_names
-from compress.train import predict, train
+from compress.curriculum import CurriculumPhase
+from compress.train import predict, train, train_curriculum
 
 PROJECTIONS = ("q_proj", "k_proj", "v_proj", "out_proj")
 CONTRACT_ARGS = ("dim", "n_heads", "head_dim", "dropout")  # every kind's constructor takes these; the model supplies them
@@ -59,6 +60,9 @@ class SwapRecoverConfig(RecoverConfig):
     """Recovery after a swap: `recover:`'s fields plus per-layer attention-output distillation."""
 
     attention_output: float = Field(0.0, ge=0)  # weight of the per-layer MSE to the teacher's attention outputs; 0 = off
+    # length curriculum before recovery on the task (compress/curriculum.py): the swapped model relearns the
+    # task's match on short redrawn inputs, where its gradient is not spread over 1K tokens
+    curriculum: list[CurriculumPhase] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def needs_teacher(self):
@@ -203,6 +207,8 @@ def swap_attention(model, cfg: SwapAttentionConfig, ctx):
         return model.eval()
     split, loss = recovery(ctx, r, model, r.attention_output)
     try:
+        if r.curriculum:  # phase batches carry no cached teacher logits: the loss runs the teacher on them
+            model = train_curriculum(model, r.curriculum, r, loss, ctx, f"recover {cfg.name}")
         model, curve = train(model, split, val, r, loss, seed=ctx.recipe.seed, device=ctx.device, log=ctx.log, desc=f"recover {cfg.name}")
     finally:
         loss.remove()  # the attention-output hooks on the student and the teacher

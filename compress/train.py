@@ -25,7 +25,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from torch.utils.data import BatchSampler, DataLoader, RandomSampler
 
 from compress.config_base import NAME_PATTERN, ConfigBase, StepConfig
-from compress.curriculum import CurriculumPhase, held_out_texts, phase_splits, phase_summary, phase_task
+from compress.curriculum import CurriculumPhase, held_out_texts, phase_splits, phase_summary
 from compress.errors import TrainingError
 from compress.registry import STEPS, register_step
 
@@ -60,11 +60,6 @@ class TrainConfig(StepConfig, OptimConfig):
     # length curriculum (compress/curriculum.py): phases on the task redrawn at shorter inputs, trained in
     # order before the task itself; a generated long task only (lookup's long form, listops)
     curriculum: list[CurriculumPhase] = Field(default_factory=list)
-
-    def check_task(self, task, where: str) -> None:
-        """Every phase must redraw `task` (raises ValueError naming `where`.curriculum[i])."""
-        for i, phase in enumerate(self.curriculum):
-            phase_task(task, phase, f"{where}.curriculum[{i}]")
 
 
 def cross_entropy_loss(label_smoothing: float = 0.0) -> LossFn:
@@ -336,7 +331,7 @@ def train_teacher(model, cfg: TrainConfig, ctx):
         torch.manual_seed(ctx.recipe.seed)
         model = SlimformerForSequenceClassification(config)
     if cfg.curriculum:
-        model = train_curriculum(model, cfg, ctx)
+        model = train_curriculum(model, cfg.curriculum, cfg, cross_entropy_loss(cfg.label_smoothing), ctx, f"train {cfg.name}")
     model, curve = train(
         model,
         ctx.encoded["train"],
@@ -353,22 +348,24 @@ def train_teacher(model, cfg: TrainConfig, ctx):
     return model
 
 
-def train_curriculum(model, cfg: TrainConfig, ctx):
-    """Train `model` through the length curriculum's phases in order; the task itself comes after (the caller)."""
+
+def train_curriculum(model, phases: list[CurriculumPhase], cfg: OptimConfig, loss_fn: LossFn, ctx, desc: str):
+    """Train `model` through a length curriculum's phases in order, each with `cfg` for its own epochs;
+    the task itself comes after (the caller). Records what each phase did as the stage's `curriculum`."""
     held_out = held_out_texts(ctx.data)
     done = []
-    for i, phase in enumerate(cfg.curriculum):
+    for i, phase in enumerate(phases):
         splits = phase_splits(ctx.recipe.task, phase, ctx.recipe.seed, ctx.base_dir, ctx.tokenizer, held_out)
         model, curve = train(
             model,
             splits["train"],
             splits["validation"],
             cfg.model_copy(update={"epochs": phase.epochs}),
-            cross_entropy_loss(cfg.label_smoothing),
+            loss_fn,
             seed=ctx.recipe.seed + 1 + i,  # each phase its own shuffling
             device=ctx.device,
             log=lambda **m: ctx.log(phase=i, **m),
-            desc=f"train {cfg.name} {phase.min_length}-{phase.max_length} tokens",
+            desc=f"{desc} {phase.min_length}-{phase.max_length} tokens",
         )
         done.append(phase_summary(phase, splits, curve))
     ctx.record("curriculum", done)

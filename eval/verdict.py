@@ -57,7 +57,8 @@ def find_teacher(results: dict) -> dict | None:
 
 
 def timing(stage: dict | None, seq_len: int | None) -> tuple[float | None, float | None, str]:
-    """(p50 ms, peak RSS MB, what was timed) at `seq_len`: CPU ONNX Runtime first, smallest batch."""
+    """(p50 ms, peak RSS MB, what was timed) at `seq_len`: CPU ONNX Runtime first, smallest batch; the
+    peak memory of that batch, or of the batch the bench measured memory at (`bench.memory`: the largest)."""
     if not stage or seq_len is None:
         return None, None, ""
     records = [r for r in stage.get("latency") or [] if r.get("seq_len") == seq_len and r.get("p50_ms") is not None]
@@ -65,10 +66,13 @@ def timing(stage: dict | None, seq_len: int | None) -> tuple[float | None, float
         found = sorted((r for r in records if (r.get("device"), r.get("runtime")) == (device, runtime)), key=lambda r: r["batch"])
         if found:
             r = found[0]
-            memory = [m for m in stage.get("peak_memory") or [] if m.get("seq_len") == seq_len and m.get("batch") == r["batch"]
-                      and m.get("peak_rss_bytes") is not None]
-            peak = memory[0]["peak_rss_bytes"] / 1e6 if memory else None
-            return r["p50_ms"], peak, f"{device} {runtime}, batch {r['batch']}"
+            # peak memory at the timed batch, else at the batch the bench measured it (its largest), said in `what`
+            memory = sorted((m for m in stage.get("peak_memory") or [] if m.get("seq_len") == seq_len
+                             and m.get("peak_rss_bytes") is not None), key=lambda m: (m.get("batch") != r["batch"], m.get("batch")))
+            what = f"{device} {runtime}, batch {r['batch']}"
+            if memory and memory[0].get("batch") != r["batch"]:
+                what += f" (memory: batch {memory[0].get('batch')})"
+            return r["p50_ms"], memory[0]["peak_rss_bytes"] / 1e6 if memory else None, what
     return None, None, ""
 
 

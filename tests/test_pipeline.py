@@ -41,6 +41,9 @@ def shrink(path: Path, tmp_path: Path) -> list[str]:
     steps = [f"{key}.{i}.max_steps=3" for key, items in lists.items() for i, s in enumerate(items) if hasattr(s, "max_steps")]
     steps += [f"{key}.{i}.recover.max_steps=3" for key, items in lists.items() for i, s in enumerate(items) if hasattr(s, "recover")]
     steps += [f"{key}.{i}.max_texts=200" for key, items in lists.items() for i, s in enumerate(items) if getattr(s, "builtin", None)]
+    steps += [f"{key}.{i}{part}.curriculum=[{{min_length: 12, max_length: 20, n_train: 40}}]"  # one short phase
+              for key, items in lists.items() for i, s in enumerate(items)
+              for part, owner in (("", s), (".recover", getattr(s, "recover", None))) if getattr(owner, "curriculum", None)]
     task = SHRINK_TASK[recipe.task.kind]
     if recipe.task.kind == "lookup" and recipe.task.min_length is not None:  # the long form: a short haystack
         task = [*task, "task.min_length=30", "task.max_length=40", "task.seq_len=42"]

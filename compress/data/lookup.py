@@ -79,6 +79,10 @@ class LookupConfig(GeneratedTaskConfig):
     # write each pair as one word (`ab7`: the key's letters, then its value) and the query as `? ab`;
     # with a word tokenizer (wordpiece) a pair is then one token, see the module docstring
     joined: bool = False
+    # put the query first (`? c` then the pairs), as a question before its document: with BigBird the query
+    # then sits in the global first block that every token sees (BigBird's QA setup makes question tokens
+    # global); joined form only, where the query is one word and where it ends is plain
+    query_first: bool = False
 
     @model_validator(mode="after")
     def _check_pairs(self) -> "LookupConfig":
@@ -108,6 +112,8 @@ class LookupConfig(GeneratedTaskConfig):
                 )
         if self.joined:
             self._check_joined_vocabulary()
+        if self.query_first and not self.joined:
+            raise ValueError("query_first: true needs joined: true (a one-word query); set joined: true or query_first: false")
         return self
 
     def _check_joined_vocabulary(self) -> None:
@@ -147,7 +153,7 @@ class LookupConfig(GeneratedTaskConfig):
             self.sizes(),
             lambda rng: generate_example(
                 rng, letters, self.n_values, self.min_pairs, self.max_pairs, self.key_len, lengths, fillers,
-                self.joined,
+                self.joined, self.query_first,
             ),
             hint="raise n_keys, key_len, n_values or max_pairs, or ask for fewer examples",
         )
@@ -157,6 +163,7 @@ class LookupConfig(GeneratedTaskConfig):
             extra["lengths"] = {s: {"min": min(n), "max": max(n)} for s, n in n_tokens.items()}
         long_form = f", {self.min_length}-{self.max_length} tokens with filler" if lengths else ""
         long_form += ", each pair one word" if self.joined else ""
+        long_form += ", query first" if self.query_first else ""
         return make_task_data(
             self,
             seed,
@@ -183,11 +190,13 @@ def generate_example(
     lengths: tuple[int, int] | None = None,
     fillers: str = "",
     joined: bool = False,
+    query_first: bool = False,
 ) -> tuple[str, int]:
     """Draw one example: (text, value of the queried key).
 
     With key_len 1 and no `lengths` the draws are those of the classic form, so its data stay pinned;
-    `joined` writes the same draws with each pair as one word and the query's key as one word.
+    `joined` writes the same draws with each pair as one word and the query's key as one word;
+    `query_first` puts the query before the pairs (same draws, same label).
     """
     n_pairs = rng.randint(min_pairs, max_pairs)
     # random.sample draws indices from the population's length only: for key_len 1 this is sample(letters, n)
@@ -202,7 +211,8 @@ def generate_example(
         pairs = [[*k, str(v)] for k, v in zip(keys, values)]
         query = [QUERY, *keys[q]]
     if lengths is None:
-        return " ".join([t for p in pairs for t in p] + query), values[q]
+        body = [t for p in pairs for t in p]
+        return " ".join(query + body if query_first else body + query), values[q]
     n_fill = rng.randint(*lengths) - sum(map(len, pairs)) - len(query)
     # stars and bars: the pairs' places among n_pairs + n_fill slots, uniform over arrangements
     at = set(rng.sample(range(n_pairs + n_fill), n_pairs))
@@ -214,7 +224,7 @@ def generate_example(
             tokens += next(pair)
         else:
             tokens.append(next(filler))
-    return " ".join(tokens + query), values[q]
+    return " ".join(query + tokens if query_first else tokens + query), values[q]
 
 
 def _spell(code: int, letters: str, key_len: int) -> list[str]:
@@ -229,6 +239,7 @@ def _spell(code: int, letters: str, key_len: int) -> list[str]:
 def answer_lookup(text: str) -> int:
     """Reference solver, from the tokens alone: the value after the key that equals the query.
 
+    The query is `?` and the key's letters at the end, or `?` and one joined key first (`query_first`).
     Reads the key length from the query, skips filler (any token that is neither letters nor
     digits), spells every other token as its characters (so the joined form `ab7 ... ? ab` reads
     as `a b 7 ... ? a b`), cuts them into (key letters, value digit) pairs and returns the value
@@ -237,9 +248,13 @@ def answer_lookup(text: str) -> int:
     tokens = text.split()
     if QUERY not in tokens:
         raise ValueError(f"not a lookup example (no {QUERY!r}): {text[:80]!r}")
-    q = len(tokens) - 1 - tokens[::-1].index(QUERY)
-    query = [c for t in tokens[q + 1 :] for c in t]
-    body = [c for t in tokens[:q] if t.isalnum() for c in t]
+    if tokens[0] == QUERY and tokens.count(QUERY) == 1 and len(tokens) > 2:  # query first: `? ab` then the pairs
+        query = list(tokens[1])
+        body = [c for t in tokens[2:] if t.isalnum() for c in t]
+    else:
+        q = len(tokens) - 1 - tokens[::-1].index(QUERY)
+        query = [c for t in tokens[q + 1 :] for c in t]
+        body = [c for t in tokens[:q] if t.isalnum() for c in t]
     width = len(query) + 1
     if not query or not body or len(body) % width:
         raise ValueError(f"not a lookup example (pairs of {len(query)} letters + a digit expected): {text[:80]!r}")

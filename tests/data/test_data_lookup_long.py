@@ -217,3 +217,18 @@ def test_joined_bag_of_words_cannot_tell_the_label(joined_lookup):
 def test_joined_form_needs_a_word_tokenizer_that_holds_every_pair(tokenizer, needle):
     with pytest.raises(ValidationError, match=needle):
         LookupConfig(**{**JOINED, "tokenizer": tokenizer})
+
+
+def test_query_first_moves_only_the_query(joined_lookup):
+    cfg, data = joined_lookup
+    first = load_task(LookupConfig(**{**JOINED, "query_first": True}), seed=0)
+    assert first.labels == data.labels  # the same draws
+    for last_text, text, label in zip(data.texts["test"], first.texts["test"], first.labels["test"]):
+        words = last_text.split()
+        assert text.split() == words[-2:] + words[:-2]  # `? ab` first, then the same haystack
+        assert answer_lookup(text) == label
+
+
+def test_query_first_needs_the_joined_form():
+    with pytest.raises(ValidationError, match="query_first: true needs joined: true"):
+        LookupConfig(**{**LONG, "query_first": True})

@@ -51,6 +51,15 @@ def test_verdict_rows_numbers_and_verdicts():
     assert verdict.notes == ["lookup: the teacher is 20.00 points above the bag-of-embeddings student."]
 
 
+def test_memory_measured_at_another_batch_is_shown_and_said():
+    other = results()
+    for stage in other["stages"]:
+        for m in stage.get("peak_memory") or []:
+            m["batch"] = 8  # the bench measures memory at its largest batch only
+    big = {row[2]: dict(zip(build_verdict({"r": other}).headers, row)) for row in build_verdict({"r": other}).rows}["bigbird"]
+    assert big["Peak MB"] == "300.0" and big["Timed"] == "cpu onnxruntime, batch 1 (memory: batch 8)"
+
+
 def test_verdict_text_edges():
     assert verdict_text(58.0, 60.0) == "within 2 points of the teacher"  # exactly 2 points below still counts
     assert verdict_text(57.5, 60.0).startswith("not within 2 points: 2.50 below")
