@@ -7,6 +7,8 @@ ONNX Runtime on CPU with `eval.bench.bench_onnx`, measures peak memory with
 `eval.bench.peak_memory` (a fresh process per point), and on a CUDA machine also times eager
 torch on the GPU. It writes `scaling.json`, log-log plots and `scaling.md` into one folder;
 `eval/report.py` draws the same plots into a run's report when the run folder has `scaling.json`.
+With `--out` a finished run folder, the run's own trained models (its teacher and swapped stages,
+at their task's length, batch 1, as its bench timed them) are added as labelled points and a table.
 
 The crossover length of a kind is where its latency curve meets full attention's, interpolated
 in log-log space between the two measured lengths that bracket it (Long Range Arena reports
@@ -131,6 +133,27 @@ def series(records: list[dict], key: str, **match) -> dict[str, list[tuple[int, 
     return {kind: sorted(points) for kind, points in out.items()}
 
 
+def trained_points(results: dict) -> list[dict]:
+    """The run's own models as points beside the untrained curves: its full-attention stages (kind "full") and
+    swapped stages (their kind), each at its task's seq_len, batch 1, CPU ONNX Runtime, with the peak memory
+    when the run measured it at batch 1 (the bench measures memory at its largest batch only)."""
+    out = []
+    for stage in results.get("stages", []):
+        swap = stage.get("swap") or {}
+        layers = swap.get("layers")
+        kind = swap.get("to") if swap else "full" if stage.get("kind") == "train" else None
+        if kind is None:
+            continue
+        for r in stage.get("latency") or []:
+            if (r.get("runtime"), r.get("device"), r.get("batch"), r.get("precision", "fp32")) != ("onnxruntime", "cpu", 1, "fp32"):
+                continue
+            memory = [m["peak_rss_bytes"] for m in stage.get("peak_memory") or []
+                      if m.get("batch") == 1 and m.get("seq_len") == r["seq_len"] and m.get("peak_rss_bytes") is not None]
+            out.append({"stage": stage["name"], "kind": kind, "layers": layers, "seq_len": r["seq_len"], "p50_ms": r["p50_ms"],
+                        "peak_rss_bytes": memory[0] if memory else None, "accuracy": stage.get("accuracy")})
+    return out
+
+
 def summarise(data: dict) -> dict:
     """Per kind and runtime: crossover length, and speed-up / memory ratio vs full at each length."""
     summary: dict[str, dict] = {}
@@ -158,8 +181,10 @@ def summarise(data: dict) -> dict:
     return summary
 
 
-def log_log(curves: dict[str, list[tuple[int, float]]], ylabel: str, title: str) -> bytes | None:
-    """One line per kind on log-log axes; None when no kind has two points."""
+def log_log(curves: dict[str, list[tuple[int, float]]], ylabel: str, title: str,
+            trained: list[tuple[str, int, float]] = ()) -> bytes | None:
+    """One line per kind on log-log axes, and the run's trained models as labelled stars (stage, length, value);
+    None when no kind has two points."""
     curves = {k: v for k, v in curves.items() if v}
     if not any(len(v) > 1 for v in curves.values()):
         return None
@@ -170,9 +195,12 @@ def log_log(curves: dict[str, list[tuple[int, float]]], ylabel: str, title: str)
     ax = fig.subplots()
     for kind, points in curves.items():
         ax.plot([n for n, _ in points], [y for _, y in points], marker="o", label=kind, lw=2.5 if kind == "full" else 1.5)
+    for i, (stage, n, y) in enumerate(trained):
+        ax.scatter([n], [y], marker="*", s=90, color="black", zorder=3, label="trained (this run)" if i == 0 else None)
+        ax.annotate(stage, (n, y), textcoords="offset points", xytext=(5, 3 + 8 * (i % 3)), fontsize=7)
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
-    ax.xaxis.set_major_locator(FixedLocator(sorted({n for v in curves.values() for n, _ in v})))
+    ax.xaxis.set_major_locator(FixedLocator(sorted({n for v in curves.values() for n, _ in v} | {n for _, n, _ in trained})))
     ax.xaxis.set_major_formatter(FuncFormatter(plots.plain_number))
     ax.xaxis.set_minor_formatter(NullFormatter())
     plots.plain_log_ticks(ax.yaxis)
@@ -190,13 +218,18 @@ def figures(data: dict) -> list[tuple[str, str, bytes]]:
     crossings = {kind: entry.get("onnxruntime_cpu", {}).get("crossover", {}) for kind, entry in data.get("summary", {}).items()}
     crossing_text = ", ".join(f"{k} {c['length'] if c.get('length') else '>' + str(max(data['protocol']['lengths']))}"
                               for k, c in crossings.items() if c)
+    trained = data.get("trained") or []
+    trained_ms = [(t["stage"], t["seq_len"], t["p50_ms"]) for t in trained]
+    trained_mb = [(t["stage"], t["seq_len"], t["peak_rss_bytes"] / MB) for t in trained if t.get("peak_rss_bytes")]
     candidates = [
         (f"Latency vs length, ONNX Runtime CPU, {threads} threads (crossover: {crossing_text or 'n/a'})", "scaling_latency_cpu.png",
-         log_log(series(data["latency"], "p50_ms", runtime="onnxruntime", device="cpu"), "p50 latency, ms", f"ONNX Runtime CPU, {threads} threads")),
+         log_log(series(data["latency"], "p50_ms", runtime="onnxruntime", device="cpu"), "p50 latency, ms", f"ONNX Runtime CPU, {threads} threads",
+                 trained_ms)),
         ("Latency vs length, torch GPU", "scaling_latency_gpu.png",
          log_log(series(data["latency"], "p50_ms", runtime="torch", device="cuda"), "p50 latency, ms", "torch, CUDA")),
         ("Peak memory vs length, ONNX Runtime CPU (fresh process)", "scaling_memory.png",
-         log_log({k: [(n, b / MB) for n, b in v] for k, v in series(data["memory"], "peak_rss_bytes").items()}, "peak RSS, MB", "ONNX Runtime CPU")),
+         log_log({k: [(n, b / MB) for n, b in v] for k, v in series(data["memory"], "peak_rss_bytes").items()}, "peak RSS, MB", "ONNX Runtime CPU",
+                 trained_mb)),
     ]
     return [(title, name, png) for title, name, png in candidates if png]
 
@@ -226,6 +259,14 @@ def markdown(data: dict, pngs: list[tuple[str, str, bytes]]) -> str:
                 c = value["crossover"]
                 speedups = ", ".join(f"{n}: {s:.2f}×" for n, s in value["speedup"].items())
                 lines.append(f"| {kind} | {key} | {c['length'] or '—'} ({c['status']}) | {speedups} | {ratio} |")
+    if data.get("trained"):
+        lines += ["", "## This run's trained models (their own shape, at their task's length, batch 1)", "",
+                  "| stage | kind | layers swapped | tokens | p50 ms | peak RSS MB | test accuracy % |", "|---|---|---|---|---|---|---|"]
+        for t in data["trained"]:
+            mb = f"{t['peak_rss_bytes'] / MB:.0f}" if t.get("peak_rss_bytes") else "— (not at batch 1)"
+            acc = f"{100 * t['accuracy']:.1f}" if t.get("accuracy") is not None else "—"
+            layers = ", ".join(map(str, t["layers"])) if t.get("layers") else "—"
+            lines.append(f"| {t['stage']} | {t['kind']} | {layers} | {t['seq_len']} | {t['p50_ms']:.2f} | {mb} | {acc} |")
     if p.get("gpu"):
         oom = data.get("gpu_oom") or {}
         lines += ["", f"## GPU ({p['gpu']}): where each kind ran out of memory", ""]
@@ -297,6 +338,10 @@ def run_scaling(cfg: ScalingConfig, out_dir: Path, build_model: Callable, export
         "memory": memory,
         "gpu_oom": gpu_oom,  # kind -> the first GPU length that ran out of memory
     }
+    if (out_dir / "results.json").is_file():  # a run folder: its trained models become points beside the curves
+        import json
+
+        data["trained"] = trained_points(json.loads((out_dir / "results.json").read_text(encoding="utf-8")))
     data["summary"] = summarise(data)
     pngs = figures(data)
     for _, name, png in pngs:

@@ -80,9 +80,11 @@ def verdict_text(accuracy: float | None, teacher: float | None, margin: float = 
     """'within 2 points' or 'short by N points' (N beyond the margin), from accuracies in %."""
     if accuracy is None or teacher is None:
         return "no accuracy to judge"
-    gap = teacher - accuracy
-    if gap <= 0:
+    gap = round(teacher - accuracy, 2)  # as shown: a 0.001 difference is not "0.00 above it"
+    if gap < 0:
         return f"within {margin:g} points of the teacher ({-gap:.2f} above it)"
+    if gap == 0:
+        return f"within {margin:g} points of the teacher (equal to it)"
     if gap <= margin:
         return f"within {margin:g} points of the teacher"
     return f"not within {margin:g} points: {gap:.2f} below the teacher, {gap - margin:.2f} beyond the margin"
@@ -124,7 +126,7 @@ def build_verdict(runs: dict[str, dict], margin: float = MARGIN) -> Verdict | No
             p50, peak, timed = timing(stage, seq_len)
             is_teacher = stage is teacher
             kind = "full (teacher)" if is_teacher else stage["swap"]["to"]
-            delta = None if acc is None or t_acc is None else acc - t_acc
+            delta = None if acc is None or t_acc is None else round(acc - t_acc, 2) + 0.0  # + 0.0: no "-0.00"
             verdict.rows.append([
                 task, fmt(seq_len, "d"), prefix + stage["name"], kind, "—" if is_teacher else layers_text(stage["swap"]),
                 fmt(acc), "—" if is_teacher else fmt(delta, "+.2f"), fmt(t_acc), fmt(boe_acc), fmt(ref_acc),

@@ -64,6 +64,8 @@ def test_verdict_text_edges():
     assert verdict_text(58.0, 60.0) == "within 2 points of the teacher"  # exactly 2 points below still counts
     assert verdict_text(57.5, 60.0).startswith("not within 2 points: 2.50 below")
     assert verdict_text(None, 60.0) == "no accuracy to judge"
+    assert verdict_text(99.6, 99.6 + 1e-9) == "within 2 points of the teacher (equal to it)"
+    assert verdict_text(99.8, 99.6) == "within 2 points of the teacher (0.20 above it)"
 
 
 def test_lra_reference_numbers_are_table_1():
