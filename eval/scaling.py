@@ -195,9 +195,10 @@ def log_log(curves: dict[str, list[tuple[int, float]]], ylabel: str, title: str,
     ax = fig.subplots()
     for kind, points in curves.items():
         ax.plot([n for n, _ in points], [y for _, y in points], marker="o", label=kind, lw=2.5 if kind == "full" else 1.5)
-    for i, (stage, n, y) in enumerate(trained):
+    for i, (stage, n, y) in enumerate(sorted(trained, key=lambda t: (t[1], t[2]))):  # stars; names in a column, in their order
         ax.scatter([n], [y], marker="*", s=90, color="black", zorder=3, label="trained (this run)" if i == 0 else None)
-        ax.annotate(stage, (n, y), textcoords="offset points", xytext=(5, 3 + 8 * (i % 3)), fontsize=7)
+        ax.annotate(stage, (n, y), textcoords="offset points", xytext=(14, 10 * (i - len(trained) / 2)), fontsize=7,
+                    va="center", arrowprops={"arrowstyle": "-", "lw": 0.4, "color": "0.5"})
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
     ax.xaxis.set_major_locator(FixedLocator(sorted({n for v in curves.values() for n, _ in v} | {n for _, n, _ in trained})))
