@@ -79,7 +79,8 @@ def phase_splits(task, phase: CurriculumPhase, seed: int, base_dir: Path | None,
     (the task's own validation and test texts) are dropped."""
     from compress.data import encode_task, load_task
 
-    data = load_task(phase_task(task, phase, "curriculum"), seed=seed, base_dir=base_dir)
+    # the phase never uses a test split: draw one example (test is drawn last, so train and validation stay the same)
+    data = load_task(phase_task(task, phase, "curriculum").model_copy(update={"n_test": 1}), seed=seed, base_dir=base_dir)
     keep = [i for i, t in enumerate(data.texts["train"]) if t not in held_out]
     data.texts["train"] = [data.texts["train"][i] for i in keep]
     data.labels["train"] = [data.labels["train"][i] for i in keep]
@@ -110,4 +111,3 @@ def check_curricula(step, task, where: str) -> None:
 def held_out_texts(data) -> set[str]:
     """The task's validation and test texts: a phase never trains on them."""
     return set(data.texts["validation"]) | set(data.texts["test"])
-

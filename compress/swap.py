@@ -43,12 +43,12 @@ from typing import Any, Literal
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from compress.config_base import NAME_PATTERN, StepConfig
+from compress.curriculum import CurriculumPhase
 from compress.errors import RecipeError
 from compress.models import ATTENTION, build_attention
 from compress.recover import RecoverConfig, recover_inputs, recovery
 from compress.registry import register_step
 from compress.select import select_names
-from compress.curriculum import CurriculumPhase
 from compress.train import predict, train, train_curriculum
 
 PROJECTIONS = ("q_proj", "k_proj", "v_proj", "out_proj")

@@ -348,7 +348,6 @@ def train_teacher(model, cfg: TrainConfig, ctx):
     return model
 
 
-
 def train_curriculum(model, phases: list[CurriculumPhase], cfg: OptimConfig, loss_fn: LossFn, ctx, desc: str):
     """Train `model` through a length curriculum's phases in order, each with `cfg` for its own epochs;
     the task itself comes after (the caller). Records what each phase did as the stage's `curriculum`."""
