@@ -152,6 +152,7 @@ def cmd_bench(args) -> int:
         return bench_run(args)
     fields = {"lengths": args.lengths, "gpu_lengths": args.gpu_lengths, "kinds": args.kinds, "threads": args.threads, "repeats": args.repeats, "warmup": args.warmup}
     from compress.scaling import build_model, check_kinds, export_model
+    from eval.report import load_results, write_report
     from eval.scaling import ScalingConfig, run_scaling
 
     try:
@@ -160,11 +161,11 @@ def cmd_bench(args) -> int:
         raise SlimformerError("bench --scaling: " + "; ".join(f"--{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors())) from None
     check_kinds(cfg.kinds)
     out = Path(args.out)
+    # a run folder: its trained models join the plots, and its report gets them (read first: a bad file fails early)
+    results = load_results(out) if (out / "results.json").is_file() else None
     command = "slimformer " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    run_scaling(cfg, out, build_model, export_model, command=command, say=console().print)
-    if (out / "results.json").is_file():  # a run folder: its report gets the scaling plots
-        from eval.report import write_report
-
+    run_scaling(cfg, out, build_model, export_model, command=command, say=console().print, results=results)
+    if results is not None:
         write_report([out])
     print(f"scaling: {out / 'scaling.md'}")
     return 0

@@ -28,6 +28,7 @@ from pathlib import Path
 from pydantic import Field, ValidationError, model_validator
 
 from compress.config_base import ConfigBase
+from compress.data import encode_task, load_task
 
 LENGTH_FIELDS = ("min_length", "max_length")
 
@@ -77,8 +78,6 @@ def phase_splits(task, phase: CurriculumPhase, seed: int, base_dir: Path | None,
 
     Returns {"train": {...}, "validation": {...}} as `encode_task` does; training texts in `held_out`
     (the task's own validation and test texts) are dropped."""
-    from compress.data import encode_task, load_task
-
     # the phase never uses a test split: draw one example (test is drawn last, so train and validation stay the same)
     data = load_task(phase_task(task, phase, "curriculum").model_copy(update={"n_test": 1}), seed=seed, base_dir=base_dir)
     keep = [i for i, t in enumerate(data.texts["train"]) if t not in held_out]

@@ -283,12 +283,13 @@ def markdown(data: dict, pngs: list[tuple[str, str, bytes]]) -> str:
 
 
 def run_scaling(cfg: ScalingConfig, out_dir: Path, build_model: Callable, export_model: Callable, command: str = "",
-                say: Callable[[str], None] = print) -> dict:
+                say: Callable[[str], None] = print, results: dict | None = None) -> dict:
     """Measure every kind at every length; write scaling.json, the plots and scaling.md into `out_dir`.
 
     `build_model(cfg, kind)` returns the untrained torch classifier of `kind` (eval mode) and
     `export_model(model, path)` writes its ONNX file and returns the parity check's summary
-    (`compress/scaling.py` supplies both)."""
+    (`compress/scaling.py` supplies both). `results`, a run's results.json, adds its trained models
+    as points (`trained_points`)."""
     import torch
 
     from eval.bench import bench_onnx, bench_torch, count_params, peak_memory
@@ -339,10 +340,8 @@ def run_scaling(cfg: ScalingConfig, out_dir: Path, build_model: Callable, export
         "memory": memory,
         "gpu_oom": gpu_oom,  # kind -> the first GPU length that ran out of memory
     }
-    if (out_dir / "results.json").is_file():  # a run folder: its trained models become points beside the curves
-        import json
-
-        data["trained"] = trained_points(json.loads((out_dir / "results.json").read_text(encoding="utf-8")))
+    if results is not None:  # a run folder: its trained models become points beside the curves
+        data["trained"] = trained_points(results)
     data["summary"] = summarise(data)
     pngs = figures(data)
     for _, name, png in pngs:

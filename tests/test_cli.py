@@ -112,3 +112,9 @@ def test_bench_scaling(tmp_path):
     assert {r["kind"] for r in data["latency"]} == {"full", "linformer"}
     done = slimformer("bench", "--scaling", "--kinds", "longformer", "--out", str(tmp_path / "x"), cwd=tmp_path)
     assert done.returncode == 2 and "unknown attention kind" in done.stderr
+    broken = tmp_path / "broken_run"  # a run folder whose results.json is unreadable: refused before measuring
+    broken.mkdir()
+    (broken / "results.json").write_text("{bad")
+    done = slimformer("bench", "--scaling", "--lengths", "16", "32", "--out", str(broken), cwd=tmp_path)
+    assert done.returncode == 2 and "results.json is not valid JSON" in done.stderr
+    assert not (broken / "scaling.json").exists()
