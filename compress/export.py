@@ -7,8 +7,9 @@ dynamic up to the model's `max_len`); the output is `logits` (batch, n_classes).
 
 The export uses torch's dynamo-based exporter (`torch.onnx.export(dynamo=True)`, onnxscript
 underneath). With `fuse: true` (the default) the graph is then rewritten for ONNX Runtime's fused
-kernels (`compress/fuse_graph.py`: MultiHeadAttention for full attention, SkipLayerNormalization,
-BiasGelu); the fused ops are recorded as the stage's `fusions`. Before the folder is moved into
+kernels (`compress/fuse_graph.py`: full attention as one packed Attention, or for inputs of
+FLASH_MIN_LEN tokens and more a MultiHeadAttention on ONNX Runtime's flash kernel; BiasGelu); the
+fused ops are recorded as the stage's `fusions`, the flash form as `flash_attention`. Before the folder is moved into
 place, ONNX Runtime runs the final graph on real validation inputs (padded ones included) and its
 logits must match PyTorch's within `atol`; otherwise nothing is written and the step fails with
 the measured difference.
@@ -26,7 +27,7 @@ from pydantic import Field
 from compress.config_base import StepConfig
 from compress.distributed import main_process_only
 from compress.errors import ExportError
-from compress.fuse_graph import fuse_for_ort
+from compress.fuse_graph import FLASH_MIN_LEN, fuse_for_ort
 from compress.io import atomic_dir
 from compress.registry import register_step
 from eval.bench import INPUT_NAMES, ONNX_FILE  # the artifact's file name and inputs: the timer reads the same
@@ -41,6 +42,9 @@ class ExportConfig(StepConfig):
     parity_samples: int = Field(64, ge=1)  # validation examples the parity check runs on
     # rewrite for ONNX Runtime's fused kernels (compress/fuse_graph.py); the artifact then needs ONNX Runtime
     fuse: bool = True
+    # full attention on ONNX Runtime's CPU flash kernel (compress/fuse_graph.py: flash_attention_); None: when the task's
+    # inputs are FLASH_MIN_LEN (1,024) tokens or more, where it is faster than the packed Attention (slower on short ones)
+    flash_attention: bool | None = None
     fp16: bool = False  # also write onnx_fp16/: an fp16 graph with fp32 inputs/outputs, for GPU runtimes (compress/export_fp16.py)
     fp16_atol: float = Field(5e-2, gt=0)  # the fp16 artifact's gate: max |logits_fp16 - logits_torch_fp32|
 
@@ -96,12 +100,15 @@ def check_parity(model: torch.nn.Module, onnx_path: Path, input_ids: torch.Tenso
     return report
 
 
-def export_stage(model, tokenizer, out_dir: Path, parity_inputs: tuple[torch.Tensor, torch.Tensor], cfg: ExportConfig) -> dict:
+def export_stage(model, tokenizer, out_dir: Path, parity_inputs: tuple[torch.Tensor, torch.Tensor], cfg: ExportConfig,
+                 seq_len: int | None = None) -> dict:
     """Export, fuse (`cfg.fuse`), check parity, and move `model.onnx` + config + tokenizer into `out_dir` atomically.
 
+    `seq_len`, the length of the task's inputs, decides the flash form when `cfg.flash_attention` is None.
     Returns the parity report plus `fusions`: `{op: count}` of the fused ops in the artifact
-    ({} unfused), and `fuse_error` when the rewrite failed or its graph missed parity and the
-    unfused graph was kept (which must then pass the same gate).
+    ({} unfused), `flash_attention` (whether full attention is in the flash form), and `fuse_error`
+    when the rewrite failed or its graph missed parity and the unfused graph was kept (which must
+    then pass the same gate).
     """
     from compress.train import trim
 
@@ -113,18 +120,20 @@ def export_stage(model, tokenizer, out_dir: Path, parity_inputs: tuple[torch.Ten
         except Exception as e:  # the exporter raises many types; the user needs the stage and the cause
             raise ExportError(f"ONNX export of {out_dir.parent.name} failed: {type(e).__name__}: {str(e)[:2000]}") from e
         fusions, error = {}, None
+        flash = cfg.fuse and (cfg.flash_attention if cfg.flash_attention is not None else (seq_len or 0) >= FLASH_MIN_LEN)
         if cfg.fuse:
             try:
-                fusions = fuse_for_ort(raw, tmp / ONNX_FILE)
+                fusions = fuse_for_ort(raw, tmp / ONNX_FILE, flash=flash)
                 check_parity(model, tmp / ONNX_FILE, input_ids, attention_mask, cfg.atol)
             except Exception as e:  # a rule that cannot handle the graph, or breaks it: ship it unfused, say why
-                fusions, error = {}, f"{type(e).__name__}: {str(e)[:300]}"
+                fusions, flash, error = {}, False, f"{type(e).__name__}: {str(e)[:300]}"
                 raw.replace(tmp / ONNX_FILE)
             raw.unlink(missing_ok=True)
         parity = check_parity(model, tmp / ONNX_FILE, input_ids, attention_mask, cfg.atol)  # the gate, on what ships
         model.config.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-    return {**parity, "fusions": fusions, **({"fuse_error": error} if error else {})}
+    flash = flash and "MultiHeadAttention" in fusions  # a graph with no full attention has nothing in the flash form
+    return {**parity, "fusions": fusions, "flash_attention": flash, **({"fuse_error": error} if error else {})}
 
 
 @register_step("export", ExportConfig)
@@ -132,9 +141,11 @@ def export_stage(model, tokenizer, out_dir: Path, parity_inputs: tuple[torch.Ten
 def export(model, cfg: ExportConfig, ctx):
     val = ctx.encoded["validation"]
     n = cfg.parity_samples
-    parity = export_stage(model, ctx.tokenizer, ctx.onnx_dir(), (val["input_ids"][:n], val["attention_mask"][:n]), cfg)
+    parity = export_stage(model, ctx.tokenizer, ctx.onnx_dir(), (val["input_ids"][:n], val["attention_mask"][:n]), cfg,
+                          seq_len=ctx.recipe.task.seq_len)
     ctx.record("onnx_dir", str(ctx.onnx_dir().relative_to(ctx.run_dir)))
     ctx.record("fusions", parity.pop("fusions"))
+    ctx.record("flash_attention", parity.pop("flash_attention"))
     ctx.record("parity", parity)
     ctx.record("precision", "fp32")
     if cfg.fp16:

@@ -18,10 +18,15 @@ model_type bert), whose patterns are BERT's eager graph. `onnxscript.rewriter.or
   disagreed). Dynamic quantization turns it into `QAttention` (int8 QKV GEMM); static
   quantization has no int8 Attention, so `unpack_attention_` restores the unpacked form (q/k/v
   MatMuls it can quantize + MultiHeadAttention) first.
-- `skip_layer_normalization` (residual Add + LayerNorm -> `SkipLayerNormalization`),
-  `erf_gelu` + `bias_gelu` (Linear bias + exact GELU -> `BiasGelu`).
+  For long inputs (`flash`), `flash_attention_` writes full attention instead as a
+  MultiHeadAttention that ONNX Runtime runs on its CPU flash kernel, the padding mask carried
+  in one extra q/k coordinate (the kernel takes no mask); it pays off from about 1,024 tokens.
+- `erf_gelu` + `bias_gelu` (Linear bias + exact GELU -> `BiasGelu`).
+- `skip_layer_normalization` (residual Add + LayerNorm -> `SkipLayerNormalization`) fires too,
+  and `unfuse_skip_layer_norm_` undoes it: ONNX Runtime 1.32's CPU kernel for it is slower than
+  the two plain nodes (measured there).
 
-The efficient kinds get the LayerNorm/GELU fusions, and `FusedMatMul` (a transpose folded into
+The efficient kinds get the GELU fusion, and `FusedMatMul` (a transpose folded into
 the product), but mostly no attention kernel, because ONNX Runtime ships none for their shapes:
   - BigBird (Zaheer et al. 2020): the band of gathered key blocks is a 5-D product over
   (B, H, n_blocks, block, K * block) that no fused CPU op takes; only the global blocks' queries,
@@ -56,9 +61,11 @@ def fused_ops(proto) -> dict[str, int]:
     return dict(sorted(Counter(n.op_type for n in proto.graph.node if n.domain == "com.microsoft" and n.op_type in FUSED_OPS).items()))
 
 
-def fuse_for_ort(src: Path, dst: Path) -> dict[str, int]:
+def fuse_for_ort(src: Path, dst: Path, flash: bool = False) -> dict[str, int]:
     """Write `src` rewritten by onnxscript's `optimize_for_ort` to `dst`; returns the fused ops in it (`fused_ops`).
 
+    Full attention is then packed (`pack_attention_`), or with `flash` given the masked flash form
+    (`flash_attention_`, for long inputs); SkipLayerNormalization is undone (`unfuse_skip_layer_norm_`).
     The rules that fired are logged by the caller through this count; a graph no rule matches
     is written unchanged apart from onnxscript's constant folding and common-subexpression
     elimination (same values).
@@ -70,8 +77,49 @@ def fuse_for_ort(src: Path, dst: Path) -> dict[str, int]:
     model, _ = optimize_for_ort(ir.load(str(src)))
     proto = ir.to_proto(model)
     pack_attention_(proto)
+    if flash:
+        flash_attention_(proto)
+    unfuse_skip_layer_norm_(proto)
     onnx.save(proto, str(dst))
     return fused_ops(proto)
+
+
+# --------------------------------------------------------------------------- residual + LayerNorm
+
+def unfuse_skip_layer_norm_(proto) -> int:
+    """Each com.microsoft.SkipLayerNormalization becomes Sum(input, skip[, bias]) -> LayerNormalization; in place.
+
+    Why: ONNX Runtime 1.32's CPU SkipLayerNormalization is slower than the two nodes it replaces
+    (2 threads, dim 128, batch 8: 155 against 67 us at length 48, 3,077 against 744 us at 1,024),
+    and the quickstart teacher at batch 8 runs 3.25 -> 3.08 ms without it. `Sum`, not `Add`: the
+    session's own optimizer (SkipLayerNormFusion, on at ONNX Runtime's default level) matches
+    Add + LayerNormalization and would fuse it back when a user loads the artifact; Sum is the
+    same elementwise addition (with the Linear's bias folded in as a third, broadcast input).
+    A node whose mean or inverse-std output is read stays as it is. Returns how many were undone.
+    """
+    from onnx import helper
+
+    graph = proto.graph
+    read = {name for n in graph.node for name in n.input} | {o.name for o in graph.output}
+    nodes, count = [], 0
+    for node in graph.node:
+        outputs = (list(node.output) + ["", "", "", ""])[:4]  # y, mean, inv_std_var, input_skip_bias_sum
+        if node.domain != "com.microsoft" or node.op_type != "SkipLayerNormalization" or {outputs[1], outputs[2]} & read - {""}:
+            nodes.append(node)
+            continue
+        x, skip, gamma, beta, bias = (list(node.input) + ["", "", ""])[:5]
+        total = outputs[3] or f"{node.name or outputs[0]}_sum"
+        epsilon = next((helper.get_attribute_value(a) for a in node.attribute if a.name == "epsilon"), 1e-12)
+        added = helper.make_node("Sum", [x, skip] + ([bias] if bias else []), [total], name=f"{node.name}_sum")
+        norm = helper.make_node("LayerNormalization", [total, gamma] + ([beta] if beta else []), [outputs[0]],
+                                name=f"{node.name}_norm", axis=-1, epsilon=epsilon)
+        for made in (added, norm):
+            made.metadata_props.extend(node.metadata_props)
+        nodes += [added, norm]
+        count += 1
+    if count:
+        replace_nodes_(proto, nodes)
+    return count
 
 
 # --------------------------------------------------------------------------- packed attention
@@ -157,6 +205,97 @@ def unpack_attention_(proto, which: Callable[[str], bool] = lambda module: True)
         mask = [node.input[3]] if len(node.input) == 4 and node.input[3] else []
         mha = helper.make_node("MultiHeadAttention", qkv + (["", *mask] if mask else []), list(node.output),
                                name=f"{node.name}_unpacked", domain="com.microsoft", **attrs)
+        mha.metadata_props.extend(node.metadata_props)
+        nodes.append(mha)
+        count += 1
+    if count:
+        replace_nodes_(proto, nodes)
+    return count
+
+
+# --------------------------------------------------------------------------- flash attention for long inputs
+
+FLASH_MIN_LEN = 1024  # inputs from which `export` writes the flash form by default (measured crossover: flash_attention_)
+MASK_FILTER = -10000.0  # a padded key's scaled score (ONNX Runtime's own mask_filter_value); exp underflows to exactly 0
+
+
+def flash_attention_(proto) -> int:
+    """Each packed com.microsoft.Attention becomes q/k/v MatMuls and a MultiHeadAttention that runs ONNX Runtime's
+    CPU flash kernel (MLAS: tiles of keys with an online softmax, never the (T, T) scores); in place. Returns how many.
+
+    ONNX Runtime takes that path only when no key padding mask or attention bias is given, and a
+    padded batch needs one. So the mask rides in one extra q/k coordinate per head: q' = [q, 1],
+    k' = [k, m] with m = 0 for a real key and MASK_FILTER / scale for padding, and the `scale`
+    attribute kept at 1/sqrt(head_dim), so q'.k' * scale = q.k * scale + m * scale: the additive
+    mask. The 1 comes from the q bias (a zero weight column), m from one (B, T, H * (d + 1)) tensor
+    made from `attention_mask` per head layout and added to k; v keeps its width (MultiHeadAttention
+    takes v_head_size != qk_head_size). A graph without the mask gets the same MultiHeadAttention
+    without the extra coordinate.
+    The price is that coordinate (q.k over 33 numbers instead of 32), three GEMMs instead of one
+    packed, and an Add per layer; the kernel pays off on long inputs only. Measured on the
+    long_listops teacher (dim 64, 2 heads of 32, ONNX Runtime 1.32, 2 threads, every other input
+    padded to 70%, interleaved rounds), packed Attention -> flash: batch 8 at 1,024 tokens 53.9 ->
+    46.4 ms, at 512 15.9 -> 15.6, at 256 5.23 -> 5.46, at 128 2.15 -> 2.63; batch 1 at 1,024 6.02 ->
+    6.21, at 512 1.94 -> 2.10. Hence FLASH_MIN_LEN.
+    """
+    from onnx import TensorProto, helper, numpy_helper
+
+    graph = proto.graph
+    weights = {t.name: t for t in graph.initializer}
+    nodes, count, key_padding = [], 0, {}
+    for node in graph.node:
+        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        mask = node.input[3] if len(node.input) == 4 else ""
+        if node.domain != "com.microsoft" or node.op_type != "Attention" or len(node.input) > 4 or mask not in ("", MASK_INT32) \
+                or node.input[1] not in weights or node.input[2] not in weights or attrs.get("unidirectional"):
+            nodes.append(node)
+            continue
+        W, b = numpy_helper.to_array(weights[node.input[1]]), numpy_helper.to_array(weights[node.input[2]])
+        heads = attrs["num_heads"]
+        q_size, k_size, v_size = attrs.get("qkv_hidden_sizes", [W.shape[1] // 3] * 3)
+        d = q_size // heads
+        scale = attrs.get("scale") or 1.0 / float(np.sqrt(d))
+        extra = 1 if mask else 0
+        module, prefix = module_of(node), node.name or node.output[0]
+
+        def widened(w, c, last):  # (D, H * d), (H * d,) -> (D, H * (d + extra)), bias with `last` in the extra coordinate
+            w2 = np.zeros((w.shape[0], heads, d + extra), np.float32)
+            w2[:, :, :d] = w.reshape(w.shape[0], heads, d)
+            c2 = np.full((heads, d + extra), last, np.float32)
+            c2[:, :d] = c.reshape(heads, d)
+            return w2.reshape(w.shape[0], -1), c2.reshape(-1)
+
+        wq, bq = widened(W[:, :q_size], b[:q_size], 1.0)
+        wk, bk = widened(W[:, q_size:q_size + k_size], b[q_size:q_size + k_size], 0.0)
+        wv, bv = np.ascontiguousarray(W[:, q_size + k_size:]), b[q_size + k_size:]
+        graph.initializer.append(numpy_helper.from_array(np.concatenate([bq, bk, bv]), f"{prefix}_qkv_bias_flash"))
+        qkv = []
+        for part, w in (("q_proj", wq), ("k_proj", wk), ("v_proj", wv)):
+            name = f"{node.output[0]}_{part}"
+            graph.initializer.append(numpy_helper.from_array(w, f"{name}_weight"))
+            matmul = helper.make_node("MatMul", [node.input[0], f"{name}_weight"], [name], name=f"{name}_MatMul")
+            matmul.metadata_props.add(key="pkg.torch.onnx.name_scopes", value=repr([f"{module}.{part}".lstrip("."), "linear"]))
+            nodes.append(matmul)
+            qkv.append(name)
+        if mask:
+            layout = (heads, d)
+            if not key_padding:  # padding = 1 - attention_mask, (B, T, 1), made once
+                graph.initializer.extend([numpy_helper.from_array(np.array(1.0, np.float32), "attention_one"),
+                                          numpy_helper.from_array(np.array([-1], np.int64), "attention_last_axis")])
+                nodes += [helper.make_node("Cast", [MASK_INPUT], ["attention_mask_float"], name="attention_mask_to_float", to=TensorProto.FLOAT),
+                          helper.make_node("Sub", ["attention_one", "attention_mask_float"], ["attention_padding_2d"], name="attention_padding_2d"),
+                          helper.make_node("Unsqueeze", ["attention_padding_2d", "attention_last_axis"], ["attention_padding"], name="attention_padding")]
+            if layout not in key_padding:  # (B, T, 1) * (H * (d + 1),): MASK_FILTER / scale in each head's extra coordinate
+                column = np.zeros((heads, d + 1), np.float32)
+                column[:, d] = MASK_FILTER / scale
+                key_padding[layout] = f"attention_key_padding_{heads}x{d}"
+                graph.initializer.append(numpy_helper.from_array(column.reshape(-1), f"{key_padding[layout]}_column"))
+                nodes.append(helper.make_node("Mul", ["attention_padding", f"{key_padding[layout]}_column"], [key_padding[layout]],
+                                              name=key_padding[layout]))
+            nodes.append(helper.make_node("Add", [qkv[1], key_padding[layout]], [f"{qkv[1]}_padded"], name=f"{qkv[1]}_padded"))
+            qkv[1] = f"{qkv[1]}_padded"
+        mha = helper.make_node("MultiHeadAttention", qkv + [f"{prefix}_qkv_bias_flash"], list(node.output), name=f"{prefix}_flash",
+                               domain="com.microsoft", num_heads=heads, scale=scale)
         mha.metadata_props.extend(node.metadata_props)
         nodes.append(mha)
         count += 1

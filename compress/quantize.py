@@ -12,8 +12,8 @@ The parent's artifact arrives already fused by the `export` step (`compress/fuse
 full attention as one packed `Attention`, which dynamic quantization turns into `QAttention`
 (int8 QKV GEMM); static quantization, which has no int8 Attention, first unpacks it into q/k/v
 MatMuls it quantizes and a `MultiHeadAttention` that stays fp32). Before quantizing, the graph
-may be fused further by `onnxruntime.transformers.optimizer` (LayerNorm, SkipLayerNorm, BiasGelu, and BERT-pattern Attention for a graph exported with
-`fuse: false`; the fusions that happened are recorded) and is always prepared by `quant_pre_process` (shape inference, basic
+may be fused further by `onnxruntime.transformers.optimizer` (LayerNorm, BiasGelu, and BERT-pattern Attention for a graph exported with
+`fuse: false`; SkipLayerNorm is undone after it; the fusions that happened are recorded) and is always prepared by `quant_pre_process` (shape inference, basic
 graph optimisations). Nodes are first renamed `<module path>/<node>` (from the `name_scopes`
 metadata the dynamo exporter writes, or the TorchScript exporter's `/model/<path>/<op>` names),
 so the selector vocabulary of `compress/select.py` (`include`/`exclude`/`protect` globs over
@@ -38,7 +38,7 @@ from pydantic import Field, model_validator
 from compress.config_base import NAME_PATTERN, ConfigBase, StepConfig
 from compress.distributed import main_process_only
 from compress.errors import RecipeError
-from compress.fuse_graph import fused_ops, unpack_attention_
+from compress.fuse_graph import fused_ops, unfuse_skip_layer_norm_, unpack_attention_
 from compress.io import atomic_dir
 from compress.quantize_graph import (
     aliases,
@@ -179,6 +179,8 @@ def optimize_graph(src: Path, dst: Path, attention: bool = True) -> dict[str, in
     options = FusionOptions("bert")
     options.enable_attention = attention
     optimized = optimize_model(str(src), model_type="bert", num_heads=0, hidden_size=0, optimization_options=options)
+    # SkipLayerNormalization undone after the optimizer (its attention fusion anchors on it): slower on CPU (fuse_graph.py)
+    unfuse_skip_layer_norm_(optimized.model)
     name_fused_nodes_(optimized.model, {n.name for n in onnx.load(str(src), load_external_data=False).graph.node})
     optimized.save_model_to_file(str(dst))
     return {op: n for op, n in optimized.get_fused_operator_statistics().items() if n}

@@ -288,7 +288,8 @@ def fusions_table(rows: list[Row]) -> Table:
     for row in rows:
         fusions = row.stage.get("fusions")
         if fusions is not None:
-            text = ", ".join(f"{op} ×{n}" for op, n in fusions.items()) or "none (unfused graph)"
+            text = ", ".join(f"{op} ×{n}" + (" (flash kernel)" if op == "MultiHeadAttention" and row.stage.get("flash_attention") else "")
+                             for op, n in fusions.items()) or "none (unfused graph)"
             table.rows.append([(row.name, False), (text, False)])
     return table
 

@@ -9,7 +9,7 @@ import torch
 from onnx import helper
 
 from compress.export import ExportConfig, export_stage
-from compress.fuse_graph import fused_ops, unpack_attention_
+from compress.fuse_graph import FLASH_MIN_LEN, fused_ops, unpack_attention_
 from compress.models import SlimformerConfig, SlimformerForSequenceClassification
 from compress.quantize import QuantizeConfig, quantize_onnx
 from compress.quantize_graph import module_of
@@ -66,7 +66,20 @@ def test_full_attention_is_one_fused_node_per_layer(full):
     assert not any(n.op_type in ("Softmax", "Where", "Expand") for n in graph.node)  # no unfused attention or mask broadcast left
     assert sum(n.op_type == "MatMul" for n in graph.node) == 6  # out_proj, up, down per layer; q/k/v are in the packed GEMM
     assert report["fusions"] == ops(out / "model.onnx")
-    assert report["fusions"]["Attention"] == 2 and report["fusions"]["SkipLayerNormalization"] == 4
+    assert report["fusions"] == {"Attention": 2, "BiasGelu": 2} and report["flash_attention"] is False
+
+
+def test_residual_sums_stay_apart_from_layer_norm_even_after_onnx_runtime_optimizes(full, tmp_path):
+    """SkipLayerNormalization is undone (slower on CPU): each residual is a Sum feeding a LayerNormalization, in the
+    file and in the graph ONNX Runtime optimizes at its default level when a user loads the artifact."""
+    _, out, _ = full
+    graph = onnx.load(str(out / "model.onnx")).graph
+    assert sum(n.op_type == "Sum" for n in graph.node) == 4 and sum(n.op_type == "LayerNormalization" for n in graph.node) == 6
+    options = ort.SessionOptions()
+    options.optimized_model_filepath = str(tmp_path / "optimized.onnx")  # what the session runs, default level (all)
+    ort.InferenceSession(str(out / "model.onnx"), options, providers=["CPUExecutionProvider"])
+    optimized = [n.op_type for n in onnx.load(str(tmp_path / "optimized.onnx")).graph.node]
+    assert "SkipLayerNormalization" not in optimized and optimized.count("Sum") == 4
 
 
 def test_unpacking_restores_the_multi_head_form_with_the_same_logits(full):
@@ -97,7 +110,7 @@ def test_a_fusion_that_breaks_parity_ships_the_unfused_graph(tmp_path, monkeypat
     """The gate is on what ships: a rewrite that changes the logits is dropped, and the report says why."""
     import compress.export
 
-    def broken(src, dst):
+    def broken(src, dst, flash=False):
         proto = onnx.load(str(src))
         logits = next(n for n in proto.graph.node if "logits" in n.output)
         logits.output[0] = "logits_raw"  # logits + 1: a fused graph that no longer matches torch
@@ -142,8 +155,58 @@ def test_efficient_kinds_get_no_attention_kernel_and_keep_parity(tmp_path):
     assert {module_of(n) for n in graph.node if n.op_type == "Attention"} == {"layers.0.attn"}  # packed: q/k/v of one input
     assert {module_of(n) for n in graph.node if n.op_type == "MultiHeadAttention"} == {"layers.3.attn"}  # global rows' queries
     assert report["fusions"]["Attention"] == 1 and report["fusions"]["MultiHeadAttention"] == 1
-    assert report["fusions"]["SkipLayerNormalization"] == 8
+    assert "SkipLayerNormalization" not in report["fusions"] and report["fusions"]["BiasGelu"] == 4
     ids, mask = padded(6, 16, seed=3)
     with torch.no_grad():
         expected = model(input_ids=ids, attention_mask=mask).logits.numpy()
     assert np.abs(run(tmp_path / "onnx" / "model.onnx", ids, mask) - expected).max() <= GATE
+
+
+@pytest.fixture(scope="module")
+def flash(tmp_path_factory):
+    model = tiny()
+    out = tmp_path_factory.mktemp("flash") / "onnx"
+    report = export_stage(model, FakeTokenizer(), out, padded(8), ExportConfig(flash_attention=True))
+    return model, out, report
+
+
+def test_flash_form_has_no_mask_input_and_carries_the_mask_in_an_extra_coordinate(flash):
+    """ONNX Runtime's CPU flash kernel runs only for a MultiHeadAttention without key padding mask or attention bias:
+    q and k get one coordinate more per head (heads 4 and 2 of 8 -> 9), v keeps its width."""
+    _, out, report = flash
+    graph = onnx.load(str(out / "model.onnx")).graph
+    mha = [n for n in graph.node if n.op_type == "MultiHeadAttention"]
+    assert report["flash_attention"] is True and report["fusions"].get("Attention") is None and len(mha) == 2
+    assert all(len(n.input) == 4 for n in mha)  # query, key, value, bias: no key_padding_mask, no attention_bias
+    weights = {t.name: t.dims for t in graph.initializer}
+    assert [[weights[f"{n.output[0]}_{p}_proj_weight"][1] for p in "qkv"] for n in mha] == [[36, 36, 32], [18, 18, 16]]
+    assert {module_of(n) for n in graph.node if n.op_type == "MatMul"} >= {f"layers.{i}.attn.{p}_proj" for i in (0, 1) for p in "qkv"}
+
+
+@pytest.mark.parametrize("shape", [(12, 16), (3, 24), (5, 2)])
+def test_flash_form_keeps_parity_on_padded_batches(flash, full, shape):
+    model, out, report = flash
+    assert report["max_abs_diff"] <= GATE
+    ids, mask = padded(*shape, seed=5)
+    with torch.no_grad():
+        expected = model(input_ids=ids, attention_mask=mask).logits.numpy()
+    assert np.abs(run(out / "model.onnx", ids, mask) - expected).max() <= GATE
+    np.testing.assert_allclose(run(out / "model.onnx", ids, mask), run(full[1] / "model.onnx", ids, mask), atol=1e-5)
+
+
+def test_flash_form_is_the_default_from_long_inputs_on(tmp_path):
+    model = tiny()
+    short = export_stage(model, FakeTokenizer(), tmp_path / "short", padded(8), ExportConfig(), seq_len=FLASH_MIN_LEN - 1)
+    long = export_stage(model, FakeTokenizer(), tmp_path / "long", padded(8), ExportConfig(), seq_len=FLASH_MIN_LEN)
+    assert (short["flash_attention"], long["flash_attention"]) == (False, True)
+    assert short["fusions"]["Attention"] == 2 and long["fusions"]["MultiHeadAttention"] == 2
+
+
+def test_flash_form_quantizes_within_the_int8_budget(flash, tmp_path):
+    _, out, _ = flash
+    summary = quantize_onnx(out / "model.onnx", tmp_path / "int8.onnx", QuantizeConfig(mode="dynamic"))
+    assert summary["n_quantized"] >= 8 and ops(tmp_path / "int8.onnx").get("MultiHeadAttention") == 2
+    ids, mask = batch(seed=2)
+    fp32, int8 = run(out / "model.onnx", ids, mask), run(tmp_path / "int8.onnx", ids, mask)
+    assert np.abs(int8 - fp32).max() <= ATOL + RTOL * np.abs(fp32).max()
+    assert (int8.argmax(-1) == fp32.argmax(-1)).mean() >= MIN_AGREEMENT

@@ -77,7 +77,7 @@ def test_quantized_logits_close_to_fp32(parent, tmp_path, settings):
     assert summary["n_quantized"] >= 8 and sorted(summary["kept_fp32"]) == sorted(summary["excluded"])
     integer = [t for t in onnx.load(str(tmp_path / "model.onnx")).graph.initializer if t.data_type in (2, 3)]
     assert sum(int(np.prod(t.dims)) for t in integer) >= 60 * 32  # at least the embedding table's worth
-    assert summary["fusions"].get("SkipLayerNormalization", 0) > 0  # the optimizer ran
+    assert "SkipLayerNormalization" not in summary["fusions"]  # slower on CPU than Sum + LayerNormalization: never fused
     classifier = [n for n in onnx.load(str(tmp_path / "model.onnx")).graph.node if n.name.startswith("classifier/")]
     assert classifier and {n.op_type for n in classifier} <= {"Gemm", "MatMul", "Add"}, classifier
     assert all(name.startswith("classifier/") for name in summary["excluded"])
