@@ -5,7 +5,7 @@
 A random-weight Slimformer of the quickstart's shape (size mini: dim 128, 4 heads, ffn 512,
 2 layers; weights do not change the time) is exported twice, with and without
 `compress/fuse_graph.py`, and each (runtime, cell) is timed by `eval.interleave.time_in_rounds`
-with the bench's own settings (`eval.bench.ort_session`: no spinning, ORT_ENABLE_ALL; torch
+with the bench's own settings (`eval.bench.ort_session`: the timed session spins, ORT_ENABLE_ALL; torch
 under inference_mode with the same threads). Prints p50 ms and the ratios. Not a test: numbers
 depend on the machine and its load.
 """
