@@ -101,12 +101,11 @@ def unfuse_skip_layer_norm_(proto) -> int:
 
     graph = proto.graph
     read = {name for n in graph.node for name in n.input} | {o.name for o in graph.output}
-    nodes, count = [], 0
-    for node in graph.node:
+
+    def unfused(node) -> list | None:
         outputs = (list(node.output) + ["", "", "", ""])[:4]  # y, mean, inv_std_var, input_skip_bias_sum
         if node.domain != "com.microsoft" or node.op_type != "SkipLayerNormalization" or {outputs[1], outputs[2]} & read - {""}:
-            nodes.append(node)
-            continue
+            return None
         x, skip, gamma, beta, bias = (list(node.input) + ["", "", ""])[:5]
         total = outputs[3] or f"{node.name or outputs[0]}_sum"
         epsilon = next((helper.get_attribute_value(a) for a in node.attribute if a.name == "epsilon"), 1e-12)
@@ -115,8 +114,19 @@ def unfuse_skip_layer_norm_(proto) -> int:
                                 name=f"{node.name}_norm", axis=-1, epsilon=epsilon)
         for made in (added, norm):
             made.metadata_props.extend(node.metadata_props)
-        nodes += [added, norm]
-        count += 1
+        return [added, norm]
+
+    return rewrite_each_(proto, unfused)
+
+
+def rewrite_each_(proto, rewrite: Callable) -> int:
+    """Replace each node for which `rewrite(node)` returns nodes (in order, in its place); a node it returns None
+    for stays. Then drop what nothing reads (replace_nodes_). In place; returns how many nodes were replaced."""
+    nodes, count = [], 0
+    for node in proto.graph.node:
+        made = rewrite(node)
+        nodes += [node] if made is None else made
+        count += made is not None
     if count:
         replace_nodes_(proto, nodes)
     return count
@@ -168,6 +178,18 @@ def pack_attention_(proto) -> int:
     return len(replaced)
 
 
+def is_packed_attention(node, weights: dict) -> bool:
+    """A com.microsoft.Attention over constant packed weights (what `pack_attention_` writes), at most the mask input."""
+    return node.domain == "com.microsoft" and node.op_type == "Attention" and len(node.input) <= 4 \
+        and node.input[1] in weights and node.input[2] in weights
+
+
+def scoped_(node, module: str, part: str):
+    """Give a node made from a packed attention the module path `<module>.<part>` that module_of reads (layers.0.attn.q_proj)."""
+    node.metadata_props.add(key="pkg.torch.onnx.name_scopes", value=repr([f"{module}.{part}".lstrip("."), "linear"]))
+    return node
+
+
 def unpack_attention_(proto, which: Callable[[str], bool] = lambda module: True) -> int:
     """The inverse of `pack_attention_`, in place: each com.microsoft.Attention of a module `which` accepts
     becomes q/k/v MatMul + bias Add (modules `<attention module>.q_proj` ..., so selectors find them) and a
@@ -177,40 +199,31 @@ def unpack_attention_(proto, which: Callable[[str], bool] = lambda module: True)
 
     graph = proto.graph
     weights = {t.name: t for t in graph.initializer}
-    nodes, count = [], 0
-    for node in graph.node:
-        if node.domain != "com.microsoft" or node.op_type != "Attention" or len(node.input) > 4 \
-                or node.input[1] not in weights or node.input[2] not in weights:
-            nodes.append(node)
-            continue
+
+    def unpacked(node) -> list | None:
+        module = module_of(node)  # layers.0.attn
+        if not is_packed_attention(node, weights) or not which(module):
+            return None
         attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
         W, b = numpy_helper.to_array(weights[node.input[1]]), numpy_helper.to_array(weights[node.input[2]])
         sizes = list(attrs.pop("qkv_hidden_sizes", [W.shape[1] // 3] * 3))
-        module = module_of(node)  # layers.0.attn
-        if not which(module):
-            nodes.append(node)
-            continue
-        qkv, start = [], 0
+        nodes, qkv, start = [], [], 0
         for part, size in zip(("q_proj", "k_proj", "v_proj"), sizes):
             name = f"{node.output[0]}_{part}"
             graph.initializer.extend([numpy_helper.from_array(np.ascontiguousarray(W[:, start : start + size]), f"{name}_weight"),
                                       numpy_helper.from_array(b[start : start + size].copy(), f"{name}_bias")])
             matmul = helper.make_node("MatMul", [node.input[0], f"{name}_weight"], [f"{name}_matmul"], name=f"{name}_MatMul")
             add = helper.make_node("Add", [f"{name}_matmul", f"{name}_bias"], [name], name=f"{name}_Add")
-            for made in (matmul, add):  # what module_of reads: layers.0.attn.q_proj
-                made.metadata_props.add(key="pkg.torch.onnx.name_scopes", value=repr([f"{module}.{part}".lstrip("."), "linear"]))
-            nodes += [matmul, add]
+            nodes += [scoped_(matmul, module, part), scoped_(add, module, part)]
             qkv.append(name)
             start += size
         mask = [node.input[3]] if len(node.input) == 4 and node.input[3] else []
         mha = helper.make_node("MultiHeadAttention", qkv + (["", *mask] if mask else []), list(node.output),
                                name=f"{node.name}_unpacked", domain="com.microsoft", **attrs)
         mha.metadata_props.extend(node.metadata_props)
-        nodes.append(mha)
-        count += 1
-    if count:
-        replace_nodes_(proto, nodes)
-    return count
+        return nodes + [mha]
+
+    return rewrite_each_(proto, unpacked)
 
 
 # --------------------------------------------------------------------------- flash attention for long inputs
@@ -242,66 +255,73 @@ def flash_attention_(proto) -> int:
 
     graph = proto.graph
     weights = {t.name: t for t in graph.initializer}
-    nodes, count, key_padding = [], 0, {}
-    for node in graph.node:
+    key_padding: dict[tuple[int, int], str] = {}  # (heads, head_dim) -> the (B, T, H * (d + 1)) tensor added to k
+
+    def padding_of(heads: int, d: int, scale: float) -> list:
+        """The nodes that make key_padding[(heads, d)] (none when made already): MASK_FILTER / scale in each
+        head's extra coordinate where attention_mask is 0, from padding = 1 - attention_mask (B, T, 1), made once."""
+        made = []
+        if not key_padding:
+            graph.initializer.extend([numpy_helper.from_array(np.array(1.0, np.float32), "attention_one"),
+                                      numpy_helper.from_array(np.array([-1], np.int64), "attention_last_axis")])
+            made += [helper.make_node("Cast", [MASK_INPUT], ["attention_mask_float"], name="attention_mask_to_float",
+                                      to=TensorProto.FLOAT),
+                     helper.make_node("Sub", ["attention_one", "attention_mask_float"], ["attention_padding_2d"],
+                                      name="attention_padding_2d"),
+                     helper.make_node("Unsqueeze", ["attention_padding_2d", "attention_last_axis"], ["attention_padding"],
+                                      name="attention_padding")]
+        if (heads, d) not in key_padding:
+            name = key_padding[heads, d] = f"attention_key_padding_{heads}x{d}"
+            column = np.zeros((heads, d + 1), np.float32)
+            column[:, d] = MASK_FILTER / scale
+            graph.initializer.append(numpy_helper.from_array(column.reshape(-1), f"{name}_column"))
+            made.append(helper.make_node("Mul", ["attention_padding", f"{name}_column"], [name], name=name))
+        return made
+
+    def flash(node) -> list | None:
         attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
         mask = node.input[3] if len(node.input) == 4 else ""
-        if node.domain != "com.microsoft" or node.op_type != "Attention" or len(node.input) > 4 or mask not in ("", MASK_INT32) \
-                or node.input[1] not in weights or node.input[2] not in weights or attrs.get("unidirectional"):
-            nodes.append(node)
-            continue
+        if not is_packed_attention(node, weights) or mask not in ("", MASK_INT32) or attrs.get("unidirectional"):
+            return None
         W, b = numpy_helper.to_array(weights[node.input[1]]), numpy_helper.to_array(weights[node.input[2]])
         heads = attrs["num_heads"]
-        q_size, k_size, v_size = attrs.get("qkv_hidden_sizes", [W.shape[1] // 3] * 3)
+        q_size, k_size, _ = attrs.get("qkv_hidden_sizes", [W.shape[1] // 3] * 3)
         d = q_size // heads
         scale = attrs.get("scale") or 1.0 / float(np.sqrt(d))
         extra = 1 if mask else 0
         module, prefix = module_of(node), node.name or node.output[0]
-
-        def widened(w, c, last):  # (D, H * d), (H * d,) -> (D, H * (d + extra)), bias with `last` in the extra coordinate
-            w2 = np.zeros((w.shape[0], heads, d + extra), np.float32)
-            w2[:, :, :d] = w.reshape(w.shape[0], heads, d)
-            c2 = np.full((heads, d + extra), last, np.float32)
-            c2[:, :d] = c.reshape(heads, d)
-            return w2.reshape(w.shape[0], -1), c2.reshape(-1)
-
-        wq, bq = widened(W[:, :q_size], b[:q_size], 1.0)
-        wk, bk = widened(W[:, q_size:q_size + k_size], b[q_size:q_size + k_size], 0.0)
+        wq, bq = widened(W[:, :q_size], b[:q_size], heads, extra, 1.0)
+        wk, bk = widened(W[:, q_size:q_size + k_size], b[q_size:q_size + k_size], heads, extra, 0.0)
         wv, bv = np.ascontiguousarray(W[:, q_size + k_size:]), b[q_size + k_size:]
         graph.initializer.append(numpy_helper.from_array(np.concatenate([bq, bk, bv]), f"{prefix}_qkv_bias_flash"))
-        qkv = []
+        nodes, qkv = [], []
         for part, w in (("q_proj", wq), ("k_proj", wk), ("v_proj", wv)):
             name = f"{node.output[0]}_{part}"
             graph.initializer.append(numpy_helper.from_array(w, f"{name}_weight"))
             matmul = helper.make_node("MatMul", [node.input[0], f"{name}_weight"], [name], name=f"{name}_MatMul")
-            matmul.metadata_props.add(key="pkg.torch.onnx.name_scopes", value=repr([f"{module}.{part}".lstrip("."), "linear"]))
-            nodes.append(matmul)
+            nodes.append(scoped_(matmul, module, part))
             qkv.append(name)
         if mask:
-            layout = (heads, d)
-            if not key_padding:  # padding = 1 - attention_mask, (B, T, 1), made once
-                graph.initializer.extend([numpy_helper.from_array(np.array(1.0, np.float32), "attention_one"),
-                                          numpy_helper.from_array(np.array([-1], np.int64), "attention_last_axis")])
-                nodes += [helper.make_node("Cast", [MASK_INPUT], ["attention_mask_float"], name="attention_mask_to_float", to=TensorProto.FLOAT),
-                          helper.make_node("Sub", ["attention_one", "attention_mask_float"], ["attention_padding_2d"], name="attention_padding_2d"),
-                          helper.make_node("Unsqueeze", ["attention_padding_2d", "attention_last_axis"], ["attention_padding"], name="attention_padding")]
-            if layout not in key_padding:  # (B, T, 1) * (H * (d + 1),): MASK_FILTER / scale in each head's extra coordinate
-                column = np.zeros((heads, d + 1), np.float32)
-                column[:, d] = MASK_FILTER / scale
-                key_padding[layout] = f"attention_key_padding_{heads}x{d}"
-                graph.initializer.append(numpy_helper.from_array(column.reshape(-1), f"{key_padding[layout]}_column"))
-                nodes.append(helper.make_node("Mul", ["attention_padding", f"{key_padding[layout]}_column"], [key_padding[layout]],
-                                              name=key_padding[layout]))
-            nodes.append(helper.make_node("Add", [qkv[1], key_padding[layout]], [f"{qkv[1]}_padded"], name=f"{qkv[1]}_padded"))
+            nodes += padding_of(heads, d, scale)
+            nodes.append(helper.make_node("Add", [qkv[1], key_padding[heads, d]], [f"{qkv[1]}_padded"], name=f"{qkv[1]}_padded"))
             qkv[1] = f"{qkv[1]}_padded"
-        mha = helper.make_node("MultiHeadAttention", qkv + [f"{prefix}_qkv_bias_flash"], list(node.output), name=f"{prefix}_flash",
-                               domain="com.microsoft", num_heads=heads, scale=scale)
+        mha = helper.make_node("MultiHeadAttention", qkv + [f"{prefix}_qkv_bias_flash"], list(node.output),
+                               name=f"{prefix}_flash", domain="com.microsoft", num_heads=heads, scale=scale)
         mha.metadata_props.extend(node.metadata_props)
-        nodes.append(mha)
-        count += 1
-    if count:
-        replace_nodes_(proto, nodes)
-    return count
+        return nodes + [mha]
+
+    return rewrite_each_(proto, flash)
+
+
+def widened(w: np.ndarray, c: np.ndarray, heads: int, extra: int, last: float) -> tuple[np.ndarray, np.ndarray]:
+    """A projection's weight (D, H * d) and bias (H * d,) with `extra` coordinates appended to each head:
+    zero weights, and `last` in the bias. -> (D, H * (d + extra)), (H * (d + extra),)"""
+    d = w.shape[1] // heads
+    w2 = np.zeros((w.shape[0], heads, d + extra), np.float32)
+    w2[:, :, :d] = w.reshape(w.shape[0], heads, d)
+    c2 = np.full((heads, d + extra), last, np.float32)
+    c2[:, :d] = c.reshape(heads, d)
+    return w2.reshape(w.shape[0], -1), c2.reshape(-1)
 
 
 def linear_of(producer: dict, weights: dict, name: str) -> tuple[str, str, str] | None:

@@ -11,9 +11,11 @@ and its int8 models do not export to ONNX.
 The parent's artifact arrives already fused by the `export` step (`compress/fuse_graph.py`:
 full attention as one packed `Attention`, which dynamic quantization turns into `QAttention`
 (int8 QKV GEMM); static quantization, which has no int8 Attention, first unpacks it into q/k/v
-MatMuls it quantizes and a `MultiHeadAttention` that stays fp32). Before quantizing, the graph
-may be fused further by `onnxruntime.transformers.optimizer` (LayerNorm, BiasGelu, and BERT-pattern Attention for a graph exported with
-`fuse: false`; SkipLayerNorm is undone after it; the fusions that happened are recorded) and is always prepared by `quant_pre_process` (shape inference, basic
+MatMuls it quantizes and a `MultiHeadAttention` that stays fp32; the flash form of long inputs is
+already q/k/v MatMuls around a fp32 `MultiHeadAttention`). Before quantizing, the graph
+may be fused further by `onnxruntime.transformers.optimizer` (LayerNorm, BiasGelu, and BERT-pattern
+Attention for a graph exported with `fuse: false`; its SkipLayerNorm is undone after it; the fusions
+that happened are recorded) and is always prepared by `quant_pre_process` (shape inference, basic
 graph optimisations). Nodes are first renamed `<module path>/<node>` (from the `name_scopes`
 metadata the dynamo exporter writes, or the TorchScript exporter's `/model/<path>/<op>` names),
 so the selector vocabulary of `compress/select.py` (`include`/`exclude`/`protect` globs over

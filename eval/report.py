@@ -288,8 +288,9 @@ def fusions_table(rows: list[Row]) -> Table:
     for row in rows:
         fusions = row.stage.get("fusions")
         if fusions is not None:
-            text = ", ".join(f"{op} ×{n}" + (" (flash kernel)" if op == "MultiHeadAttention" and row.stage.get("flash_attention") else "")
-                             for op, n in fusions.items()) or "none (unfused graph)"
+            flash = " (flash kernel)" if row.stage.get("flash_attention") else ""
+            text = ", ".join(f"{op} ×{n}" + (flash if op == "MultiHeadAttention" else "") for op, n in fusions.items())
+            text = text or "none (unfused graph)"
             table.rows.append([(row.name, False), (text, False)])
     return table
 

@@ -96,9 +96,10 @@ def test_unpacking_restores_the_multi_head_form_with_the_same_logits(full):
     np.testing.assert_allclose(logits, run(out / "model.onnx", ids, mask), atol=1e-5)
 
 
+@pytest.mark.parametrize("form", ["full", "flash"])  # the packed Attention, and the flash form of long inputs
 @pytest.mark.parametrize("shape", [(12, 16), (3, 24), (5, 2)])
-def test_fused_graph_keeps_parity_on_padded_batches(full, shape):
-    model, out, report = full
+def test_fused_graph_keeps_parity_on_padded_batches(request, form, shape):
+    model, out, report = request.getfixturevalue(form)
     assert report["max_abs_diff"] <= GATE
     ids, mask = padded(*shape, seed=1)
     with torch.no_grad():
@@ -180,18 +181,8 @@ def test_flash_form_has_no_mask_input_and_carries_the_mask_in_an_extra_coordinat
     assert all(len(n.input) == 4 for n in mha)  # query, key, value, bias: no key_padding_mask, no attention_bias
     weights = {t.name: t.dims for t in graph.initializer}
     assert [[weights[f"{n.output[0]}_{p}_proj_weight"][1] for p in "qkv"] for n in mha] == [[36, 36, 32], [18, 18, 16]]
-    assert {module_of(n) for n in graph.node if n.op_type == "MatMul"} >= {f"layers.{i}.attn.{p}_proj" for i in (0, 1) for p in "qkv"}
-
-
-@pytest.mark.parametrize("shape", [(12, 16), (3, 24), (5, 2)])
-def test_flash_form_keeps_parity_on_padded_batches(flash, full, shape):
-    model, out, report = flash
-    assert report["max_abs_diff"] <= GATE
-    ids, mask = padded(*shape, seed=5)
-    with torch.no_grad():
-        expected = model(input_ids=ids, attention_mask=mask).logits.numpy()
-    assert np.abs(run(out / "model.onnx", ids, mask) - expected).max() <= GATE
-    np.testing.assert_allclose(run(out / "model.onnx", ids, mask), run(full[1] / "model.onnx", ids, mask), atol=1e-5)
+    projections = {f"layers.{i}.attn.{p}_proj" for i in (0, 1) for p in "qkv"}
+    assert {module_of(n) for n in graph.node if n.op_type == "MatMul"} >= projections  # quantize's selectors find them
 
 
 def test_flash_form_is_the_default_from_long_inputs_on(tmp_path):
