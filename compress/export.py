@@ -9,8 +9,8 @@ The export uses torch's dynamo-based exporter (`torch.onnx.export(dynamo=True)`,
 underneath). With `fuse: true` (the default) the graph is then rewritten for ONNX Runtime's fused
 kernels (`compress/fuse_graph.py`: full attention as one packed Attention, or for inputs of
 FLASH_MIN_LEN tokens and more a MultiHeadAttention on ONNX Runtime's flash kernel; BiasGelu); the
-fused ops are recorded as the stage's `fusions`, the flash form as `flash_attention`. Before the folder is moved into
-place, ONNX Runtime runs the final graph on real validation inputs (padded ones included) and its
+fused ops are recorded as the stage's `fusions`, the flash form as `flash_attention`. Before the
+folder is moved into place, ONNX Runtime runs the final graph on real validation inputs (padded ones included) and its
 logits must match PyTorch's within `atol`; otherwise nothing is written and the step fails with
 the measured difference.
 """
@@ -27,7 +27,7 @@ from pydantic import Field
 from compress.config_base import StepConfig
 from compress.distributed import main_process_only
 from compress.errors import ExportError
-from compress.fuse_graph import FLASH_MIN_LEN, fuse_for_ort
+from compress.fuse_graph import FLASH_MIN_LEN, flash_layers, fuse_for_ort
 from compress.io import atomic_dir
 from compress.registry import register_step
 from eval.bench import INPUT_NAMES, ONNX_FILE  # the artifact's file name and inputs: the timer reads the same
@@ -132,7 +132,7 @@ def export_stage(model, tokenizer, out_dir: Path, parity_inputs: tuple[torch.Ten
         parity = check_parity(model, tmp / ONNX_FILE, input_ids, attention_mask, cfg.atol)  # the gate, on what ships
         model.config.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-    flash = flash and "MultiHeadAttention" in fusions  # a graph with no full attention has nothing in the flash form
+        flash = flash and flash_layers(tmp / ONNX_FILE) > 0  # a graph without full attention has nothing in the flash form
     return {**parity, "fusions": fusions, "flash_attention": flash, **({"fuse_error": error} if error else {})}
 
 

@@ -313,6 +313,14 @@ def flash_attention_(proto) -> int:
     return rewrite_each_(proto, flash)
 
 
+def flash_layers(path: Path) -> int:
+    """How many attention layers of the ONNX file at `path` are in the flash form (`flash_attention_`'s nodes)."""
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    return sum(n.op_type == "MultiHeadAttention" and n.name.endswith("_flash") for n in graph.node)
+
+
 def widened(w: np.ndarray, c: np.ndarray, heads: int, extra: int, last: float) -> tuple[np.ndarray, np.ndarray]:
     """A projection's weight (D, H * d) and bias (H * d,) with `extra` coordinates appended to each head:
     zero weights, and `last` in the bias. -> (D, H * (d + extra)), (H * (d + extra),)"""

@@ -193,6 +193,17 @@ def test_flash_form_is_the_default_from_long_inputs_on(tmp_path):
     assert short["fusions"]["Attention"] == 2 and long["fusions"]["MultiHeadAttention"] == 2
 
 
+def test_flash_form_is_not_claimed_without_full_attention(tmp_path):
+    """BigBird's global rows become a MultiHeadAttention too, but not from a packed Attention: no flash form there."""
+    kinds = [{"kind": "bigbird", "block": 4, "window": 3, "n_global": 1, "n_random": 1}, {"kind": "performer", "n_features": 32}]
+    config = SlimformerConfig(vocab_size=60, max_len=24, dim=32, n_layers=2, n_heads=4, ffn_dim=64, num_labels=3,
+                              initializer_range=0.2, dropout=0.0, attention=kinds)
+    torch.manual_seed(0)
+    report = export_stage(SlimformerForSequenceClassification(config).eval(), FakeTokenizer(), tmp_path / "onnx", padded(8),
+                          ExportConfig(flash_attention=True))
+    assert report["fusions"]["MultiHeadAttention"] == 1 and report["flash_attention"] is False
+
+
 def test_flash_form_quantizes_within_the_int8_budget(flash, tmp_path):
     _, out, _ = flash
     summary = quantize_onnx(out / "model.onnx", tmp_path / "int8.onnx", QuantizeConfig(mode="dynamic"))
