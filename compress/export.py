@@ -10,9 +10,9 @@ underneath). With `fuse: true` (the default) the graph is then rewritten for ONN
 kernels (`compress/fuse_graph.py`: full attention as one packed Attention, or for inputs of
 FLASH_MIN_LEN tokens and more a MultiHeadAttention on ONNX Runtime's flash kernel; BiasGelu); the
 fused ops are recorded as the stage's `fusions`, the flash form as `flash_attention`. Before the
-folder is moved into place, ONNX Runtime runs the final graph on real validation inputs (padded ones included) and its
-logits must match PyTorch's within `atol`; otherwise nothing is written and the step fails with
-the measured difference.
+folder is moved into place, ONNX Runtime runs the final graph on real validation inputs (padded
+ones included) and its logits must match PyTorch's within `atol`; otherwise nothing is written
+and the step fails with the measured difference.
 """
 
 import logging
@@ -27,7 +27,7 @@ from pydantic import Field
 from compress.config_base import StepConfig
 from compress.distributed import main_process_only
 from compress.errors import ExportError
-from compress.fuse_graph import FLASH_MIN_LEN, flash_layers, fuse_for_ort
+from compress.fuse_graph import FLASH_MIN_LEN, fuse_for_ort
 from compress.io import atomic_dir
 from compress.registry import register_step
 from eval.bench import INPUT_NAMES, ONNX_FILE  # the artifact's file name and inputs: the timer reads the same
@@ -119,21 +119,20 @@ def export_stage(model, tokenizer, out_dir: Path, parity_inputs: tuple[torch.Ten
             export_onnx(model, raw, (input_ids, attention_mask), cfg.opset)
         except Exception as e:  # the exporter raises many types; the user needs the stage and the cause
             raise ExportError(f"ONNX export of {out_dir.parent.name} failed: {type(e).__name__}: {str(e)[:2000]}") from e
-        fusions, error = {}, None
-        flash = cfg.fuse and (cfg.flash_attention if cfg.flash_attention is not None else (seq_len or 0) >= FLASH_MIN_LEN)
+        fusions, flashed, error = {}, 0, None
+        flash = cfg.flash_attention if cfg.flash_attention is not None else (seq_len or 0) >= FLASH_MIN_LEN
         if cfg.fuse:
             try:
-                fusions = fuse_for_ort(raw, tmp / ONNX_FILE, flash=flash)
+                fusions, flashed = fuse_for_ort(raw, tmp / ONNX_FILE, flash=flash)
                 check_parity(model, tmp / ONNX_FILE, input_ids, attention_mask, cfg.atol)
             except Exception as e:  # a rule that cannot handle the graph, or breaks it: ship it unfused, say why
-                fusions, flash, error = {}, False, f"{type(e).__name__}: {str(e)[:300]}"
+                fusions, flashed, error = {}, 0, f"{type(e).__name__}: {str(e)[:300]}"
                 raw.replace(tmp / ONNX_FILE)
             raw.unlink(missing_ok=True)
         parity = check_parity(model, tmp / ONNX_FILE, input_ids, attention_mask, cfg.atol)  # the gate, on what ships
         model.config.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-        flash = flash and flash_layers(tmp / ONNX_FILE) > 0  # a graph without full attention has nothing in the flash form
-    return {**parity, "fusions": fusions, "flash_attention": flash, **({"fuse_error": error} if error else {})}
+    return {**parity, "fusions": fusions, "flash_attention": flashed > 0, **({"fuse_error": error} if error else {})}
 
 
 @register_step("export", ExportConfig)

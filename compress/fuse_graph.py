@@ -61,8 +61,9 @@ def fused_ops(proto) -> dict[str, int]:
     return dict(sorted(Counter(n.op_type for n in proto.graph.node if n.domain == "com.microsoft" and n.op_type in FUSED_OPS).items()))
 
 
-def fuse_for_ort(src: Path, dst: Path, flash: bool = False) -> dict[str, int]:
-    """Write `src` rewritten by onnxscript's `optimize_for_ort` to `dst`; returns the fused ops in it (`fused_ops`).
+def fuse_for_ort(src: Path, dst: Path, flash: bool = False) -> tuple[dict[str, int], int]:
+    """Write `src` rewritten by onnxscript's `optimize_for_ort` to `dst`; returns the fused ops in it (`fused_ops`)
+    and how many attention layers are in the flash form (0 without `flash`, or without full attention).
 
     Full attention is then packed (`pack_attention_`), or with `flash` given the masked flash form
     (`flash_attention_`, for long inputs); SkipLayerNormalization is undone (`unfuse_skip_layer_norm_`).
@@ -77,11 +78,10 @@ def fuse_for_ort(src: Path, dst: Path, flash: bool = False) -> dict[str, int]:
     model, _ = optimize_for_ort(ir.load(str(src)))
     proto = ir.to_proto(model)
     pack_attention_(proto)
-    if flash:
-        flash_attention_(proto)
+    flashed = flash_attention_(proto) if flash else 0
     unfuse_skip_layer_norm_(proto)
     onnx.save(proto, str(dst))
-    return fused_ops(proto)
+    return fused_ops(proto), flashed
 
 
 # --------------------------------------------------------------------------- residual + LayerNorm
@@ -201,8 +201,7 @@ def unpack_attention_(proto, which: Callable[[str], bool] = lambda module: True)
     weights = {t.name: t for t in graph.initializer}
 
     def unpacked(node) -> list | None:
-        module = module_of(node)  # layers.0.attn
-        if not is_packed_attention(node, weights) or not which(module):
+        if not is_packed_attention(node, weights) or not which(module := module_of(node)):  # layers.0.attn
             return None
         attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
         W, b = numpy_helper.to_array(weights[node.input[1]]), numpy_helper.to_array(weights[node.input[2]])
@@ -311,14 +310,6 @@ def flash_attention_(proto) -> int:
         return nodes + [mha]
 
     return rewrite_each_(proto, flash)
-
-
-def flash_layers(path: Path) -> int:
-    """How many attention layers of the ONNX file at `path` are in the flash form (`flash_attention_`'s nodes)."""
-    import onnx
-
-    graph = onnx.load(str(path), load_external_data=False).graph
-    return sum(n.op_type == "MultiHeadAttention" and n.name.endswith("_flash") for n in graph.node)
 
 
 def widened(w: np.ndarray, c: np.ndarray, heads: int, extra: int, last: float) -> tuple[np.ndarray, np.ndarray]:

@@ -119,7 +119,7 @@ def test_a_fusion_that_breaks_parity_ships_the_unfused_graph(tmp_path, monkeypat
         proto.graph.initializer.append(one)
         proto.graph.node.append(onnx.helper.make_node("Add", ["logits_raw", "one"], ["logits"]))
         onnx.save(proto, str(dst))
-        return {"MultiHeadAttention": 2}
+        return {"MultiHeadAttention": 2}, 0
 
     monkeypatch.setattr(compress.export, "fuse_for_ort", broken)
     report = export_stage(tiny(), FakeTokenizer(), tmp_path / "onnx", padded(8), ExportConfig())
