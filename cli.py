@@ -25,9 +25,9 @@ EXIT_CHECK_FAILED = 1  # `report --check`: a stage broke a limit (CI fails); 2 s
 
 
 def cmd_run(args) -> int:
-    from compress.config import load_recipe
+    from compress.run.config import load_recipe
     from compress.distributed import is_main_process, join
-    from compress.pipeline import resolve_device, run_recipe
+    from compress.run.runner import resolve_device, run_recipe
     from eval.report import write_report
 
     recipe, path = load_recipe(args.recipe, args.overrides)
@@ -45,7 +45,7 @@ def cmd_run(args) -> int:
 
 
 def cmd_validate(args) -> int:
-    from compress.config import dump_recipe, load_recipe
+    from compress.run.config import dump_recipe, load_recipe
 
     recipe, path = load_recipe(args.recipe, args.overrides)
     if args.print:
@@ -53,7 +53,7 @@ def cmd_validate(args) -> int:
     detail = ""
     if not args.no_data:  # data files, columns and labels are checked too
         from compress.data import load_task
-        from compress.pipeline import check_step_files
+        from compress.run.runner import check_step_files
 
         data = load_task(recipe.task, seed=recipe.seed, base_dir=path.parent)
         check_step_files(recipe, path.parent)  # files steps read (distill's unlabeled:)
@@ -67,7 +67,7 @@ def cmd_validate(args) -> int:
 def cmd_ls(args) -> int:
     from rich.table import Table
 
-    from compress.config import RECIPES_DIR
+    from compress.run.config import RECIPES_DIR
     from compress.data import TASKS
     from compress.models import ATTENTION
     from compress.steps import STEPS
@@ -91,7 +91,7 @@ def cmd_ls(args) -> int:
 
 
 def cmd_cp(args) -> int:
-    from compress.config import resolve_recipe_path
+    from compress.run.config import resolve_recipe_path
     from compress.errors import RecipeError
 
     source = resolve_recipe_path(args.recipe)
@@ -106,7 +106,7 @@ def cmd_cp(args) -> int:
 
 
 def cmd_schema(args) -> int:
-    from compress.config import recipe_schema
+    from compress.run.config import recipe_schema
 
     text = json.dumps(recipe_schema(), indent=2)
     if args.output:
@@ -151,7 +151,7 @@ def cmd_bench(args) -> int:
     if not args.scaling:
         return bench_run(args)
     fields = {"lengths": args.lengths, "gpu_lengths": args.gpu_lengths, "kinds": args.kinds, "threads": args.threads, "repeats": args.repeats, "warmup": args.warmup}
-    from compress.scaling import build_model, check_kinds, export_model
+    from compress.onnx.scaling import build_model, check_kinds, export_model
     from eval.report import load_results, write_report
     from eval.scaling import ScalingConfig, run_scaling
 

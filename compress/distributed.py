@@ -1,6 +1,6 @@
 """Several processes (`accelerate launch`, torchrun): who writes files, and where processes wait.
 
-Every process runs the whole recipe; `compress.train.train` splits each batch over them and
+Every process runs the whole recipe; `compress.training.loop.train` splits each batch over them and
 averages the gradients (PyTorch DDP through accelerate). Everything else follows one rule:
 the main process writes every file (compress/io.py skips writes in the others) and alone runs
 the steps that only export or measure (`main_process_only`); the others wait where they need

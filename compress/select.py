@@ -14,7 +14,7 @@ from collections.abc import Iterable
 
 from pydantic import Field, field_validator
 
-from compress.config_base import ConfigBase
+from compress.run.config_base import ConfigBase
 
 PROTECTED = ("classifier*", "embeddings*")
 

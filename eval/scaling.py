@@ -2,7 +2,7 @@
 
 `slimformer bench --scaling` takes one small untrained classifier per attention kind (same
 shape, same seed, `max_len` = the longest length; built and exported to ONNX with a parity check
-by `compress/scaling.py` and handed in by the CLI, so this package never imports the library), then at batch 1 and fixed threads times every length in
+by `compress/onnx/scaling.py` and handed in by the CLI, so this package never imports the library), then at batch 1 and fixed threads times every length in
 ONNX Runtime on CPU with `eval.bench.bench_onnx`, measures peak memory with
 `eval.bench.peak_memory` (a fresh process per point), and on a CUDA machine also times eager
 torch on the GPU. It writes `scaling.json`, log-log plots and `scaling.md` into one folder;
@@ -288,7 +288,7 @@ def run_scaling(cfg: ScalingConfig, out_dir: Path, build_model: Callable, export
 
     `build_model(cfg, kind)` returns the untrained torch classifier of `kind` (eval mode) and
     `export_model(model, path)` writes its ONNX file and returns the parity check's summary
-    (`compress/scaling.py` supplies both). `results`, a run's results.json, adds its trained models
+    (`compress/onnx/scaling.py` supplies both). `results`, a run's results.json, adds its trained models
     as points (`trained_points`)."""
     import torch
 

@@ -1,6 +1,6 @@
 """YAML files a user writes, read safely and validated with errors that point at the line.
 
-Recipes (`compress/config.py`) and thresholds files (`eval/check.py`) are both read here: YAML's
+Recipes (`compress/run/config.py`) and thresholds files (`eval/check.py`) are both read here: YAML's
 safe loader refusing duplicate keys, pydantic models whose unknown keys are errors listing the
 valid keys (nanoGPT, torchtune: a misspelled key is an error, not a silent default), and one
 message per error of the form `file:line: field: message`. Nothing in a YAML file can import

@@ -23,7 +23,7 @@ from typing import Any, Callable, TypeVar
 
 from pydantic import Field
 
-from compress.config_base import ConfigBase
+from compress.run.config_base import ConfigBase
 from compress.data.tokenizer import TokenizerConfig, encode
 
 SPLITS = ("train", "validation", "test")

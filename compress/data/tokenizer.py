@@ -39,7 +39,7 @@ import numpy as np
 from pydantic import Field
 from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 
-from compress.config_base import ConfigBase
+from compress.run.config_base import ConfigBase
 
 if TYPE_CHECKING:  # torch and transformers take seconds to import; configs must load fast
     from transformers import PreTrainedTokenizerFast

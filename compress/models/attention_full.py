@@ -2,7 +2,7 @@
 
 Uses `torch.nn.functional.scaled_dot_product_attention`, which picks a fused kernel on each
 device and exports to ONNX as plain MatMul/Softmax; the `export` step then fuses that into one
-`com.microsoft.MultiHeadAttention` per layer for ONNX Runtime (`compress/fuse_graph.py`: the
+`com.microsoft.MultiHeadAttention` per layer for ONNX Runtime (`compress/onnx/fuse_graph.py`: the
 sdpa rule matches this graph, the boolean mask included, so keep the call as it is).
 """
 

@@ -53,7 +53,7 @@ class Family:
     pooler: str | None = None  # a pretrained pooler (dense + tanh on [CLS]) a fresh classifier may sit on
     position_offset: bool = False  # RoBERTa: real tokens' positions start at padding_idx + 1
     # the masked-LM head (dense, LayerNorm, output bias; the decoder is the tied word embeddings) as
-    # compress.pretrain.MaskedLM's modules -> the checkpoint's names; None: the family ships none we read
+    # compress.steps.pretrain.MaskedLM's modules -> the checkpoint's names; None: the family ships none we read
     mlm_head: dict[str, str] | None = None
 
 

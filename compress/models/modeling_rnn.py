@@ -70,7 +70,7 @@ class SlimRNNPreTrainedModel(PreTrainedModel):
 
 
 class SlimRNNForSequenceClassification(SlimRNNPreTrainedModel):
-    onnx_dynamo = False  # torch.export fixes the length of the reversed pass; compress/export.py uses TorchScript
+    onnx_dynamo = False  # torch.export fixes the length of the reversed pass; compress/steps/export.py uses TorchScript
     def __init__(self, config: SlimRNNConfig):
         super().__init__(config)
         self.embeddings = nn.Embedding(config.vocab_size, config.dim, padding_idx=config.pad_token_id)

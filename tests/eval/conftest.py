@@ -35,7 +35,7 @@ def export_onnx(model: torch.nn.Module, path: Path) -> Path:
 
     The TorchScript exporter (`dynamo=False`, deprecated in torch 2.13) takes well under a
     second; the torch.export-based one (`dynamo=True`, `dynamic_shapes=` with
-    `torch.export.Dim`s) works as well but costs ~10 s on first use, and compress/export.py
+    `torch.export.Dim`s) works as well but costs ~10 s on first use, and compress/steps/export.py
     and tests/test_export.py already cover it.
     """
     ids = torch.randint(5, VOCAB_SIZE, (2, 8))  # sizes > 1, so neither looks like a constant to the tracer

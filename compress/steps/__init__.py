@@ -1,0 +1,11 @@
+"""Importing this module registers every pipeline step (one file per method).
+
+Only the recipe schema (`compress/run/config.py`, which builds the `steps:` union from the full
+registry) and the CLI import it; steps never import each other.
+"""
+
+from compress.steps import baseline, distill, export, measure, pretrain, prune, prune_vocab, prune_width, quantize, swap  # noqa: F401
+from compress.training import loop  # noqa: F401  (the `train` step)
+from compress.run.registry import STEPS
+
+__all__ = ["STEPS"]

@@ -1,0 +1,137 @@
+"""The `evaluate` and `bench` steps: measure the current stage, the same way for every stage.
+
+`evaluate` scores the stage's ONNX artifact with ONNX Runtime on the test split (and the torch
+model beside it, so a reader sees they agree), plus macro-F1 and agreement with the baseline
+stage's predictions (an ONNX-only int8 stage: with its fp32 parent's; no torch accuracy).
+`bench` times the ONNX artifact (and eager torch) over the recipe's `bench:` grid and
+measures peak memory in a fresh process. Both are thin: the measuring code lives in `eval/`
+so reports and `slimformer bench` use the same timer.
+"""
+
+from typing import Literal
+
+import numpy as np
+import torch
+from pydantic import Field
+
+from compress.run.config_base import StepConfig
+from compress.distributed import main_process_only
+from compress.errors import RecipeError
+from compress.run.registry import STEPS, file_digest, register_step
+from eval.bench import ONNX_FILE
+
+
+class EvaluateConfig(StepConfig):
+    """Score the current stage on a split, on its ONNX artifact when it has one."""
+
+    kind: Literal["evaluate"] = "evaluate"
+    split: Literal["test", "validation"] = "test"
+    batch_size: int = Field(64, ge=1)
+
+
+class BenchStepConfig(StepConfig):
+    """Time the current stage under the recipe's `bench:` protocol."""
+
+    kind: Literal["bench"] = "bench"
+
+
+def reference_path(cfg: EvaluateConfig, ctx):
+    """The saved logits agreement is computed against: the fp32 parent's for an ONNX-only (int8)
+    stage, else the baseline stage's (report.baseline, default the teacher)."""
+    stage = ctx.results.get(ctx.stage, {}).get("parent") if onnx_only(ctx) else ctx.baseline_stage
+    if stage is None or stage == ctx.stage:  # the baseline agrees with itself: it reads nothing else
+        return None
+    return ctx.stage_dir(stage) / f"{cfg.split}_logits.npy"
+
+
+def reference_inputs(cfg: EvaluateConfig, ctx) -> dict:
+    """What `evaluate` reads besides its own stage, for its fingerprint: a new baseline, or new
+    baseline logits, re-runs it (else its `agreement` would be stale)."""
+    path = reference_path(cfg, ctx)
+    return {"baseline": ctx.baseline_stage, "reference": file_digest(path) if path else None}
+
+
+def onnx_only(ctx) -> bool:
+    """The current stage has no torch model of its own (quantize): `model` is its fp32 parent's."""
+    return not STEPS[ctx.stage_kinds[ctx.stage]].saves_model
+
+
+def parent_logits(ctx, split: str, batch_size: int) -> np.ndarray:
+    """The fp32 parent's logits on `split`: saved by its evaluate step, else run on its ONNX artifact."""
+    from eval.accuracy import predict_onnx
+
+    parent = ctx.results[ctx.stage]["parent"]
+    path = ctx.stage_dir(parent) / f"{split}_logits.npy"
+    if path.is_file():
+        return np.load(path, allow_pickle=False)
+    data = ctx.encoded[split]
+    return predict_onnx(ctx.onnx_dir(parent) / ONNX_FILE, data["input_ids"], data["attention_mask"], batch_size=batch_size, threads=ctx.recipe.bench.threads)
+
+
+@register_step("evaluate", EvaluateConfig, measures=True, code=("eval.accuracy",), inputs=reference_inputs)
+@main_process_only  # several processes: the main one exports/measures, the others wait
+def evaluate(model, cfg: EvaluateConfig, ctx):
+    from eval.accuracy import classification_metrics, predict_onnx, predict_torch
+
+    split = ctx.encoded[cfg.split]
+    ids, mask, labels = split["input_ids"], split["attention_mask"], split["labels"].numpy()
+    quantized = onnx_only(ctx)  # int8: agreement is with its fp32 parent, and there is no torch accuracy
+    torch_logits = None if quantized else predict_torch(model, ids, mask, batch_size=cfg.batch_size)
+    onnx_path = ctx.onnx_dir() / ONNX_FILE
+    if onnx_path.is_file():
+        logits = predict_onnx(onnx_path, ids, mask, batch_size=cfg.batch_size, threads=ctx.recipe.bench.threads)
+    else:
+        logits = torch_logits  # no artifact yet: the report marks accuracy as torch-only
+    if quantized:
+        reference = parent_logits(ctx, cfg.split, cfg.batch_size)
+    else:
+        path = reference_path(cfg, ctx)
+        reference = np.load(path, allow_pickle=False) if path is not None and path.is_file() else None
+    metrics = classification_metrics(logits, labels, reference)
+    np.save(ctx.stage_dir() / f"{cfg.split}_logits.npy", logits.astype(np.float32), allow_pickle=False)
+    if cfg.split == "test":
+        ctx.record("accuracy", metrics["accuracy"] if onnx_path.is_file() else None)
+        ctx.record("accuracy_torch", None if quantized else classification_metrics(torch_logits, labels)["accuracy"])
+        ctx.record("macro_f1", metrics["macro_f1"])
+        # the baseline agrees with itself; a stage measured before its baseline exists has no agreement (yet):
+        # its fingerprint holds the baseline's logits, so the next run fills it in
+        agreement = 1.0 if ctx.stage == ctx.baseline_stage else metrics["agreement"]
+        if agreement is not None:
+            ctx.record("agreement", agreement)
+        ctx.record("n_test", metrics["n"])
+    else:
+        ctx.record(f"{cfg.split}_accuracy", metrics["accuracy"])
+    ctx.log(event="evaluate", split=cfg.split, **{k: v for k, v in metrics.items() if v is not None})
+    return model
+
+
+@register_step("bench", BenchStepConfig, uses=("bench",), measures=True, code=("eval.bench", "eval.memprobe", "eval.flops"))
+@main_process_only  # several processes: the main one exports/measures, the others wait
+def bench(model, cfg: BenchStepConfig, ctx):
+    from eval.bench import bench_onnx, bench_torch, count_params, file_size, peak_memory
+    from eval.flops import flops_grid
+
+    protocol = ctx.recipe.bench
+    seq_lens = protocol.seq_lens or [ctx.recipe.task.seq_len]
+    vocab_size = model.config.vocab_size
+    onnx_path = ctx.onnx_dir() / ONNX_FILE
+    if not onnx_path.is_file():
+        raise RecipeError(f"bench on stage {ctx.stage!r}: it has no ONNX artifact; put an `export` step before `bench`")
+    common = dict(batch_sizes=protocol.batch_sizes, seq_lens=seq_lens, threads=protocol.threads, vocab_size=vocab_size, warmup=protocol.warmup, repeats=protocol.repeats)
+    precision = ctx.results.get(ctx.stage, {}).get("precision", "fp32")
+    latency = bench_onnx(onnx_path, precision=precision, **common)
+    if protocol.torch:
+        if not onnx_only(ctx):  # an int8 stage is an ONNX Runtime CPU artifact: no eager torch row of its own
+            latency += bench_torch(model, device="cpu", **common)
+        if torch.cuda.is_available():  # on GPU, fp32, fp16 and bf16 of the stage (for int8: of its fp32 parent)
+            for dtype in (torch.float32, torch.float16, torch.bfloat16):
+                latency += bench_torch(model, device="cuda", dtype=dtype, **common)
+    ctx.record("latency", latency)
+    # the roofline's numerator: FLOPs per call over the grid (an int8 stage runs its fp32 parent's products)
+    ctx.record("flops", flops_grid(model.config.to_dict(), protocol.batch_sizes, seq_lens))
+    ctx.record("params", count_params(model))
+    ctx.record("onnx_bytes", file_size(onnx_path))
+    if protocol.memory:
+        batch = 8 if 8 in protocol.batch_sizes else max(protocol.batch_sizes)
+        ctx.record("peak_memory", [peak_memory(onnx_path, batch, max(seq_lens), protocol.threads)])
+    return model

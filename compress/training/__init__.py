@@ -1,0 +1,1 @@
+"""Training: the one loop, batches, losses, transfer sets, recovery, curriculum, importance scores."""
