@@ -4,8 +4,9 @@ Only the recipe schema (`compress/run/config.py`, which builds the `steps:` unio
 registry) and the CLI import it; steps never import each other.
 """
 
-from compress.steps import baseline, distill, export, measure, pretrain, prune, prune_vocab, prune_width, quantize, swap  # noqa: F401
-from compress.training import loop  # noqa: F401  (the `train` step)
+from compress.steps import (  # noqa: F401
+    baseline, distill, export, measure, pretrain, prune, prune_vocab, prune_width, quantize, swap, train,
+)
 from compress.run.registry import STEPS
 
 __all__ = ["STEPS"]

@@ -110,7 +110,7 @@ def export_stage(model, tokenizer, out_dir: Path, parity_inputs: tuple[torch.Ten
     when the rewrite failed or its graph missed parity and the unfused graph was kept (which must
     then pass the same gate).
     """
-    from compress.training.loop import trim
+    from compress.training.batches import trim
 
     input_ids, attention_mask = trim(*parity_inputs)
     with atomic_dir(out_dir) as tmp:
@@ -149,7 +149,7 @@ def export(model, cfg: ExportConfig, ctx):
     ctx.record("precision", "fp32")
     if cfg.fp16:
         from compress.onnx.fp16 import FP16_DIR, export_fp16_stage
-        from compress.training.loop import trim
+        from compress.training.batches import trim
 
         out = ctx.stage_dir() / FP16_DIR
         ctx.record("parity_fp16", export_fp16_stage(model, ctx.onnx_dir(), out, trim(val["input_ids"][:n], val["attention_mask"][:n]), cfg.fp16_atol))

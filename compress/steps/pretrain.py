@@ -39,7 +39,8 @@ from torch import nn
 from compress.run.config_base import NAME_PATTERN, StepConfig
 from compress.errors import CheckpointError, RecipeError
 from compress.run.registry import STEPS, file_digest, register_step
-from compress.training.loop import OptimConfig, train, trim
+from compress.training.batches import trim
+from compress.training.loop import OptimConfig, train
 
 
 def wordnet_glosses() -> tuple[list[str], str]:

@@ -38,7 +38,8 @@ from compress.training.recover import RecoverConfig as BaseRecoverConfig
 from compress.training.recover import recover_inputs, recovery
 from compress.run.registry import register_step, stage_history
 from compress.select import SelectConfig, select_names
-from compress.training.loop import predict, train
+from compress.training.batches import predict
+from compress.training.loop import train
 
 METHODS = ("taylor", "magnitude", "random", "attention_entropy")
 

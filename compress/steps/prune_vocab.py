@@ -39,7 +39,7 @@ from torch import nn
 from compress.run.config_base import StepConfig
 from compress.errors import RecipeError
 from compress.run.registry import STEPS, file_digest, register_step
-from compress.training.loop import predict
+from compress.training.batches import predict
 
 SUPPORTED = ("WordPiece", "BPE", "WordLevel", "Unigram")
 

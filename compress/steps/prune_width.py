@@ -45,7 +45,8 @@ from compress.errors import RecipeError
 from compress.training.importance import scoring_batches
 from compress.training.recover import RecoverConfig, recover_inputs, recovery
 from compress.run.registry import register_step, stage_history
-from compress.training.loop import predict, train
+from compress.training.batches import predict
+from compress.training.loop import train
 
 METHODS = ("taylor", "magnitude")
 

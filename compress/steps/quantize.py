@@ -135,7 +135,7 @@ class QuantizeConfig(StepConfig, SelectConfig):
 
 def calibration_batches(split: dict, cfg: CalibrationConfig, seed: int) -> list[dict[str, np.ndarray]]:
     """A seeded sample of `cfg.samples` examples as ONNX feeds, batch by batch, each trimmed to its longest."""
-    from compress.training.loop import trim
+    from compress.training.batches import trim
 
     if cfg is None or len(split["input_ids"]) == 0:
         raise RecipeError("quantize mode: static needs calibration data, and the training split is empty; use mode: dynamic")
@@ -287,7 +287,7 @@ def compare_logits(fp32: Path, int8: Path, input_ids: torch.Tensor, attention_ma
 def quantize_stage(parent_dir: Path, out_dir: Path, cfg: QuantizeConfig, calibration: list[dict] | None,
                    check_inputs: tuple) -> dict:
     """Write `out_dir` atomically: the quantized `model.onnx` + every other file of `parent_dir` (config, tokenizer)."""
-    from compress.training.loop import trim
+    from compress.training.batches import trim
 
     with atomic_dir(out_dir) as tmp:
         summary = quantize_onnx(parent_dir / ONNX_FILE, tmp / ONNX_FILE, cfg, calibration)

@@ -49,7 +49,8 @@ from compress.models import ATTENTION, build_attention
 from compress.training.recover import RecoverConfig, recover_inputs, recovery
 from compress.run.registry import register_step
 from compress.select import select_names
-from compress.training.loop import predict, train, train_curriculum
+from compress.training.batches import predict
+from compress.training.loop import train, train_curriculum
 
 PROJECTIONS = ("q_proj", "k_proj", "v_proj", "out_proj")
 CONTRACT_ARGS = ("dim", "n_heads", "head_dim", "dropout")  # every kind's constructor takes these; the model supplies them

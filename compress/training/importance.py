@@ -108,7 +108,7 @@ class Gates:
 
 def scoring_batches(split: dict, n_batches: int, batch_size: int, seed: int) -> list[dict]:
     """A seeded sample of `n_batches` training batches (padding trimmed) to score importance on."""
-    from compress.training.loop import trim
+    from compress.training.batches import trim
 
     g = torch.Generator().manual_seed(seed)
     order = torch.randperm(len(split["input_ids"]), generator=g)[: n_batches * batch_size]

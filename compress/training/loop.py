@@ -1,4 +1,4 @@
-"""The one training loop, and the `train` step that makes the teacher.
+"""The one training loop: every step that trains (train, distill, recovery, pretrain) runs `train()`.
 
 An explicit loop (nanoGPT, torchtune): AdamW, linear warm-up then cosine decay, gradient
 clipping, evaluation on the validation split after every epoch, early stopping on validation
@@ -14,7 +14,7 @@ another with its own validation metrics (`evaluate`, `monitor`: lower MLM loss i
 
 import copy
 import math
-from typing import Callable, Literal
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -22,12 +22,11 @@ from accelerate import Accelerator
 from accelerate.utils import set_seed
 from pydantic import Field
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-from torch.utils.data import BatchSampler, DataLoader, RandomSampler
 
-from compress.run.config_base import NAME_PATTERN, ConfigBase, StepConfig
+from compress.run.config_base import ConfigBase
 from compress.training.curriculum import CurriculumPhase, held_out_texts, phase_splits, phase_summary
 from compress.errors import TrainingError
-from compress.run.registry import STEPS, register_step
+from compress.training.batches import make_loader, predict
 
 LossFn = Callable[[torch.nn.Module, dict], tuple[torch.Tensor, torch.Tensor]]
 EvalFn = Callable[[torch.nn.Module, Accelerator], dict[str, float]]  # validation metrics, the same in every process
@@ -51,137 +50,12 @@ class OptimConfig(ConfigBase):
     group_by_length: bool = True  # batch examples of similar length: less padding, same data per epoch
 
 
-class TrainConfig(StepConfig, OptimConfig):
-    """Train the teacher from scratch on the task's training split."""
-
-    kind: Literal["train"] = "train"
-    label_smoothing: float = Field(0.0, ge=0, lt=1)
-    name: str | None = Field("teacher", pattern=NAME_PATTERN)  # the stage this step makes
-    # length curriculum (compress/training/curriculum.py): phases on the task redrawn at shorter inputs, trained in
-    # order before the task itself; a generated long task only (lookup's long form, listops)
-    curriculum: list[CurriculumPhase] = Field(default_factory=list)
-
-
 def cross_entropy_loss(label_smoothing: float = 0.0) -> LossFn:
     def loss_fn(model, batch):
         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
         return F.cross_entropy(logits, batch["labels"], label_smoothing=label_smoothing), logits
 
     return loss_fn
-
-
-def trim(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Drop padding columns past the longest real sequence of the batch: (B, T) -> (B, T')."""
-    length = max(int(attention_mask.sum(dim=1).max()), 1)
-    return input_ids[:, :length], attention_mask[:, :length]
-
-
-@torch.no_grad()
-def predict(model, split: dict, batch_size: int = 256, device: str | torch.device = "cpu") -> torch.Tensor:
-    """Logits (N, n_classes) of `model` on an encoded split, in eval mode, in the split's order.
-
-    Examples are batched by length (longest first) and each batch trimmed to its longest, so a
-    split of short texts padded to a long seq_len costs what its tokens cost (2-3x less on
-    natural text than batches in split order)."""
-    was_training = model.training
-    model.eval()
-    order = torch.argsort(split["attention_mask"].sum(dim=1), descending=True, stable=True)  # (N,)
-    out = torch.empty(0)
-    for start in range(0, len(order), batch_size):
-        rows = order[start : start + batch_size]
-        ids, mask = trim(split["input_ids"][rows], split["attention_mask"][rows])
-        logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.float().cpu()  # (b, n_classes)
-        if out.numel() == 0:
-            out = logits.new_empty((len(order), logits.shape[-1]))
-        out[rows] = logits
-    model.train(was_training)
-    return out
-
-
-class LengthGroupedBatches(torch.utils.data.Sampler):
-    """Shuffled batches of examples of similar length.
-
-    Each epoch: a seeded permutation is cut into pools of `pool` batches, each pool is sorted by
-    length and cut into batches, and the batch order is shuffled. Every example is seen once per
-    epoch as with plain shuffling, but batches are trimmed to their own longest example, which
-    on natural text cuts the padded tokens by 2-3x (the "bucketing" of fairseq and AllenNLP).
-    """
-
-    def __init__(self, lengths: torch.Tensor, batch_size: int, seed: int, pool: int = 50):
-        self.lengths, self.batch_size, self.seed, self.pool = lengths, batch_size, seed, pool
-        self.epoch = 0
-
-    def __iter__(self):
-        g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
-        self.epoch += 1
-        order = torch.randperm(len(self.lengths), generator=g)
-        batches = []
-        for start in range(0, len(order), self.batch_size * self.pool):
-            chunk = order[start : start + self.batch_size * self.pool]
-            chunk = chunk[torch.argsort(self.lengths[chunk], descending=True, stable=True)]
-            batches += [chunk[i : i + self.batch_size].tolist() for i in range(0, len(chunk), self.batch_size)]
-        for i in torch.randperm(len(batches), generator=g).tolist():
-            yield batches[i]
-
-    def __len__(self) -> int:
-        return -(-len(self.lengths) // self.batch_size)
-
-
-class ShardedBatches(torch.utils.data.Sampler):
-    """One process's share of every batch: examples rank, rank + n, rank + 2n, ...
-
-    Every process draws the same seeded batches, so they all take the same number of steps;
-    a length-grouped batch is sorted by length, so the strided shares are alike in length.
-    """
-
-    def __init__(self, batches, rank: int, n_processes: int):
-        self.batches, self.rank, self.n = batches, rank, n_processes
-
-    def __iter__(self):
-        for batch in self.batches:
-            if len(batch) < self.n:  # a last batch smaller than the process count: repeat examples, none goes empty
-                batch = (batch * self.n)[: self.n]
-            yield batch[self.rank :: self.n]
-
-    def __len__(self) -> int:
-        return len(self.batches)
-
-
-def make_loader(split: dict, cfg: OptimConfig, seed: int, rank: int = 0, n_processes: int = 1) -> DataLoader:
-    """Batches of every tensor in `split` (input_ids, attention_mask, labels, and extras such as teacher_logits).
-
-    With several processes each gets its share of every batch (`ShardedBatches`).
-    """
-    keys = [k for k, v in split.items() if isinstance(v, torch.Tensor)]
-    dataset = KeyedTensors({k: split[k] for k in keys})
-    g = torch.Generator().manual_seed(seed)
-    if cfg.group_by_length:
-        batches = LengthGroupedBatches(split["attention_mask"].sum(dim=1), cfg.batch_size, seed)
-    else:
-        batches = BatchSampler(RandomSampler(dataset, generator=g), cfg.batch_size, drop_last=False)
-    if n_processes > 1:
-        batches = ShardedBatches(batches, rank, n_processes)
-    # the loader draws a seed from g each epoch too, so the order is that of DataLoader(shuffle=True, generator=g)
-    return DataLoader(dataset, batch_sampler=batches, generator=g, collate_fn=dataset.collate)
-
-
-class KeyedTensors(torch.utils.data.Dataset):
-    """Rows of several same-length tensors, batched into a dict with padding trimmed."""
-
-    def __init__(self, tensors: dict[str, torch.Tensor]):
-        self.tensors = tensors
-
-    def __len__(self) -> int:
-        return len(self.tensors["input_ids"])
-
-    def __getitem__(self, i: int) -> int:
-        return i
-
-    def collate(self, indices: list[int]) -> dict[str, torch.Tensor]:
-        index = torch.tensor(indices)
-        batch = {k: v[index] for k, v in self.tensors.items()}
-        batch["input_ids"], batch["attention_mask"] = trim(batch["input_ids"], batch["attention_mask"])
-        return batch
 
 
 def lr_lambda(warmup_steps: int, total_steps: int) -> Callable[[int], float]:
@@ -308,44 +182,6 @@ def train(
     model.load_state_dict(best_state)
     accelerator.free_memory()
     return model.eval(), curve
-
-
-@register_step("train", TrainConfig, makes_stage=True, needs_model=False)
-def train_teacher(model, cfg: TrainConfig, ctx):
-    """Train the teacher with cross-entropy: built from the recipe's `teacher:` shape, or, with
-    `teacher.from`, the imported pretrained checkpoint fine-tuned on the task (its encoder and head),
-    or, right after a `pretrain` step, that stage's pretrained encoder (and fresh head) fine-tuned."""
-    from compress.models import SlimformerForSequenceClassification
-
-    origin = ctx.stage_origins.get(ctx.stage)
-    if origin is not None and STEPS[ctx.stage_kinds[origin]].pretrains:
-        model = copy.deepcopy(model)  # the pretrained stage's model; its tokenizer is this stage's too (inherited)
-        ctx.record("pretrained", origin)
-        if ctx.imported is not None:  # the pretrained stage continued the imported checkpoint's pretraining
-            ctx.record("imported", ctx.imported.info)
-    elif ctx.imported is not None:
-        model = copy.deepcopy(ctx.imported.model)
-        ctx.record("imported", ctx.imported.info)
-    else:
-        config = ctx.recipe.teacher.build_config(len(ctx.tokenizer), ctx.recipe.task.seq_len, ctx.data.label_names)
-        torch.manual_seed(ctx.recipe.seed)
-        model = SlimformerForSequenceClassification(config)
-    if cfg.curriculum:
-        model = train_curriculum(model, cfg.curriculum, cfg, cross_entropy_loss(cfg.label_smoothing), ctx, f"train {cfg.name}")
-    model, curve = train(
-        model,
-        ctx.encoded["train"],
-        ctx.encoded["validation"],
-        cfg,
-        cross_entropy_loss(cfg.label_smoothing),
-        seed=ctx.recipe.seed,
-        device=ctx.device,
-        log=ctx.log,
-        desc=f"train {cfg.name}",
-    )
-    ctx.record("train_curve", curve)
-    ctx.record("val_accuracy", max(p["val_accuracy"] for p in curve))
-    return model
 
 
 def train_curriculum(model, phases: list[CurriculumPhase], cfg: OptimConfig, loss_fn: LossFn, ctx, desc: str):

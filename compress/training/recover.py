@@ -31,7 +31,8 @@ from pydantic import Field, model_validator
 from torch import nn
 
 from compress.training.losses import hidden_loss, logits_loss
-from compress.training.loop import OptimConfig, cross_entropy_loss, predict
+from compress.training.batches import predict
+from compress.training.loop import OptimConfig, cross_entropy_loss
 from compress.training.transfer import TransferConfig, transfer_set, unlabeled_inputs
 
 

@@ -29,7 +29,7 @@ from pydantic import Field, model_validator
 from compress.run.config_base import ConfigBase
 from compress.io import atomic_write_bytes
 from compress.run.registry import file_digest, fingerprint
-from compress.training.loop import predict
+from compress.training.batches import predict
 
 
 class AugmentConfig(ConfigBase):

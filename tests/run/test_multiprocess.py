@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 
 import cli
-from compress.training.loop import LengthGroupedBatches, ShardedBatches
+from compress.training.batches import LengthGroupedBatches, ShardedBatches
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -149,7 +149,8 @@ def test_random_text_only_raises_recipe_errors(text):
 
 
 def test_non_finite_loss_names_the_step_and_the_fix():
-    from compress.training.loop import TrainConfig, train
+    from compress.steps.train import TrainConfig
+    from compress.training.loop import train
 
     model = torch.nn.Linear(2, 2)
     split = {"input_ids": torch.ones(8, 3, dtype=torch.long), "attention_mask": torch.ones(8, 3, dtype=torch.long), "labels": torch.zeros(8, dtype=torch.long)}

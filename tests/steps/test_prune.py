@@ -15,7 +15,7 @@ from compress.training.importance import IMPORTANCE, Gates, importance, n_units,
 from compress.models import ATTENTION, SlimformerConfig, SlimformerForSequenceClassification
 from compress.steps.prune import PruneFfnConfig, PruneHeadsConfig, plan_removal, prune_ffn_, prune_heads_, prune_stage, round_counts
 from compress.select import SelectConfig, is_selected, select_modules
-from compress.training.loop import TrainConfig
+from compress.steps.train import TrainConfig
 from tests.helpers import logits, padded_batch
 
 DIM, HEAD_DIM, FFN = 32, 8, 64

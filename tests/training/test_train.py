@@ -3,7 +3,7 @@
 import torch
 
 from compress.models import SlimformerConfig, SlimformerForSequenceClassification
-from compress.training.loop import predict
+from compress.training.batches import predict
 
 
 def test_predict_batches_by_length_and_returns_the_split_order():
