@@ -19,7 +19,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from compress.steps.export import ExportConfig, export_stage  # noqa: E402
+from compress.onnx.export import ExportOptions, export_stage  # noqa: E402
 from compress.models import SlimformerConfig, SlimformerForSequenceClassification  # noqa: E402
 from eval.bench import make_inputs, ort_runner, ort_session  # noqa: E402
 from eval.interleave import time_in_rounds, torch_runner  # noqa: E402
@@ -51,7 +51,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp())
     paths = {}
     for fuse in (False, True):
-        report = export_stage(model, NoTokenizer(), work / f"fuse{fuse}", (ids, mask), ExportConfig(fuse=fuse))
+        report = export_stage(model, NoTokenizer(), work / f"fuse{fuse}", (ids, mask), ExportOptions(fuse=fuse))
         paths["fused" if fuse else "unfused"] = work / f"fuse{fuse}" / "model.onnx"
         print(f"export fuse={fuse}: fusions {report['fusions']}, parity {report['max_abs_diff']:.2g}")
     feeds = {(args.batch, t): make_inputs(args.batch, t, 8000) for t in args.seq_lens}

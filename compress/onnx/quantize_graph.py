@@ -22,7 +22,7 @@ def module_of(node) -> str:
 
     Read from the dynamo exporter's `name_scopes` metadata, else from a TorchScript-exporter
     name (`/model/layers.0/attn/q_proj/MatMul`). The export wraps the model as `model`
-    (compress.steps.export.LogitsOnly): that prefix is dropped.
+    (compress.onnx.export.LogitsOnly): that prefix is dropped.
     """
     meta = {entry.key: entry.value for entry in node.metadata_props}
     try:

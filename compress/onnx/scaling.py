@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from compress.errors import RecipeError
-from compress.steps.export import check_parity, export_onnx
+from compress.onnx.export import check_parity, export_onnx
 from compress.models import ATTENTION, SlimformerConfig, SlimformerForSequenceClassification
 
 

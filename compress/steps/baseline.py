@@ -6,7 +6,9 @@ characters (lookup, ListOps), where the word pattern finds nothing to count. It 
 task's training split (C chosen on the validation split), scores the test split like
 `evaluate` does (accuracy, macro-F1, agreement with the report's baseline stage when that
 stage's test logits exist), saves the model as JSON + .npz under `stages/<name>/sklearn/`, and
-times it on raw test texts at the `bench:` batch sizes with the protocol's timer. The model and its measuring live in
+times it on raw test texts at the `bench:` batch sizes with the protocol's timer. Its accuracy gets
+the Wilson 95% interval and, against the baseline stage's logits, the paired bootstrap interval
+of the difference (eval/intervals.py), as `evaluate` gives every other row. The model and its measuring live in
 `eval/baseline.py`; this file only wires them to the run.
 
 It is a *reference* step (`compress/run/runner.py`): its row is recorded under its own stage name
@@ -73,12 +75,14 @@ def baseline_inputs(cfg: BaselineConfig, ctx) -> dict:
     return {"baseline": compared_stage(ctx), "reference": file_digest(path) if path else None}
 
 
-@register_step("baseline", BaselineConfig, reference=True, uses=("bench",), code=("eval.baseline", "eval.bench", "eval.accuracy"),
+@register_step("baseline", BaselineConfig, reference=True, uses=("bench",),
+               code=("eval.baseline", "eval.bench", "eval.accuracy", "eval.intervals"),
                inputs=baseline_inputs)
 @main_process_only  # several processes: the main one fits and measures, the others wait
 def baseline(model, cfg: BaselineConfig, ctx):
     from eval.accuracy import classification_metrics
     from eval.baseline import bench_texts, fit_tfidf_logreg, save, size_bytes
+    from eval.intervals import accuracy_fields, delta_fields
 
     data, protocol = ctx.data, ctx.recipe.bench
     started = time.time()
@@ -98,6 +102,10 @@ def baseline(model, cfg: BaselineConfig, ctx):
     np.save(buffer, scores.astype(np.float32), allow_pickle=False)
     atomic_write_bytes(ctx.stage_dir() / "test_logits.npy", buffer.getvalue())
     ctx.record("accuracy", metrics["accuracy"])
+    labels = np.asarray(data.labels["test"])
+    ctx.record("accuracy_ci", accuracy_fields(scores.argmax(1), labels)["accuracy_ci"])  # Wilson 95%
+    if reference is not None and len(reference) == len(labels):  # paired bootstrap against the report's baseline stage
+        ctx.record("accuracy_delta", delta_fields(scores.argmax(1), reference.argmax(1), labels, compared_stage(ctx))["accuracy_delta"])
     ctx.record("macro_f1", metrics["macro_f1"])
     agreement = 1.0 if ctx.stage == compared_stage(ctx) else metrics["agreement"]
     if agreement is not None:  # the baseline stage has no test logits yet: the next run fills it in

@@ -3,9 +3,13 @@
 `evaluate` scores the stage's ONNX artifact with ONNX Runtime on the test split (and the torch
 model beside it, so a reader sees they agree), plus macro-F1 and agreement with the baseline
 stage's predictions (an ONNX-only int8 stage: with its fp32 parent's; no torch accuracy).
-`bench` times the ONNX artifact (and eager torch) over the recipe's `bench:` grid and
-measures peak memory in a fresh process. Both are thin: the measuring code lives in `eval/`
-so reports and `slimformer bench` use the same timer.
+Every accuracy gets its Wilson 95% interval, and the difference to the baseline stage a paired
+bootstrap interval over the same test texts (eval/intervals.py), from the saved per-example logits
+(`stages/<name>/test_logits.npy`).
+`bench` times the ONNX artifact (and eager torch) over the recipe's `bench:` grid,
+measures peak memory in a fresh process, and (`bench.traffic`) serves the first test texts the
+way a user does, tokenization included (eval/traffic.py). Both are thin: the measuring code
+lives in `eval/` so reports and `slimformer bench` use the same timer.
 """
 
 from typing import Literal
@@ -44,11 +48,19 @@ def reference_path(cfg: EvaluateConfig, ctx):
     return ctx.stage_dir(stage) / f"{cfg.split}_logits.npy"
 
 
+def baseline_path(cfg: EvaluateConfig, ctx):
+    """The baseline stage's saved logits, which the paired interval of the accuracy difference reads
+    (None for the baseline itself); for an fp32 stage the same file as `reference_path`."""
+    stage = ctx.baseline_stage
+    return None if stage is None or stage == ctx.stage else ctx.stage_dir(stage) / f"{cfg.split}_logits.npy"
+
+
 def reference_inputs(cfg: EvaluateConfig, ctx) -> dict:
     """What `evaluate` reads besides its own stage, for its fingerprint: a new baseline, or new
-    baseline logits, re-runs it (else its `agreement` would be stale)."""
-    path = reference_path(cfg, ctx)
-    return {"baseline": ctx.baseline_stage, "reference": file_digest(path) if path else None}
+    baseline logits, re-runs it (else its `agreement` and `accuracy_delta` would be stale)."""
+    path, base = reference_path(cfg, ctx), baseline_path(cfg, ctx)
+    return {"baseline": ctx.baseline_stage, "reference": file_digest(path) if path else None,
+            "baseline_logits": file_digest(base) if base else None}
 
 
 def onnx_only(ctx) -> bool:
@@ -68,7 +80,7 @@ def parent_logits(ctx, split: str, batch_size: int) -> np.ndarray:
     return predict_onnx(ctx.onnx_dir(parent) / ONNX_FILE, data["input_ids"], data["attention_mask"], batch_size=batch_size, threads=ctx.recipe.bench.threads)
 
 
-@register_step("evaluate", EvaluateConfig, measures=True, code=("eval.accuracy",), inputs=reference_inputs)
+@register_step("evaluate", EvaluateConfig, measures=True, code=("eval.accuracy", "eval.intervals"), inputs=reference_inputs)
 @main_process_only  # several processes: the main one exports/measures, the others wait
 def evaluate(model, cfg: EvaluateConfig, ctx):
     from eval.accuracy import classification_metrics, predict_onnx, predict_torch
@@ -90,8 +102,17 @@ def evaluate(model, cfg: EvaluateConfig, ctx):
     metrics = classification_metrics(logits, labels, reference)
     np.save(ctx.stage_dir() / f"{cfg.split}_logits.npy", logits.astype(np.float32), allow_pickle=False)
     if cfg.split == "test":
+        from eval.intervals import accuracy_fields, delta_fields
+
         ctx.record("accuracy", metrics["accuracy"] if onnx_path.is_file() else None)
+        ctx.record("accuracy_ci", accuracy_fields(logits.argmax(1), labels)["accuracy_ci"] if onnx_path.is_file() else None)
         ctx.record("accuracy_torch", None if quantized else classification_metrics(torch_logits, labels)["accuracy"])
+        ctx.record("accuracy_torch_ci", None if quantized else accuracy_fields(torch_logits.argmax(1), labels)["accuracy_ci"])
+        base = baseline_path(cfg, ctx)
+        base_logits = np.load(base, allow_pickle=False) if base is not None and base.is_file() else None
+        if onnx_path.is_file() and base_logits is not None and len(base_logits) == len(labels):  # paired: the same texts, example by example
+            ctx.record("accuracy_delta", delta_fields(logits.argmax(1), base_logits.argmax(1), labels,
+                                                      ctx.baseline_stage)["accuracy_delta"])
         ctx.record("macro_f1", metrics["macro_f1"])
         # the baseline agrees with itself; a stage measured before its baseline exists has no agreement (yet):
         # its fingerprint holds the baseline's logits, so the next run fills it in
@@ -105,7 +126,8 @@ def evaluate(model, cfg: EvaluateConfig, ctx):
     return model
 
 
-@register_step("bench", BenchStepConfig, uses=("bench",), measures=True, code=("eval.bench", "eval.memprobe", "eval.flops"))
+@register_step("bench", BenchStepConfig, uses=("bench",), measures=True,
+               code=("eval.bench", "eval.memprobe", "eval.flops", "eval.traffic"))
 @main_process_only  # several processes: the main one exports/measures, the others wait
 def bench(model, cfg: BenchStepConfig, ctx):
     from eval.bench import bench_onnx, bench_torch, count_params, file_size, peak_memory
@@ -131,7 +153,23 @@ def bench(model, cfg: BenchStepConfig, ctx):
     ctx.record("flops", flops_grid(model.config.to_dict(), protocol.batch_sizes, seq_lens))
     ctx.record("params", count_params(model))
     ctx.record("onnx_bytes", file_size(onnx_path))
+    if protocol.traffic:  # real test texts, tokenization included (eval/traffic.py)
+        ctx.record("traffic", time_stage_traffic(ctx, precision))
     if protocol.memory:
         batch = 8 if 8 in protocol.batch_sizes else max(protocol.batch_sizes)
         ctx.record("peak_memory", [peak_memory(onnx_path, batch, max(seq_lens), protocol.threads)])
     return model
+
+
+def time_stage_traffic(ctx, precision: str) -> list[dict]:
+    """The stage's artifact served on the first `bench.traffic_texts` test texts (eval/traffic.py); the texts
+    are written once to the run folder (eval.traffic.TEXTS_FILE), so `slimformer bench RUN` serves the same."""
+    from compress.io import atomic_write_text
+    from eval.traffic import TEXTS_FILE, time_traffic, write_texts
+
+    protocol = ctx.recipe.bench
+    texts = list(ctx.data.texts["test"][: protocol.traffic_texts])
+    write_texts(ctx.run_dir / TEXTS_FILE, texts, atomic_write_text)
+    timed = time_traffic({ctx.stage: (ctx.onnx_dir(), precision)}, texts, ctx.recipe.task.seq_len, protocol.threads,
+                         batch_size=protocol.traffic_batch_size, warmup=protocol.warmup)
+    return timed[ctx.stage]

@@ -10,7 +10,7 @@ from transformers import AutoModelForSequenceClassification
 
 import cli
 from compress.errors import RecipeError
-from compress.steps.export import ExportConfig, export_stage
+from compress.onnx.export import ExportOptions, export_stage
 from compress.models import ATTENTION, SlimformerConfig, SlimformerForSequenceClassification
 from compress.training.recover import distillation_loss
 from compress.steps.swap import SwapAttentionConfig, select_layers, swap_attention_
@@ -172,7 +172,7 @@ def mixed(tmp_path_factory):
     model = tiny_model(attention, n_heads=[4, 2, 1], max_len=24)
     folder = tmp_path_factory.mktemp("mixed")
     model.save_pretrained(folder / "model")
-    parity = export_stage(model, FakeTokenizer(), folder / "onnx", token_batch(seq_len=21), ExportConfig())
+    parity = export_stage(model, FakeTokenizer(), folder / "onnx", token_batch(seq_len=21), ExportOptions())
     return model, folder, parity
 
 

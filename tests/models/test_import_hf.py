@@ -135,7 +135,7 @@ def test_saves_and_reloads_with_auto_classes(checkpoints, tmp_path):
 
 
 def test_exports_to_onnx_with_parity(checkpoints, tmp_path):
-    from compress.steps.export import check_parity, export_onnx
+    from compress.onnx.export import check_parity, export_onnx
 
     _, folder, _, pad = checkpoints["electra"]  # projection, gelu_tanh, dense + gelu head
     model = import_pretrained(folder).model

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from compress.errors import ExportError
-from compress.steps.export import ExportConfig, check_parity, export_stage
+from compress.onnx.export import ExportOptions, check_parity, export_stage
 from compress.models import SlimformerConfig, SlimformerForSequenceClassification
 from tests.helpers import FakeTokenizer
 
@@ -28,7 +28,7 @@ def exported(tmp_path_factory):
     torch.manual_seed(0)
     model = SlimformerForSequenceClassification(config).eval()
     out = tmp_path_factory.mktemp("export") / "onnx"
-    parity = export_stage(model, FakeTokenizer(), out, batch(), ExportConfig())
+    parity = export_stage(model, FakeTokenizer(), out, batch(), ExportOptions())
     return model, out, parity
 
 
@@ -79,7 +79,7 @@ def test_parity_failure_raises_and_writes_nothing(exported, tmp_path):
     SlimformerForSequenceClassification.forward = shifted
     try:
         with pytest.raises(ExportError, match="parity failed"):
-            export_stage(model, FakeTokenizer(), target, batch(), ExportConfig())
+            export_stage(model, FakeTokenizer(), target, batch(), ExportOptions())
     finally:
         SlimformerForSequenceClassification.forward = original
     assert not target.exists()

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from compress.errors import ExportError
-from compress.steps.export import ExportConfig, export_stage
+from compress.onnx.export import ExportOptions, export_stage
 from compress.onnx.fp16 import export_fp16_stage
 from compress.models import SlimformerConfig, SlimformerForSequenceClassification
 from tests.helpers import FakeTokenizer
@@ -30,7 +30,7 @@ def exported(tmp_path_factory):
     with torch.no_grad():  # logits of order 1, not 0.01, so the gate's tolerance is exercised
         model.classifier.weight.mul_(50)
     root = tmp_path_factory.mktemp("fp16")
-    export_stage(model, FakeTokenizer(), root / "onnx", batch(), ExportConfig())
+    export_stage(model, FakeTokenizer(), root / "onnx", batch(), ExportOptions())
     parity = export_fp16_stage(model, root / "onnx", root / "onnx_fp16", batch(), atol=5e-2)
     return model, root, parity
 

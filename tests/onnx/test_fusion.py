@@ -8,7 +8,7 @@ import pytest
 import torch
 from onnx import helper
 
-from compress.steps.export import ExportConfig, export_stage
+from compress.onnx.export import ExportOptions, export_stage
 from compress.onnx.fuse_graph import FLASH_MIN_LEN, fused_ops, unpack_attention_
 from compress.models import SlimformerConfig, SlimformerForSequenceClassification
 from compress.steps.quantize import QuantizeConfig, quantize_onnx
@@ -16,7 +16,7 @@ from compress.onnx.quantize_graph import module_of
 from tests.helpers import FakeTokenizer
 from tests.steps.test_quantize import ATOL, MIN_AGREEMENT, RTOL, batch, calibration
 
-GATE = ExportConfig().atol  # the export step's parity tolerance, unchanged by fusion
+GATE = ExportOptions().atol  # the export step's parity tolerance, unchanged by fusion
 
 
 def padded(n=12, seq_len=16, seed=0):
@@ -50,7 +50,7 @@ def ops(path) -> dict[str, int]:
 def full(tmp_path_factory):
     model = tiny()
     out = tmp_path_factory.mktemp("fused") / "onnx"
-    report = export_stage(model, FakeTokenizer(), out, padded(8), ExportConfig())
+    report = export_stage(model, FakeTokenizer(), out, padded(8), ExportOptions())
     return model, out, report
 
 
@@ -109,7 +109,7 @@ def test_fused_graph_keeps_parity_on_padded_batches(request, form, shape):
 
 def test_a_fusion_that_breaks_parity_ships_the_unfused_graph(tmp_path, monkeypatch):
     """The gate is on what ships: a rewrite that changes the logits is dropped, and the report says why."""
-    import compress.steps.export
+    import compress.onnx.export
 
     def broken(src, dst, flash=False):
         proto = onnx.load(str(src))
@@ -121,8 +121,8 @@ def test_a_fusion_that_breaks_parity_ships_the_unfused_graph(tmp_path, monkeypat
         onnx.save(proto, str(dst))
         return {"MultiHeadAttention": 2}, 0
 
-    monkeypatch.setattr(compress.steps.export, "fuse_for_ort", broken)
-    report = export_stage(tiny(), FakeTokenizer(), tmp_path / "onnx", padded(8), ExportConfig())
+    monkeypatch.setattr(compress.onnx.export, "fuse_for_ort", broken)
+    report = export_stage(tiny(), FakeTokenizer(), tmp_path / "onnx", padded(8), ExportOptions())
     assert report["fusions"] == {} and "parity failed" in report["fuse_error"] and report["max_abs_diff"] <= GATE
     assert ops(tmp_path / "onnx" / "model.onnx") == {}
     assert not any(p.name.startswith(".") for p in (tmp_path / "onnx").iterdir())  # the unfused copy was moved in, not left
@@ -151,7 +151,7 @@ def test_efficient_kinds_get_no_attention_kernel_and_keep_parity(tmp_path):
                               initializer_range=0.2, dropout=0.0, attention=kinds)
     torch.manual_seed(0)
     model = SlimformerForSequenceClassification(config).eval()
-    report = export_stage(model, FakeTokenizer(), tmp_path / "onnx", padded(8), ExportConfig())
+    report = export_stage(model, FakeTokenizer(), tmp_path / "onnx", padded(8), ExportOptions())
     graph = onnx.load(str(tmp_path / "onnx" / "model.onnx")).graph
     assert {module_of(n) for n in graph.node if n.op_type == "Attention"} == {"layers.0.attn"}  # packed: q/k/v of one input
     assert {module_of(n) for n in graph.node if n.op_type == "MultiHeadAttention"} == {"layers.3.attn"}  # global rows' queries
@@ -167,7 +167,7 @@ def test_efficient_kinds_get_no_attention_kernel_and_keep_parity(tmp_path):
 def flash(tmp_path_factory):
     model = tiny()
     out = tmp_path_factory.mktemp("flash") / "onnx"
-    report = export_stage(model, FakeTokenizer(), out, padded(8), ExportConfig(flash_attention=True))
+    report = export_stage(model, FakeTokenizer(), out, padded(8), ExportOptions(flash_attention=True))
     return model, out, report
 
 
@@ -187,8 +187,8 @@ def test_flash_form_has_no_mask_input_and_carries_the_mask_in_an_extra_coordinat
 
 def test_flash_form_is_the_default_from_long_inputs_on(tmp_path):
     model = tiny()
-    short = export_stage(model, FakeTokenizer(), tmp_path / "short", padded(8), ExportConfig(), seq_len=FLASH_MIN_LEN - 1)
-    long = export_stage(model, FakeTokenizer(), tmp_path / "long", padded(8), ExportConfig(), seq_len=FLASH_MIN_LEN)
+    short = export_stage(model, FakeTokenizer(), tmp_path / "short", padded(8), ExportOptions(), seq_len=FLASH_MIN_LEN - 1)
+    long = export_stage(model, FakeTokenizer(), tmp_path / "long", padded(8), ExportOptions(), seq_len=FLASH_MIN_LEN)
     assert (short["flash_attention"], long["flash_attention"]) == (False, True)
     assert short["fusions"]["Attention"] == 2 and long["fusions"]["MultiHeadAttention"] == 2
 
@@ -200,7 +200,7 @@ def test_flash_form_is_not_claimed_without_full_attention(tmp_path):
                               initializer_range=0.2, dropout=0.0, attention=kinds)
     torch.manual_seed(0)
     report = export_stage(SlimformerForSequenceClassification(config).eval(), FakeTokenizer(), tmp_path / "onnx", padded(8),
-                          ExportConfig(flash_attention=True))
+                          ExportOptions(flash_attention=True))
     assert report["fusions"]["MultiHeadAttention"] == 1 and report["flash_attention"] is False
 
 

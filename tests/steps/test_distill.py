@@ -8,7 +8,7 @@ import torch
 
 from compress.steps.distill import Capture, DistillConfig, Distiller, default_layer_map, distill_loss, init_from_teacher_
 from compress.training.transfer import augment
-from compress.steps.export import ExportConfig, export_stage
+from compress.onnx.export import ExportOptions, export_stage
 from compress.training.losses import hidden_loss, logits_loss, relation_loss, soft_target_loss
 from compress.models import SlimformerConfig, SlimformerForSequenceClassification, SlimRNNConfig, SlimRNNForSequenceClassification
 from tests.helpers import FakeTokenizer
@@ -143,7 +143,7 @@ def test_non_transformer_students_export_with_parity(cell, tmp_path):
     torch.manual_seed(0)
     model = SlimRNNForSequenceClassification(SlimRNNConfig(vocab_size=60, max_len=24, cell=cell, dim=16, hidden_dim=8, num_labels=3)).eval()
     b = batch()
-    parity = export_stage(model, FakeTokenizer(), tmp_path / "onnx", (b["input_ids"], b["attention_mask"]), ExportConfig())
+    parity = export_stage(model, FakeTokenizer(), tmp_path / "onnx", (b["input_ids"], b["attention_mask"]), ExportOptions())
     assert parity["max_abs_diff"] <= 1e-4
     import onnxruntime as ort
 

@@ -10,7 +10,7 @@ from transformers import AutoModelForSequenceClassification
 
 from compress.run.config import validate_recipe
 from compress.errors import RecipeError
-from compress.steps.export import ExportConfig, export_stage
+from compress.onnx.export import ExportOptions, export_stage
 from compress.training.importance import IMPORTANCE, Gates, importance, n_units, scoring_batches
 from compress.models import ATTENTION, SlimformerConfig, SlimformerForSequenceClassification
 from compress.steps.prune import PruneFfnConfig, PruneHeadsConfig, plan_removal, prune_ffn_, prune_heads_, prune_stage, round_counts
@@ -153,7 +153,7 @@ def test_uneven_pruned_model_round_trips_with_from_pretrained_and_onnx(tmp_path)
     ids, mask = batch()
     assert torch.equal(logits(model, ids, mask), logits(loaded, ids, mask))
     tokenizer = SimpleNamespace(save_pretrained=lambda folder: (folder / "tokenizer.json").write_text("{}"))
-    parity = export_stage(loaded, tokenizer, tmp_path / "onnx", batch(seq_len=17, seed=1), ExportConfig())
+    parity = export_stage(loaded, tokenizer, tmp_path / "onnx", batch(seq_len=17, seed=1), ExportOptions())
     assert parity["max_abs_diff"] <= 1e-4 and (tmp_path / "onnx" / "model.onnx").is_file()
 
 

@@ -146,7 +146,7 @@ def test_pruned_model_equals_the_original_with_layernorm_over_the_kept_channels(
 
 
 def test_pruned_model_reloads_and_exports_with_parity(tmp_path):
-    from compress.steps.export import check_parity, export_onnx
+    from compress.onnx.export import check_parity, export_onnx
 
     model = tiny(**SHAPES["post_head"])
     ids, mask = padded_batch(4, 12)

@@ -11,7 +11,7 @@ from pydantic import ValidationError
 
 from compress.run.config import load_recipe, validate_recipe
 from compress.errors import RecipeError
-from compress.steps.export import ExportConfig, export_stage
+from compress.onnx.export import ExportOptions, export_stage
 from compress.models import SlimformerConfig, SlimformerForSequenceClassification
 from compress.steps.quantize import QuantizeConfig, quantize_onnx, quantize_stage
 from compress.onnx.quantize_graph import is_node_selected, module_of
@@ -52,7 +52,7 @@ def parent(tmp_path_factory):
     torch.manual_seed(0)
     model = SlimformerForSequenceClassification(config).eval()
     out = tmp_path_factory.mktemp("parent") / "onnx"
-    export_stage(model, FakeTokenizer(), out, batch(8), ExportConfig())
+    export_stage(model, FakeTokenizer(), out, batch(8), ExportOptions())
     return out
 
 
@@ -164,7 +164,7 @@ def test_attention_fuses_when_the_graph_matches(tmp_path):
                                   num_labels=3, initializer_range=0.2, dropout=0.0, attention="test_bert_pattern")
         torch.manual_seed(0)
         model = SlimformerForSequenceClassification(config).eval()
-        export_stage(model, FakeTokenizer(), tmp_path / "onnx", batch(8), ExportConfig(fuse=False))  # ORT's optimizer fuses here
+        export_stage(model, FakeTokenizer(), tmp_path / "onnx", batch(8), ExportOptions(fuse=False))  # ORT's optimizer fuses here
     finally:
         del ATTENTION["test_bert_pattern"]
     cfg = QuantizeConfig(mode="dynamic", exclude=["layers.0.attn"])
