@@ -43,6 +43,34 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+# the CPU flags int8 and fp32 speed depend on: AVX2 (both), AVX-512 (wider fp32 and int8), VNNI (one-instruction
+# int8 dot products: without it int8 MatMul peaks near 2x fp32, with it far higher), AMX (int8/bf16 tile units)
+CPU_FEATURES = {"avx2": "avx2", "avx512f": "avx512", "avx512_vnni": "avx512_vnni", "avx_vnni": "avx_vnni",
+                "amx_int8": "amx_int8", "amx_bf16": "amx_bf16"}
+
+
+def cpu_features() -> dict[str, bool] | None:
+    """Which vector and int8 features the CPU has (from /proc/cpuinfo's flags, Linux x86); None where unknown."""
+    if not CPUINFO.is_file():
+        return None
+    for line in CPUINFO.read_text(errors="replace").splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "flags":
+            flags = set(value.split())
+            found = {name: flag in flags for flag, name in CPU_FEATURES.items()}
+            found["vnni"] = found["avx512_vnni"] or found["avx_vnni"]
+            return found
+    return None
+
+
+def describe_cpu_features(features: dict[str, bool] | None) -> str:
+    """'AVX2, AVX-512, VNNI, no AMX' for the report's protocol line."""
+    if not features:
+        return "unknown"
+    names = [("avx2", "AVX2"), ("avx512", "AVX-512"), ("vnni", "VNNI"), ("amx_int8", "AMX")]
+    return ", ".join(label if features.get(key) else f"no {label}" for key, label in names)
+
+
 def usable_cores() -> int | None:
     """Cores this process may run on (its affinity mask where the OS has one)."""
     affinity = getattr(os, "sched_getaffinity", None)
@@ -79,6 +107,7 @@ def collect_env(threads: int) -> dict:
         "os": sys.platform,
         "machine": platform.machine(),
         "cpu": cpu_model(),
+        "cpu_features": cpu_features(),
         "n_cores": os.cpu_count(),
         "n_cores_usable": usable_cores(),
         "threads": threads,

@@ -20,7 +20,7 @@ from compress.run.config_base import NAME_PATTERN, BenchConfig, ConfigBase, Repo
 from compress.training.curriculum import check_curricula
 from compress.data import TASKS, TaskConfig
 from compress.errors import RecipeError
-from compress.run.runner import dump_recipe  # noqa: F401  (the CLI's)
+from compress.run.resolved import dump_recipe  # noqa: F401  (the CLI's)
 from compress.run.registry import STEPS, lineages
 from eval.schema import StrictLoader, validation_message, yaml_lines
 

@@ -123,6 +123,11 @@ class BenchConfig(ConfigBase):
     # after the last step, time every stage's ONNX artifact (and eager torch model) again in interleaved rounds
     # (eval/interleave.py), so a load change on a shared machine hits all stages and runtimes alike
     interleave: bool = True
+    # also time each stage's artifact on real test texts as a user serves them (eval/traffic.py, docs/measuring-traffic.md):
+    # tokenization included, batch 1 per request (p50/p99) and length-sorted batches padded to their longest (texts/s)
+    traffic: bool = True
+    traffic_texts: int = Field(500, ge=1, le=100_000)  # the first N test texts, in split order, that the traffic timer serves
+    traffic_batch_size: int = Field(32, ge=1, le=4096)  # texts per batch of the sorted pass
 
 
 class ReportConfig(ConfigBase):

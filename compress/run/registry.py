@@ -22,7 +22,7 @@ from pydantic import BaseModel
 
 import compress
 
-StepFn = Callable[[Any, Any, Any], Any]  # (model, cfg, ctx: compress.run.runner.RunContext) -> model
+StepFn = Callable[[Any, Any, Any], Any]  # (model, cfg, ctx: compress.run.context.RunContext) -> model
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,4 @@
-"""The run context and the runner (the step registry is `compress/run/registry.py`).
-
-Steps that make a new model (train, distill, prune, ...) produce a
-*stage*, saved under `runs/<name>/stages/<stage>/model`; the other steps (export, evaluate,
-bench) act on the current stage. Files and metrics go only through `ctx`.
+"""The runner: runs a recipe's steps in order, caching each one, and writes the run's files.
 
 Each step is fingerprinted by a hash of everything that determines it: the code version, the
 data, the seed, the teacher's shape, every step before it and its own config. A finished step
@@ -12,229 +8,37 @@ first one that does not (a killed run resumes from the last finished step).
 
 A recipe with `variants:` runs its `steps:` (the trunk) once, then each variant's steps from
 the trunk's last stage on a copy of its model (`lineages` names their stages). The last
-measurement re-times every stage in interleaved rounds (`eval/interleave.py`).
-
-What steps need to know about stages is answered here, once: `RunContext.teacher_stage` (the
-first stage with a torch model), `ctx.parent()` (the stage a step starts from), `ctx.index`
-(the running step's position) and `stage_history` (the same answers for the recipe validator,
-before anything runs).
+measurement re-times every stage in interleaved rounds (`eval/interleave.py`), and the results
+go to results.json (`eval/results.py`). What steps share while running is the run context
+(`compress/run/context.py`: one `Stage` record per stage).
 
 A *reference* step (`reference=True`: the classical `baseline`) makes a row of its own, under its
 own stage name, for comparison only: it never becomes the current stage, a parent, the teacher
 or the default baseline, it has no torch model and no ONNX artifact, and, like a measuring step,
-its fingerprint feeds no later step, so adding, editing or re-running it retrains nothing. This module imports no step and not the recipe schema
-(`compress/run/config.py` imports it), so there is no import circle.
+its fingerprint feeds no later step, so adding, editing or re-running it retrains nothing. This
+module imports no step and not the recipe schema (`compress/run/config.py` imports it), so there
+is no import circle.
 """
 
 import copy
-import hashlib
 import json
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
-from pydantic import BaseModel
 
-from compress.distributed import is_main_process, main_process_first, wait_for_everyone
-from compress.io import append_jsonl, atomic_dir, atomic_write_json, atomic_write_text
-from eval.model_card import write_cards
-from compress.run.registry import STEPS, StepSpec, code_version, fingerprint, lineages, stage_history, teaches
-
-
-@dataclass(frozen=True)
-class ImportedTeacher:
-    """A pretrained checkpoint the recipe's `teacher.from` names, imported before anything is written."""
-
-    model: Any  # SlimformerForSequenceClassification with the checkpoint's weights (and head, or a fresh one)
-    tokenizer: Any  # the checkpoint's own tokenizer: every stage of the run uses and saves it
-    info: dict  # what was imported (compress.models.import_hf)
-    digest: str  # of every file in the folder: a changed checkpoint retrains the teacher
-
-
-@dataclass
-class RunContext:
-    """What steps share: the recipe, data, tokenizer, teacher, run folder and recorded results.
-
-    `ctx.tokenizer` and `ctx.encoded` are the current stage's: a stage made by a step that sets
-    its own (prune_vocab renumbers the vocabulary) has it, every other stage inherits the one of
-    the stage it started from, and the first stages use the run's (`base_tokenizer`).
-    """
-
-    recipe: Any
-    run_dir: Path
-    data: Any  # compress.data.TaskData
-    base_tokenizer: Any  # the run's transformers.PreTrainedTokenizerFast
-    base_encoded: dict[str, dict]  # split -> {"input_ids": (N, T), "attention_mask": (N, T), "labels": (N,)} with it
-    device: str
-    imported: ImportedTeacher | None = None  # the pretrained checkpoint of `teacher.from`, when the recipe imports one
-    base_dir: Path | None = None  # the recipe file's folder: relative paths in steps (distill's `unlabeled:`) start here
-    teacher: Any = None  # the model of the lineage's teacher stage (`teacher_stage`), frozen
-    stage: str | None = None  # the current stage's name
-    stage_kinds: dict[str, str] = field(default_factory=dict)  # stage -> kind of the step that made it
-    stage_variants: dict[str, str] = field(default_factory=dict)  # stage -> the variant it belongs to (not for trunk stages)
-    steps: list = field(default_factory=list)  # the steps of the lineage being run: the trunk, + one variant's
-    index: int = 0  # the running step's position in `steps`
-    variant: str | None = None  # the variant being run (None: the recipe has none)
-    results: dict[str, dict] = field(default_factory=dict)  # stage -> recorded fields
-    pending: dict[str, Any] = field(default_factory=dict)  # what the running step recorded
-    stage_origins: dict[str, str | None] = field(default_factory=dict)  # stage -> the stage it started from
-    stage_tokenizers: dict[str, Any] = field(default_factory=dict)  # stage -> its own tokenizer (prune_vocab); others inherit
-    stage_encoded: dict[str, dict] = field(default_factory=dict)  # those stages' splits encoded with it
-    root_key: str = ""  # the run's own fingerprint (code, data, seed, teacher, task, import): what a pretrain step builds on
-
-    def tokenizer_stage(self, stage: str | None = None) -> str | None:
-        """The stage whose tokenizer `stage` (default: the current one) uses: itself or its nearest
-        ancestor with one of its own; None: the run's tokenizer."""
-        stage, seen = stage or self.stage, set()
-        while stage is not None and stage not in self.stage_tokenizers and stage not in seen:
-            seen.add(stage)
-            stage = self.stage_origins.get(stage)
-        return stage if stage in self.stage_tokenizers else None
-
-    def tokenizer_of(self, stage: str | None = None):
-        owner = self.tokenizer_stage(stage)
-        return self.base_tokenizer if owner is None else self.stage_tokenizers[owner]
-
-    @property
-    def tokenizer(self):
-        """The current stage's tokenizer (transformers.PreTrainedTokenizerFast)."""
-        return self.tokenizer_of()
-
-    @property
-    def encoded(self) -> dict[str, dict]:
-        """The task's splits encoded with the current stage's tokenizer."""
-        owner = self.tokenizer_stage()
-        if owner is None:
-            return self.base_encoded
-        if owner not in self.stage_encoded:
-            from compress.data import encode_task
-
-            self.stage_encoded[owner] = encode_task(self.data, self.stage_tokenizers[owner], self.recipe.task.seq_len)
-        return self.stage_encoded[owner]
-
-    def set_tokenizer(self, tokenizer, encoded: dict[str, dict] | None = None) -> None:
-        """Give the current stage a tokenizer of its own (and the splits encoded with it); its descendants inherit it."""
-        self.stage_tokenizers[self.stage] = tokenizer
-        self.stage_encoded.pop(self.stage, None)
-        if encoded is not None:
-            self.stage_encoded[self.stage] = encoded
-
-    @property
-    def teacher_stage(self) -> str | None:
-        """The teacher (what distillation and recovery learn from): the stage of the lineage's latest
-        `train`-like step run so far (one that builds a model without needing one: a variant with a
-        train step of its own has its own teacher), else the first stage with a torch model of its
-        own. Pretrained encoders (`pretrain`) are never the teacher."""
-        lineage = [s for s in self.steps[: self.index + 1] if s.name in self.stage_kinds and teaches(s.kind)]
-        roots = [s.name for s in lineage if STEPS[s.kind].makes_stage and not STEPS[s.kind].needs_model]
-        if roots:
-            return roots[-1]
-        return next((s for s, kind in self.stage_kinds.items() if teaches(kind)), None)
-
-    @property
-    def baseline_stage(self) -> str | None:
-        """The stage every other is compared with (agreement, the report's deltas): report.baseline, else
-        the run's first teacher (the trunk's)."""
-        return self.recipe.report.baseline or next((s for s, kind in self.stage_kinds.items() if teaches(kind)), None)
-
-    def parent(self, name: str | None = None) -> str | None:
-        """The stage the running step starts from: `name` if given, else the last stage with a torch model."""
-        return stage_history(self.steps, self.index, name)[0]
-
-    def stage_dir(self, stage: str | None = None) -> Path:
-        return self.run_dir / "stages" / (stage or self.stage)
-
-    def model_dir(self, stage: str | None = None) -> Path:
-        return self.stage_dir(stage) / "model"
-
-    def onnx_dir(self, stage: str | None = None) -> Path:
-        return self.stage_dir(stage) / "onnx"
-
-    def record(self, key: str, value: Any) -> None:
-        """Record a result field of the current stage (goes to results.json and the report)."""
-        self.results.setdefault(self.stage, {})[key] = value
-        self.pending[key] = value
-
-    def log(self, **metrics: Any) -> None:
-        """Append one line to metrics.jsonl, tagged with the current stage."""
-        append_jsonl(self.run_dir / "metrics.jsonl", {"time": round(time.time(), 3), "stage": self.stage, **metrics})
-
-    def save_model(self, model, stage: str) -> None:
-        """Save a stage's model and tokenizer atomically (safetensors + config + model code).
-
-        With several processes the main one writes and the others wait, so all can then load it.
-        """
-        with atomic_dir(self.model_dir(stage)) as tmp:
-            model.save_pretrained(tmp)
-            self.tokenizer_of(stage).save_pretrained(tmp)
-        wait_for_everyone()
-
-    def load_model(self, stage: str):
-        from transformers import AutoModelForSequenceClassification
-
-        from compress.models import register_auto_classes
-
-        register_auto_classes()
-        model = AutoModelForSequenceClassification.from_pretrained(self.model_dir(stage))
-        return model.eval()
-
-
-PATH_FIELDS = ("unlabeled", "extra_texts", "corpus")  # step fields that name files, relative to the recipe's folder
-
-
-def dump_recipe(recipe: BaseModel, base_dir: Path | None = None) -> str:
-    """The resolved recipe as YAML, re-runnable as is from anywhere: relative file paths are made
-    absolute against `base_dir` (the recipe's folder), and an imported teacher keeps only `from`
-    (and `pooling` when set), since the checkpoint fixes its shape."""
-    data = json.loads(recipe.model_dump_json(by_alias=True))
-
-    def absolute(path):
-        if base_dir is None or not isinstance(path, str) or path.startswith("~") or Path(path).is_absolute():
-            return path
-        return str((base_dir / path).resolve())
-
-    if recipe.teacher.imports():
-        data["teacher"] = {"from": absolute(data["teacher"]["from"]),
-                           **({"pooling": data["teacher"]["pooling"]} if "pooling" in recipe.teacher.model_fields_set else {})}
-        data["task"].pop("tokenizer", None)  # the checkpoint brings its own
-    if data["task"].get("kind") == "files":
-        data["task"].update({k: absolute(data["task"][k]) for k in ("train", "validation", "test") if data["task"].get(k)})
-    for steps in [data["steps"], *(data.get("variants") or {}).values()]:
-        for step in steps:
-            for part in (step, step.get("recover") or {}):  # recovery names its transfer set's files too
-                part.update({k: [absolute(p) for p in part[k]] for k in PATH_FIELDS if isinstance(part.get(k), list)})
-    return yaml.safe_dump(data, sort_keys=False)
+from compress.distributed import is_main_process, main_process_first
+from compress.io import atomic_dir, atomic_write_json, atomic_write_text
+from compress.models.imported import ImportedTeacher, import_teacher
+from compress.run.context import RunContext
+from compress.run.registry import STEPS, StepSpec, code_version, fingerprint, lineages
+from compress.run.resolved import dump_recipe
 
 
 def save_tokenizer(tokenizer, folder: Path) -> None:
     with atomic_dir(folder) as tmp:
         tokenizer.save_pretrained(tmp)
-
-
-def import_teacher(recipe, data, base_dir: Path) -> ImportedTeacher:
-    """Import `teacher.from` (relative to the recipe's folder); CheckpointError/RecipeError name what is wrong."""
-    from compress.errors import CheckpointError, RecipeError
-    from compress.models.import_hf import import_pretrained
-
-    folder = Path(recipe.teacher.from_)
-    folder = folder if folder.is_absolute() else (base_dir / folder)
-    if not folder.is_dir():
-        raise CheckpointError(f"teacher.from: {folder} is not a folder; give a local Hugging Face checkpoint folder (config.json, "
-                              "*.safetensors, tokenizer files), relative to the recipe file, e.g. the one "
-                              "`python -m compress.models.fetch_minilm --out models/all-MiniLM-L6-v2` writes")
-    pooling = recipe.teacher.pooling if "pooling" in recipe.teacher.model_fields_set else None
-    imported = import_pretrained(folder, label_names=data.label_names, pooling=pooling, seed=recipe.seed)
-    if recipe.task.seq_len > imported.info["max_len"]:
-        raise RecipeError(f"task.seq_len {recipe.task.seq_len} exceeds the {imported.info['max_len']} positions of the imported "
-                          f"teacher ({folder}); set task.seq_len <= {imported.info['max_len']}")
-    h = hashlib.sha256()
-    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-        h.update(str(path.relative_to(folder)).encode())
-        h.update(path.read_bytes())
-    return ImportedTeacher(imported.model, imported.tokenizer, imported.info, h.hexdigest()[:16])
 
 
 def prepare_tokenizer(recipe, data, run_dir: Path, imported: ImportedTeacher | None = None):
@@ -351,9 +155,7 @@ def run_step(ctx: RunContext, index: int, step, previous: str, model, say) -> tu
     if not spec.reference:
         return run_chained_step(ctx, index, step, previous, model, say)
     current = ctx.stage  # a reference step records under its own name; the current stage stays what it was
-    ctx.stage_kinds[step.name] = step.kind
-    if ctx.variant is not None:
-        ctx.stage_variants[step.name] = ctx.variant
+    ctx.add_stage(step.name, step.kind, parent=None)
     try:
         ctx.stage = step.name
         run_chained_step(ctx, index, step, previous, model, say)
@@ -377,17 +179,13 @@ def run_chained_step(ctx: RunContext, index: int, step, previous: str, model, sa
     source = ctx.stage  # the stage whose model this step gets: a new stage's default parent
     if spec.makes_stage:
         explicit = getattr(step, "parent", None)  # prune's and quantize's `parent:`; the tokenizer comes from there
-        ctx.stage_origins[step.name] = ctx.parent(explicit) if explicit else source
-        ctx.stage_tokenizers.pop(step.name, None)
+        ctx.add_stage(step.name, step.kind, parent=ctx.parent(explicit) if explicit else source)
         ctx.stage = step.name
-        ctx.stage_kinds[step.name] = step.kind
-        if ctx.variant is not None:
-            ctx.stage_variants[step.name] = ctx.variant
     label = f"{index} {ctx.variant}" if ctx.variant and index >= len(recipe.steps) else f"{index}"
     done = json.loads(marker.read_text()) if marker.is_file() else None
     if done and done.get("fingerprint") == key and outputs_exist(ctx, spec, done):
         say(f"[{label}] {step.kind} {ctx.stage}: cached")
-        ctx.results.setdefault(ctx.stage, {}).update(done["recorded"])
+        ctx.current.recorded.update(done["recorded"])
         if spec.sets_tokenizer:
             from transformers import AutoTokenizer
 
@@ -420,10 +218,11 @@ def retime_interleaved(ctx: RunContext, say) -> bool:
 
     bench = ctx.recipe.bench
     protocol = {**bench.model_dump(), "seq_lens": bench.seq_lens or [ctx.recipe.task.seq_len]}
-    vocab_size = min(len(t) for t in [ctx.base_tokenizer, *ctx.stage_tokenizers.values()])  # ids every stage can read
+    own = [s.tokenizer for s in ctx.stages.values() if s.tokenizer is not None]
+    vocab_size = min(len(t) for t in [ctx.base_tokenizer, *own])  # ids every stage can read
     # eager torch re-timed in the same rounds, for the stages with a saved torch model
-    torch_models = {name: (lambda name=name: ctx.load_model(name)) for name in ctx.results if ctx.model_dir(name).is_dir()}
-    timed = retime_stages(ctx.results, ctx.run_dir, protocol, vocab_size, torch_models)
+    torch_models = {name: (lambda name=name: ctx.load_model(name)) for name in ctx.stages if ctx.model_dir(name).is_dir()}
+    timed = retime_stages({name: s.recorded for name, s in ctx.stages.items()}, ctx.run_dir, protocol, vocab_size, torch_models)
     if timed:
         say(f"timed {len(timed)} stages again in interleaved rounds (bench.interleave)")
     return bool(timed)
@@ -437,45 +236,31 @@ def run_peak(stages: list[dict], threads: int) -> dict | None:
     return measure_peaks(threads) if is_main_process() and any(s.get("latency") for s in stages) else None
 
 
-def write_results(ctx: RunContext, command: str, env: dict, interleaved: bool = False) -> Path:
-    """results.json: one entry per stage, the protocol, and the baseline (see eval/results_schema.json)."""
-    from eval.bench import timing_settings
+def traffic_protocol(ctx: RunContext, stages: list[dict]) -> dict | None:
+    """Which texts the `bench` steps served and how (eval/traffic.py), when a stage was timed on them."""
+    from eval.traffic import protocol_entry
 
-    recipe, bench = ctx.recipe, ctx.recipe.bench
-    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
-    stages = []
-    for name, kind in ctx.stage_kinds.items():
-        recorded = ctx.results.get(name, {})
-        variant = {"variant": ctx.stage_variants[name]} if name in ctx.stage_variants else {}
-        stages.append({"name": name, "kind": kind, **variant, **recorded})
-    results = {
-        "schema_version": 1,
-        "run": recipe.name,
-        "command": command,
-        "protocol": {
-            "task": ctx.data.name,
-            "task_description": ctx.data.description,
-            "split": "test",
-            "n_test": len(ctx.data.labels["test"]),
-            "seq_len": recipe.task.seq_len,
-            "batch_sizes": bench.batch_sizes,
-            "seq_lens": bench.seq_lens or [recipe.task.seq_len],
-            "threads": bench.threads,
-            "warmup": bench.warmup,
-            "repeats": bench.repeats,
-            "interleaved": interleaved,
-            "timing": timing_settings(bench.threads),
-            "devices": devices,
-            "truncated": ctx.data.stats.get("n_truncated", {}),
-            "versions": env.get("versions", {}),
-            "cpu": f"{env.get('cpu')} ({env.get('n_cores_usable')} usable cores)",
-            "gpu": ", ".join(env.get("cuda_devices") or []) or None,
-            "peak": run_peak(stages, bench.threads),
-        },
-        "baseline": ctx.baseline_stage,
-        "stages": stages,
-    }
-    path = ctx.run_dir / "results.json"
-    atomic_write_json(path, results)
-    write_cards(results, ctx.run_dir, atomic_write_text)  # each model/ folder's README.md, with these measurements
-    return path
+    bench = ctx.recipe.bench
+    if not (bench.traffic and any(s.get("traffic") for s in stages)):
+        return None
+    n_texts = min(bench.traffic_texts, len(ctx.data.texts["test"]))
+    return protocol_entry(n_texts, ctx.recipe.task.seq_len, bench.traffic_batch_size, bench.warmup, bench.threads)
+
+
+def write_results(ctx: RunContext, command: str, env: dict, interleaved: bool = False) -> Path | None:
+    """results.json (eval/results.py, eval/results_schema.json): one entry per stage, the protocol, the baseline.
+    Only the main process writes it."""
+    from eval.bench import timing_settings
+    from eval.results import build_protocol, write_results as write
+
+    if not is_main_process():
+        return None
+    recipe, data = ctx.recipe, ctx.data
+    stages = [{"name": s.name, "kind": s.kind, **({"variant": s.lineage} if s.lineage else {}), **s.recorded}
+              for s in ctx.stages.values()]
+    task = {"name": data.name, "description": data.description, "n_test": len(data.labels["test"]),
+            "seq_len": recipe.task.seq_len, "truncated": data.stats.get("n_truncated", {})}
+    protocol = build_protocol(task=task, bench=recipe.bench.model_dump(), env=env, timing=timing_settings(recipe.bench.threads),
+                              interleaved=interleaved, devices=["cpu"] + (["cuda"] if torch.cuda.is_available() else []),
+                              peak=run_peak(stages, recipe.bench.threads), traffic=traffic_protocol(ctx, stages))
+    return write(ctx.run_dir, run=recipe.name, command=command, protocol=protocol, baseline=ctx.baseline_stage, stages=stages)

@@ -42,7 +42,7 @@ class BenchStepConfig(StepConfig):
 def reference_path(cfg: EvaluateConfig, ctx):
     """The saved logits agreement is computed against: the fp32 parent's for an ONNX-only (int8)
     stage, else the baseline stage's (report.baseline, default the teacher)."""
-    stage = ctx.results.get(ctx.stage, {}).get("parent") if onnx_only(ctx) else ctx.baseline_stage
+    stage = ctx.current.recorded.get("parent") if onnx_only(ctx) else ctx.baseline_stage
     if stage is None or stage == ctx.stage:  # the baseline agrees with itself: it reads nothing else
         return None
     return ctx.stage_dir(stage) / f"{cfg.split}_logits.npy"
@@ -65,14 +65,14 @@ def reference_inputs(cfg: EvaluateConfig, ctx) -> dict:
 
 def onnx_only(ctx) -> bool:
     """The current stage has no torch model of its own (quantize): `model` is its fp32 parent's."""
-    return not STEPS[ctx.stage_kinds[ctx.stage]].saves_model
+    return not STEPS[ctx.current.kind].saves_model
 
 
 def parent_logits(ctx, split: str, batch_size: int) -> np.ndarray:
     """The fp32 parent's logits on `split`: saved by its evaluate step, else run on its ONNX artifact."""
     from eval.accuracy import predict_onnx
 
-    parent = ctx.results[ctx.stage]["parent"]
+    parent = ctx.current.recorded["parent"]
     path = ctx.stage_dir(parent) / f"{split}_logits.npy"
     if path.is_file():
         return np.load(path, allow_pickle=False)
@@ -140,7 +140,7 @@ def bench(model, cfg: BenchStepConfig, ctx):
     if not onnx_path.is_file():
         raise RecipeError(f"bench on stage {ctx.stage!r}: it has no ONNX artifact; put an `export` step before `bench`")
     common = dict(batch_sizes=protocol.batch_sizes, seq_lens=seq_lens, threads=protocol.threads, vocab_size=vocab_size, warmup=protocol.warmup, repeats=protocol.repeats)
-    precision = ctx.results.get(ctx.stage, {}).get("precision", "fp32")
+    precision = ctx.current.recorded.get("precision", "fp32")
     latency = bench_onnx(onnx_path, precision=precision, **common)
     if protocol.torch:
         if not onnx_only(ctx):  # an int8 stage is an ONNX Runtime CPU artifact: no eager torch row of its own

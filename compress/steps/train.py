@@ -37,8 +37,8 @@ def train_teacher(model, cfg: TrainConfig, ctx):
     or, right after a `pretrain` step, that stage's pretrained encoder (and fresh head) fine-tuned."""
     from compress.models import SlimformerForSequenceClassification
 
-    origin = ctx.stage_origins.get(ctx.stage)
-    if origin is not None and STEPS[ctx.stage_kinds[origin]].pretrains:
+    origin = ctx.current.parent
+    if origin is not None and STEPS[ctx.stages[origin].kind].pretrains:
         model = copy.deepcopy(model)  # the pretrained stage's model; its tokenizer is this stage's too (inherited)
         ctx.record("pretrained", origin)
         if ctx.imported is not None:  # the pretrained stage continued the imported checkpoint's pretraining
