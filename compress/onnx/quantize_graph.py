@@ -98,13 +98,13 @@ def is_node_selected(name: str, cfg: SelectConfig) -> bool:
     return is_selected(module, cfg.include, cfg.exclude, cfg.protect) and not by_name
 
 
-def candidates(proto, op_types: list[str], activation_matmuls: bool, dynamic: bool) -> list:
+def candidates(proto, op_types: list[str], activation_matmuls: bool, rewrites_gemm: bool) -> list:
     """Nodes the quantizer may touch: an op in `op_types` with a float weight, or any MatMul with `activation_matmuls`.
 
     `quantize_dynamic` rewrites every Gemm as MatMul + Add (`<gemm>_MatMul`), so with MatMul
-    quantized dynamically Gemms are candidates too.
+    quantized by a quantizer that does (`rewrites_gemm`) Gemms are candidates too.
     """
-    ops = set(op_types) | ({"Gemm"} if dynamic and "MatMul" in op_types else set())
+    ops = set(op_types) | ({"Gemm"} if rewrites_gemm and "MatMul" in op_types else set())
     weights = {t.name for t in proto.graph.initializer if t.data_type == 1}  # float32
     return [n for n in proto.graph.node if n.op_type in ops
             and (any(i in weights for i in n.input) or activation_matmuls and n.op_type == "MatMul")]

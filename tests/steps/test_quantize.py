@@ -13,7 +13,8 @@ from compress.run.config import load_recipe, validate_recipe
 from compress.errors import RecipeError
 from compress.onnx.export import ExportOptions, export_stage
 from compress.models import SlimformerConfig, SlimformerForSequenceClassification
-from compress.steps.quantize import QuantizeConfig, quantize_onnx, quantize_stage
+from compress.onnx.quantize import quantize_onnx, quantize_stage
+from compress.steps.quantize import QuantizeConfig
 from compress.onnx.quantize_graph import is_node_selected, module_of
 from tests.helpers import FakeTokenizer
 
@@ -243,3 +244,20 @@ def test_pipeline_int8_stage(tmp_path):
     mtime = marker.stat().st_mtime_ns
     assert cli.main(args) == 0  # a rerun resumes: the quantize step is cached
     assert marker.stat().st_mtime_ns == mtime
+
+
+def test_each_mode_is_a_registered_handler_with_its_own_options():
+    """One handler per mode (compress/onnx/quantize.py): the step validates a mode's fields with that mode's options."""
+    from compress.onnx.quantize import QUANTIZERS, DynamicOptions, StaticOptions
+
+    assert {m: q.options for m, q in QUANTIZERS.items()} == {"dynamic": DynamicOptions, "static": StaticOptions}
+    static = QuantizeConfig(mode="static", format="qoperator", calibration={"method": "entropy", "samples": 8})
+    assert isinstance(static.options, StaticOptions) and static.options.format == "qoperator"
+    assert static.options.calibration.samples == 8 and static.op_types == ["MatMul", "Gather"]
+    assert QuantizeConfig(mode="static").options.calibration.method == "minmax"  # the mode's default when unset
+    dynamic = QuantizeConfig()
+    assert isinstance(dynamic.options, DynamicOptions) and "Attention" in dynamic.op_types
+    with pytest.raises(ValidationError, match="format applies to mode: static only; remove it, or set mode: static"):
+        QuantizeConfig(mode="dynamic", format="qdq")
+    # the hint works: following it gets past the error
+    assert QuantizeConfig(mode="static", format="qdq").options.format == "qdq"
