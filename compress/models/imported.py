@@ -1,9 +1,11 @@
 """The imported teacher: the checkpoint folder a recipe's `teacher.from` names, imported before anything is written.
 
-`import_teacher` reads the folder with `compress/models/import_hf.py` (config, safetensors weights,
-tokenizer, architecture), checks the task's `seq_len` against the checkpoint's positions, and
-digests every file of the folder: a changed checkpoint changes the run's fingerprint and
-retrains the teacher.
+`check_teacher` makes every check of the import without reading a tensor (the folder, config,
+safetensors headers and shapes, tokenizer, architecture, and the task's `seq_len` against the
+checkpoint's positions): `slimformer validate` and `slimformer run` both call it, through
+`compress/run/preflight.py`. `import_teacher` then reads the weights with
+`compress/models/import_hf.py` and digests every file of the folder: a changed checkpoint
+changes the run's fingerprint and retrains the teacher.
 """
 
 import hashlib
@@ -12,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from compress.errors import CheckpointError, RecipeError
-from compress.models.import_hf import import_pretrained
+from compress.models.import_hf import CheckedCheckpoint, check_pretrained, import_pretrained
 
 
 @dataclass(frozen=True)
@@ -23,23 +25,38 @@ class ImportedTeacher:
     tokenizer: Any  # the checkpoint's own tokenizer: every stage of the run uses and saves it
     info: dict  # what was imported (compress.models.import_hf)
     digest: str  # of every file in the folder: a changed checkpoint retrains the teacher
+    checked: CheckedCheckpoint | None = None  # what the checks found (the shape)
 
 
-def import_teacher(recipe, data, base_dir: Path) -> ImportedTeacher:
-    """Import `teacher.from` (relative to the recipe's folder); CheckpointError/RecipeError name what is wrong."""
-    folder = Path(recipe.teacher.from_)
+def teacher_folder(recipe, base_dir: Path) -> Path:
+    """The folder `teacher.from` names (relative paths: against the recipe's folder); CheckpointError when it is none."""
+    folder = Path(recipe.teacher.from_).expanduser()
     folder = folder if folder.is_absolute() else (base_dir / folder)
     if not folder.is_dir():
         raise CheckpointError(f"teacher.from: {folder} is not a folder; give a local Hugging Face checkpoint folder (config.json, "
                               "*.safetensors, tokenizer files), relative to the recipe file, e.g. the one "
                               "`python -m compress.models.fetch_minilm --out models/all-MiniLM-L6-v2` writes")
+    return folder
+
+
+def check_teacher(recipe, label_names: list[str] | None, base_dir: Path) -> CheckedCheckpoint:
+    """Every check of `import_teacher`, no tensor read; CheckpointError/RecipeError name what is wrong."""
+    folder = teacher_folder(recipe, base_dir)
     pooling = recipe.teacher.pooling if "pooling" in recipe.teacher.model_fields_set else None
-    imported = import_pretrained(folder, label_names=data.label_names, pooling=pooling, seed=recipe.seed)
-    if recipe.task.seq_len > imported.info["max_len"]:
-        raise RecipeError(f"task.seq_len {recipe.task.seq_len} exceeds the {imported.info['max_len']} positions of the imported "
-                          f"teacher ({folder}); set task.seq_len <= {imported.info['max_len']}")
+    checked = check_pretrained(folder, label_names=label_names, pooling=pooling)
+    max_len = checked.config.max_len
+    if recipe.task.seq_len > max_len:
+        raise RecipeError(f"task.seq_len {recipe.task.seq_len} exceeds the {max_len} positions of the imported "
+                          f"teacher ({folder}); set task.seq_len <= {max_len}")
+    return checked
+
+
+def import_teacher(recipe, data, base_dir: Path, checked: CheckedCheckpoint | None = None) -> ImportedTeacher:
+    """Import `teacher.from` (relative to the recipe's folder) after `check_teacher` (or its answer, `checked`)."""
+    checked = checked or check_teacher(recipe, data.label_names, base_dir)
+    imported = import_pretrained(checked.folder, seed=recipe.seed, checked=checked)
     h = hashlib.sha256()
-    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-        h.update(str(path.relative_to(folder)).encode())
+    for path in sorted(p for p in checked.folder.rglob("*") if p.is_file()):
+        h.update(str(path.relative_to(checked.folder)).encode())
         h.update(path.read_bytes())
-    return ImportedTeacher(imported.model, imported.tokenizer, imported.info, h.hexdigest()[:16])
+    return ImportedTeacher(imported.model, imported.tokenizer, imported.info, h.hexdigest()[:16], checked)

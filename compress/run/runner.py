@@ -92,14 +92,14 @@ def remove_stale_temporaries(run_dir: Path) -> None:
         shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
 
 
-def run_recipe(recipe, recipe_path: Path | None, runs_dir: Path, command: str = "", console=None) -> Path:
-    """Run every step of `recipe` in `runs_dir/<name>/`, resuming finished steps. Returns the run folder."""
+def open_run(recipe, recipe_path: Path | None, runs_dir: Path) -> tuple[RunContext, dict, str]:
+    """Check everything that can fail on bad input, then open `runs_dir/<name>/`: the resolved recipe, the
+    tokenizer, the encoded splits, env.json. Returns (the context, the environment, the run's root fingerprint)."""
     from transformers.utils import logging as hf_logging
 
     from compress.data import encode_task, load_task
     from eval.env import collect_env
 
-    say = console.print if console is not None else print
     hf_logging.disable_progress_bar()  # transformers' own bars ("Loading weights", "Writing model shards") would interleave with ours
     # everything that can fail on bad input runs before the first file is written
     device = resolve_device(recipe.device)
@@ -122,9 +122,24 @@ def run_recipe(recipe, recipe_path: Path | None, runs_dir: Path, command: str = 
     atomic_write_json(run_dir / "env.json", env)
     key = fingerprint(code_version(), data.fingerprint, recipe.seed, recipe.teacher.model_dump(), recipe.task.model_dump(),
                       imported.digest if imported else None)
-    model, ctx.steps, ctx.root_key = None, list(recipe.steps), key
-    for index, step in enumerate(recipe.steps):  # the trunk: the teacher and whatever every variant shares
+    ctx.steps, ctx.root_key = list(recipe.steps), key
+    return ctx, env, key
+
+
+def run_trunk(ctx: RunContext, key: str, say=print) -> tuple[str, Any]:
+    """Run (or reuse) the recipe's `steps:`; returns (the last fingerprint, the current model)."""
+    model = None
+    for index, step in enumerate(ctx.recipe.steps):  # the trunk: the teacher and whatever every variant shares
         key, model = run_step(ctx, index, step, key, model, say)
+    return key, model
+
+
+def run_recipe(recipe, recipe_path: Path | None, runs_dir: Path, command: str = "", console=None) -> Path:
+    """Run every step of `recipe` in `runs_dir/<name>/`, resuming finished steps. Returns the run folder."""
+    say = console.print if console is not None else print
+    ctx, env, key = open_run(recipe, recipe_path, runs_dir)
+    run_dir = ctx.run_dir
+    key, model = run_trunk(ctx, key, say)
     trunk_stage, trunk_teacher = ctx.stage, ctx.teacher
     for variant, steps in lineages(recipe) if recipe.variants else []:
         # each variant continues from the trunk's end (its fingerprint chain too, so editing one

@@ -13,7 +13,9 @@ import torch
 from pydantic import Field
 
 from compress.run.config_base import NAME_PATTERN, StepConfig
+from compress.errors import RecipeError
 from compress.run.registry import STEPS, register_step
+from compress.training.batches import predict
 from compress.training.curriculum import CurriculumPhase
 from compress.training.loop import OptimConfig, cross_entropy_loss, train, train_curriculum
 
@@ -27,6 +29,9 @@ class TrainConfig(StepConfig, OptimConfig):
     # length curriculum (compress/training/curriculum.py): phases on the task redrawn at shorter inputs, trained in
     # order before the task itself; a generated long task only (lookup's long form, listops)
     curriculum: list[CurriculumPhase] = Field(default_factory=list)
+    # false: take `teacher.from` as it is, already fine-tuned on this task (its head must classify into the task's
+    # labels): its validation accuracy is measured, nothing is trained (`slimformer compress` starts from such a model)
+    fit: bool = True
 
 
 
@@ -50,6 +55,8 @@ def train_teacher(model, cfg: TrainConfig, ctx):
         config = ctx.recipe.teacher.build_config(len(ctx.tokenizer), ctx.recipe.task.seq_len, ctx.data.label_names)
         torch.manual_seed(ctx.recipe.seed)
         model = SlimformerForSequenceClassification(config)
+    if not cfg.fit:
+        return measure_as_is(model, cfg, ctx)
     if cfg.curriculum:
         model = train_curriculum(model, cfg.curriculum, cfg, cross_entropy_loss(cfg.label_smoothing), ctx, f"train {cfg.name}")
     model, curve = train(
@@ -66,3 +73,18 @@ def train_teacher(model, cfg: TrainConfig, ctx):
     ctx.record("train_curve", curve)
     ctx.record("val_accuracy", max(p["val_accuracy"] for p in curve))
     return model
+
+
+def measure_as_is(model, cfg: TrainConfig, ctx):
+    """`fit: false`: the imported checkpoint is the teacher as it is; its validation accuracy is recorded like a trained one's."""
+    info = ctx.imported.info if ctx.imported is not None else {}
+    if ctx.imported is None or info.get("head") != "imported":
+        why = info.get("head_reason", "the teacher is not imported (no teacher.from)")
+        raise RecipeError(f"train {cfg.name!r}: fit: false keeps the teacher as it is, but it has no head for the task's labels "
+                          f"({why}); set fit: true to fine-tune it, or give teacher.from a model fine-tuned on these labels")
+    val = ctx.encoded["validation"]
+    accuracy = round((predict(model, val).argmax(-1) == val["labels"]).float().mean().item(), 5)
+    ctx.record("fit", False)
+    ctx.record("val_accuracy", accuracy)
+    ctx.log(event="as_is", val_accuracy=accuracy)
+    return model.eval()
