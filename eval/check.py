@@ -5,7 +5,7 @@
 The file maps a stage selector to limits (`docs/thresholds.example.yaml`):
 
     stages:
-      "*": {min_accuracy: 0.70, max_accuracy_drop: 0.02}
+      "*": {min_accuracy: 0.70, min_accuracy_lower: 0.68, max_accuracy_drop: 0.02}
       int8: {max_p50_ms: 5.0, batch_size: 8, seq_len: 48}
 
 A selector is `*` (every stage), a stage name (that stage in every run given) or `run/stage`.
@@ -31,7 +31,7 @@ import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from eval.errors import SlimformerError
-from eval.report import CPU_RUNTIMES, MB, Row, gather_rows, is_reference, load_runs, pick_baseline, size_bytes
+from eval.report import CPU_RUNTIMES, MB, Row, accuracy_interval, gather_rows, is_reference, load_runs, pick_baseline, size_bytes
 from eval.schema import ConfigBase, StrictLoader, validation_message, yaml_lines
 
 EPS = 1e-9  # float slack, so that 0.77 - 0.76 passes max_accuracy_drop: 0.01
@@ -42,6 +42,9 @@ class StageThresholds(ConfigBase):
     """Limits for the stages a selector matches; every field is optional, at least one limit is required."""
 
     min_accuracy: float | None = None  # ONNX test accuracy floor, a fraction (0.70 = 70 %)
+    # floor on the lower end of the accuracy's 95% interval (Wilson; eval/intervals.py): passes only when the
+    # accuracy is above it beyond the noise of the test split's size
+    min_accuracy_lower: float | None = None
     max_accuracy_drop: float | None = None  # baseline accuracy minus this stage's, a fraction (0.01 = 1 point)
     min_agreement: float | None = None  # argmax agreement with the baseline stage, a fraction
     max_params: int | None = Field(None, ge=0)  # parameter count ceiling
@@ -53,7 +56,7 @@ class StageThresholds(ConfigBase):
     runtime: Literal["onnxruntime", "torch"] = "onnxruntime"  # the runtime the latency was measured in (a reference row: its own CPU runtime)
     device: Literal["cpu", "cuda"] = "cpu"  # the device the latency was measured on
 
-    @field_validator("min_accuracy", "max_accuracy_drop", "min_agreement")
+    @field_validator("min_accuracy", "min_accuracy_lower", "max_accuracy_drop", "min_agreement")
     @classmethod
     def fraction(cls, value: float | None) -> float | None:
         if value is not None and not 0 <= value <= 1:
@@ -155,6 +158,12 @@ def accuracy_drop(row: Row, entry: StageThresholds, base: Row) -> float | None:
     return None if accuracy is None or base_accuracy is None else base_accuracy - accuracy
 
 
+def accuracy_lower(row: Row, entry: StageThresholds, base: Row) -> float | None:
+    """The lower end of the accuracy's 95% interval, as the report shows it."""
+    interval = accuracy_interval(row)
+    return None if interval is None else interval[0]
+
+
 def stage_value(key: str, scale: float = 1.0) -> Callable[[Row, StageThresholds, Row], float | None]:
     return lambda row, entry, base: None if row.stage.get(key) is None else row.stage[key] / scale
 
@@ -167,6 +176,8 @@ def lacks(what: str, fix: str) -> Callable[[Row, StageThresholds, Row], str]:
 METRICS: dict[str, Metric] = {
     "min_accuracy": Metric(stage_value("accuracy"), True, percent,
                            lacks("accuracy", "add an evaluate step after it")),
+    "min_accuracy_lower": Metric(accuracy_lower, True, percent,
+                                 lacks("accuracy with an interval (accuracy_ci, or n_test)", "add an evaluate step after it")),
     "max_accuracy_drop": Metric(accuracy_drop, False, points,
                                 lambda row, entry, base: f"no accuracy for it or for the baseline {base.name} (add evaluate steps)"),
     "min_agreement": Metric(stage_value("agreement"), True, percent,

@@ -21,8 +21,10 @@ runs as in `eval.bench.bench_torch` (eval mode, `torch.inference_mode()`, `torch
 session (`eval.bench.ORT_CONFIG`) never take cores from torch or from another stage.
 
 The records replace each stage's ONNX Runtime CPU records (and, with a loader, its eager torch
-CPU records) in `results.json` and are marked `interleaved`. Runs at the end of `slimformer run` (`bench.interleave: true`, the default) and
-on a finished run with `slimformer bench runs/<name>`.
+CPU records) in `results.json` and are marked `interleaved`. Runs at the end of `slimformer run`
+(`bench.interleave: true`, the default) and on a finished run with `slimformer bench runs/<name>`,
+which also serves the run's real test texts again with every stage timed on them
+(`eval/traffic.py`, in rounds of its own).
 """
 
 import gc
@@ -161,11 +163,34 @@ def is_torch_cpu(record: dict) -> bool:
     return record["runtime"] == "torch" and record["device"] == "cpu" and record.get("precision", "fp32") == "fp32"
 
 
-def retime_run(run_dir: Path, repeats: int | None = None, load_torch: Callable[[Path], torch.nn.Module] | None = None) -> list[str]:
+def retime_traffic(stages: dict[str, dict], run_dir: Path, protocol: dict) -> list[str]:
+    """Serve the run's real test texts again (eval/traffic.py) with every stage that has `traffic` records, all in the
+    same rounds, and replace those records. The texts are the run folder's `traffic_texts.jsonl`, the settings
+    `protocol["traffic"]`; a run without them (made before the traffic timer, or `bench.traffic: false`) is left alone."""
+    from eval.traffic import TEXTS_FILE, read_texts, time_traffic
+
+    settings, path = protocol.get("traffic"), run_dir / TEXTS_FILE
+    if not settings or not path.is_file():
+        return []
+    folders = {name: (run_dir / fields["onnx_dir"], fields.get("precision") or "fp32") for name, fields in stages.items()
+               if fields.get("traffic") and fields.get("onnx_dir") and (run_dir / fields["onnx_dir"] / ONNX_FILE).is_file()}
+    if not folders:
+        return []
+    fresh = time_traffic(folders, read_texts(path), settings["seq_len"], protocol["threads"],
+                         batch_size=settings["batch_size"], warmup=protocol["warmup"])
+    for name, records in fresh.items():
+        stages[name]["traffic"] = records
+    return list(fresh)
+
+
+def retime_run(run_dir: Path, repeats: int | None = None,
+               load_torch: Callable[[Path], torch.nn.Module] | None = None) -> dict[str, list[str]]:
     """`slimformer bench runs/<name>`: re-time a finished run's stages in interleaved rounds and rewrite its results.json.
 
     `load_torch(model folder)` loads a stage's saved torch model (`stages/<name>/model`), so eager
-    torch is re-timed in the same rounds; without it only ONNX Runtime is.
+    torch is re-timed in the same rounds; without it only ONNX Runtime is. The stages timed on real
+    texts (`traffic`) are served them again, in rounds of their own (`retime_traffic`). Returns the
+    stages re-timed: `fixed` (fixed-shape latency) and `traffic`.
     """
     from eval.io import atomic_write_json
 
@@ -186,8 +211,9 @@ def retime_run(run_dir: Path, repeats: int | None = None, load_torch: Callable[[
     loaders = {name: (lambda folder=folder: load_torch(folder)) for name, folder in folders.items()
                if load_torch is not None and folder.is_dir()}
     timed = retime_stages(stages, run_dir, protocol, vocab_size, loaders)
+    served = retime_traffic(stages, run_dir, protocol)
     results["protocol"]["repeats"] = protocol["repeats"]
     results["protocol"]["timing"] = timing_settings(protocol["threads"])
     results["protocol"]["interleaved"] = bool(timed)
     atomic_write_json(path, results)
-    return timed
+    return {"fixed": timed, "traffic": served}

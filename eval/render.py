@@ -42,6 +42,8 @@ class Report:
     latency: Table
     verdict: Verdict | None = None  # attention swaps judged against their teacher; None when the runs have none
     fusions: Table = field(default_factory=lambda: Table(["Stage", "Fused ops in the artifact"]))
+    traffic: Table = field(default_factory=lambda: Table(["Stage"]))  # real test texts beside the fixed shapes (eval/traffic.py)
+    traffic_caption: str = ""
 
 
 def verdict_tables(verdict: Verdict) -> tuple[Table, Table]:
@@ -82,6 +84,8 @@ def render_markdown(report: Report, files_dir: str) -> str:
     lines += [f"Reproduce: `{c}`" for c in report.commands] + [""]
     lines += ["## Summary", "", report.caption, ""] + markdown_table(report.summary) + [""]
     lines += [f"> ⚠️ {md_escape(w)}  " for w in report.warnings] + [""] * bool(report.warnings)
+    if report.traffic.rows:
+        lines += ["## Real traffic", "", md_escape(report.traffic_caption), ""] + markdown_table(report.traffic) + [""]
     if report.verdict:
         verdict, lra = verdict_tables(report.verdict)
         lines += ["## Efficient attention: verdict", "", VERDICT_CAPTION, ""] + markdown_table(verdict) + [""]
@@ -116,6 +120,8 @@ def render_html(report: Report) -> str:
     parts += [f"<p>Reproduce: <code>{html.escape(c)}</code></p>" for c in report.commands]
     parts += ["<h2>Summary</h2>", f"<p>{caption}</p>", html_table(report.summary)]
     parts += [f'<p class="warn">⚠️ {html.escape(w)}</p>' for w in report.warnings]
+    if report.traffic.rows:
+        parts += ["<h2>Real traffic</h2>", f"<p>{html.escape(report.traffic_caption)}</p>", html_table(report.traffic)]
     if report.verdict:
         verdict, lra = verdict_tables(report.verdict)
         parts += ["<h2>Efficient attention: verdict</h2>", f"<p>{html.escape(VERDICT_CAPTION)}</p>", html_table(verdict)]

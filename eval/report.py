@@ -3,8 +3,11 @@
 `write_report` reads `runs/<name>/results.json` (schema: `eval/results_schema.json`), computes
 a `Report` here, and writes it through `eval/render.py` as `report.md` (readable in a pull
 request; figures as PNG files in `report_files/`) and `report.html` (self-contained).
-Sections: summary table (deltas and ratios vs the baseline, best value per column highlighted),
-warnings, figures, the fused ONNX Runtime operators in each artifact, the protocol the numbers were measured under, and every latency record in a
+Sections: summary table (deltas and ratios vs the baseline, best value per column highlighted;
+every accuracy with its 95% interval and every Δ with a paired one, `eval/intervals.py`),
+warnings, real traffic (each artifact serving real test texts, tokenization included, beside the
+fixed-shape timings: `eval/traffic.py`), figures, the fused ONNX Runtime operators in each
+artifact, the protocol the numbers were measured under, and every latency record in a
 collapsible table: what a reader wants first comes first.
 Comparison follows Long Range Arena's rule: like with like, or a warning that it is not.
 When a run has attention swaps, a verdict section follows the summary (`eval/verdict.py`): per
@@ -28,6 +31,7 @@ from eval import plots
 from eval.render import Report, Table, render_html, render_markdown
 from eval.verdict import build_verdict
 from eval.errors import SlimformerError
+from eval.intervals import RESAMPLES, newcombe_interval, wilson_interval
 from eval.io import atomic_dir, atomic_write_bytes, atomic_write_text
 
 HEADLINE_BATCH = 8  # the batch the summary quotes latency at, when benchmarked; else the largest
@@ -35,9 +39,10 @@ CPU_RUNTIMES = ("onnxruntime", "sklearn")  # headline CPU records: ONNX Runtime,
 SPREAD_LIMIT = 0.2  # std/mean above this: timings too noisy to trust ratios
 MB = 1e6
 PROTOCOL_FIELDS = ("task", "task_description", "split", "n_test", "seq_len", "seq_lens", "batch_sizes",
-                   "truncated", "threads", "warmup", "repeats", "interleaved", "timing", "devices", "cpu")
+                   "truncated", "threads", "warmup", "repeats", "interleaved", "timing", "traffic", "devices", "cpu")
 # truncated: texts cut at seq_len, per split; interleaved: CPU timings re-taken in interleaved rounds across stages;
-# timing: the session/thread settings every timed call ran under (eval.bench.timing_settings)
+# timing: the session/thread settings every timed call ran under (eval.bench.timing_settings);
+# traffic: the real test texts the traffic timer served and its settings (eval/traffic.py)
 LATENCY_FIELDS = ("device", "runtime", "precision", "batch", "seq_len", "threads",
                   "p50_ms", "p90_ms", "p99_ms", "mean_ms", "std_ms", "throughput_per_s")
 @dataclass
@@ -47,6 +52,7 @@ class Row:
     name: str
     stage: dict
     protocol: dict = field(default_factory=dict)  # its run's protocol: the MatMul peak its roofline divides by
+    run: str | None = None  # its run's name: a paired accuracy interval holds only against a stage of the same run
 
 
 @dataclass
@@ -96,7 +102,7 @@ def load_runs(run_dirs: list[Path]) -> dict[str, dict]:
 def gather_rows(runs: dict[str, dict]) -> list[Row]:
     """One row per stage; stage names are prefixed `run/` when several runs are compared."""
     prefix = len(runs) > 1
-    return [Row(f"{run}/{s['name']}" if prefix else s["name"], s, results.get("protocol") or {})
+    return [Row(f"{run}/{s['name']}" if prefix else s["name"], s, results.get("protocol") or {}, run)
             for run, results in runs.items() for s in results["stages"]]
 
 
@@ -186,6 +192,38 @@ def record_roofline(row: Row, record: dict) -> tuple[float | None, float | None]
     return achieved, ratio(achieved, peak) if record.get("device") == "cpu" else None
 
 
+def n_test_of(row: Row) -> int | None:
+    """Test texts the row's accuracy was measured on: its own count, else its run's."""
+    return row.stage.get("n_test") or row.protocol.get("n_test")
+
+
+def accuracy_interval(row: Row, key: str = "accuracy") -> tuple[float, float] | None:
+    """The 95% interval of `accuracy` (or `accuracy_torch`): recorded (`<key>_ci`), else Wilson's from it and n_test."""
+    recorded, value, n = row.stage.get(f"{key}_ci"), row.stage.get(key), n_test_of(row)
+    if value is None:
+        return None
+    if recorded:
+        return recorded[0], recorded[1]
+    return wilson_interval(round(value * n), n) if n else None
+
+
+def delta_interval(row: Row, base: Row) -> tuple[float, float, bool] | None:
+    """(low, high, paired) of the row's accuracy minus the baseline row's, as fractions: the paired bootstrap
+    recorded against this very baseline (`accuracy_delta`, same run), else Newcombe's unpaired interval."""
+    if row is base or row.stage.get("accuracy") is None or base.stage.get("accuracy") is None:
+        return None
+    recorded, delta = row.stage.get("accuracy_delta") or {}, row.stage["accuracy"] - base.stage["accuracy"]
+    same = row.run == base.run and recorded.get("baseline") == base.stage.get("name")
+    fresh = abs(recorded.get("delta", float("nan")) - delta) < 1e-9  # else stale: recorded for other accuracies
+    if recorded.get("ci") and same and fresh:
+        return recorded["ci"][0], recorded["ci"][1], True
+    n, n_base = n_test_of(row), n_test_of(base)
+    if not n or not n_base:
+        return None
+    low, high = newcombe_interval(round(row.stage["accuracy"] * n), n, round(base.stage["accuracy"] * n_base), n_base)
+    return low, high, False
+
+
 def ratio(numerator: float | None, denominator: float | None) -> float | None:
     return numerator / denominator if numerator is not None and denominator else None
 
@@ -222,6 +260,21 @@ def summary_columns(base: Row, setting: tuple[int, int] | None) -> list[Column]:
     def percent(v: float, row: Row) -> str:
         return f"{100 * v:.2f}"
 
+    def accuracy_text(key: str) -> Callable[[float, Row], str]:
+        def text(v: float, row: Row) -> str:
+            interval = accuracy_interval(row, key)
+            return f"{100 * v:.2f}" + (f" [{100 * interval[0]:.2f}, {100 * interval[1]:.2f}]" if interval else "")
+
+        return text
+
+    def delta_text(v: float, row: Row) -> str:
+        interval = delta_interval(row, base)
+        if interval is None:
+            return f"{v:+.2f}"
+        low, high, paired = interval
+        marks = [m for m, on in (("n.s.", low <= 0 <= high), ("unpaired", not paired)) if on]
+        return f"{v:+.2f} [{100 * low:+.2f}, {100 * high:+.2f}]" + "".join(f" {m}" for m in marks)
+
     def ms(v: float, row: Row) -> str:
         return f"{v:.2f}"
 
@@ -230,9 +283,9 @@ def summary_columns(base: Row, setting: tuple[int, int] | None) -> list[Column]:
         Column("Stage", lambda row: row.name, lambda v, row: v),
         Column("Kind", stage_field("kind"), lambda v, row: f"{v} (reference)" if is_reference(row) else v),
         Column("From", stage_field("parent"), lambda v, row: v),  # the stage it was made from: the pipeline's chain
-        Column("Accuracy % (ONNX)", stage_field("accuracy"), percent, max),
-        Column("Δ pts", delta, lambda v, row: f"{v:+.2f}"),
-        Column("Accuracy % (torch)", stage_field("accuracy_torch"), percent, max),
+        Column("Accuracy % (ONNX)", stage_field("accuracy"), accuracy_text("accuracy"), max),
+        Column("Δ pts", delta, delta_text),
+        Column("Accuracy % (torch)", stage_field("accuracy_torch"), accuracy_text("accuracy_torch"), max),
         Column("Macro-F1", stage_field("macro_f1"), lambda v, row: f"{v:.3f}", max),
         Column("Agreement %", stage_field("agreement"), percent, max),
         Column("Params", stage_field("params"),
@@ -280,6 +333,76 @@ def latency_table(rows: list[Row]) -> Table:
                               + [("—" if achieved is None else f"{achieved / 1e9:.3g}", False),
                                  ("—" if fraction is None else f"{100 * fraction:.1f}", False)])
     return table
+
+
+def traffic_of(row: Row, mode: str, padding: str = "longest") -> dict | None:
+    """The row's real-traffic record (eval/traffic.py) of a mode (`single`, `sorted`) and padding."""
+    return next((r for r in row.stage.get("traffic") or [] if (r.get("mode"), r.get("padding")) == (mode, padding)), None)
+
+
+def traffic_table(rows: list[Row]) -> Table:
+    """Real traffic beside the fixed shapes, for the rows timed on real texts: batch 1 per request at the texts' own
+    length, padded to seq_len, and the fixed-shape forward pass; sorted batches in texts/s beside the fixed-shape
+    throughput at the same batch. The best of a column is marked."""
+
+    def field_of(mode: str, key: str, padding: str = "longest") -> Callable[[Row], float | None]:
+        return lambda row: (traffic_of(row, mode, padding) or {}).get(key)
+
+    def fixed(row: Row, key: str, batch: int | None) -> float | None:
+        record = traffic_of(row, "single") or traffic_of(row, "sorted")
+        return latency_of(row, (batch, record.get("seq_len")), key) if batch else None
+
+    def speedup(row: Row) -> float | None:
+        return ratio(field_of("single", "p50_ms", "max_length")(row), field_of("single", "p50_ms")(row))
+
+    def tokens(row: Row) -> str | None:
+        record = traffic_of(row, "single") or traffic_of(row, "sorted")
+        return f"{record['mean_tokens']:.1f} / {record.get('max_tokens')}" if record.get("mean_tokens") is not None else None
+
+    def ms(v: float, row: Row) -> str:
+        return f"{v:.2f}"
+
+    def per_s(v: float, row: Row) -> str:
+        return f"{v:.0f}"
+
+    columns = [
+        Column("Stage", lambda row: row.name, lambda v, row: v),
+        Column("Texts", lambda row: (traffic_of(row, "single") or traffic_of(row, "sorted"))["n_texts"], lambda v, row: str(v)),
+        Column("Tokens mean / max", tokens, lambda v, row: v),
+        Column("b=1 p50 ms", field_of("single", "p50_ms"), ms, min),
+        Column("b=1 p99 ms", field_of("single", "p99_ms"), ms, min),
+        Column("b=1 p50 ms padded to seq_len", field_of("single", "p50_ms", "max_length"), ms, min),
+        Column("Dynamic-length speed-up", speedup, lambda v, row: f"{v:.2f}×", max),
+        Column("b=1 p50 ms fixed shape", lambda row: fixed(row, "p50_ms", 1), ms, min),
+        Column("Sorted batches texts/s", field_of("sorted", "texts_per_s"), per_s, max),
+        Column("Fixed shape texts/s", lambda row: fixed(row, "throughput_per_s", field_of("sorted", "batch")(row)), per_s, max),
+    ]
+    return summary_table([row for row in rows if traffic_of(row, "single") or traffic_of(row, "sorted")], columns)
+
+
+def accuracy_caption(runs: dict[str, dict]) -> str:
+    """How far an accuracy can be trusted: the test texts behind it, what one point is worth, what the brackets are."""
+    counts = [(run, (results.get("protocol") or {}).get("n_test")) for run, results in runs.items()]
+    worth = "; ".join(f"{run + ': ' if len(runs) > 1 else ''}{n} test texts, so one point is {n / 100:.3g} texts"
+                      for run, n in counts if n)
+    return ((f"Accuracy on {worth}. " if worth else "")
+            + "Brackets hold 95% intervals: Wilson's for an accuracy; for Δ a paired bootstrap over the same test texts "
+            f"({RESAMPLES:,} resamples, fixed seed), or Newcombe's interval marked unpaired (rows of different runs, or "
+            "no per-text record); n.s.: the interval holds zero, so the difference is within noise.")
+
+
+def traffic_caption(runs: dict[str, dict]) -> str:
+    """Which texts and settings the traffic table's numbers come from (the protocol's `traffic`)."""
+    settings = [(run, (results.get("protocol") or {}).get("traffic") or {}) for run, results in runs.items()]
+    said = "; ".join(f"{run + ': ' if len(runs) > 1 else ''}the first {t.get('n_texts')} test texts, truncated at "
+                     f"{t.get('seq_len')} tokens, sorted batches of {t.get('batch_size')}, {t.get('threads')} threads"
+                     for run, t in settings if t)
+    return ("Each stage's ONNX artifact serving real test texts as a user does, its own tokenizer's time included "
+            f"({said or 'settings: see the protocol'}). b=1: one request per text, at the text's own length; padded to "
+            "seq_len: the same requests padded to the run's seq_len (the dynamic-length speed-up is their ratio); fixed "
+            "shape: the summary's timer, one forward pass on random ids at seq_len, no tokenization. Sorted batches: every "
+            "text, tokenized in one call, in length-sorted batches padded to their longest, results in input order; fixed "
+            "shape texts/s: the timer's throughput at the same batch and seq_len.")
 
 
 def fusions_table(rows: list[Row]) -> Table:
@@ -411,6 +534,7 @@ def build_report(runs: dict[str, dict], baseline: str | None) -> Report:
     if any(is_reference(row) for row in rows):
         caption += (" Rows marked (reference) are classical models fitted on the same split, timed on raw text in "
                     "their own runtime, sized by their own files; they are shown for comparison and not ranked.")
+    caption += " " + accuracy_caption(runs)
     return Report(
         title=" vs ".join(runs),
         commands=[results["command"] for results in runs.values() if results.get("command")],
@@ -422,6 +546,8 @@ def build_report(runs: dict[str, dict], baseline: str | None) -> Report:
         latency=latency_table(rows),
         verdict=build_verdict(runs),
         fusions=fusions_table(rows),
+        traffic=traffic_table(rows),
+        traffic_caption=traffic_caption(runs),
     )
 
 

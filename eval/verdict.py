@@ -5,7 +5,8 @@ Read from results.json only (it knows nothing of how a stage was made, and impor
 run's teacher (its baseline stage, else its `train` stage), a bag-of-embeddings student
 (`distill.student == "boe"`) and the classical reference row (`reference: true`) stand beside
 it. Each row gives accuracy, agreement with the run's baseline stage, latency and peak memory at
-the task's length (`protocol.seq_len`) with their ratios to the teacher, and the verdict: within
+the task's length (`protocol.seq_len`) with their ratios to the teacher (accuracy with its 95%
+interval, the difference to the teacher with its paired one when recorded: `eval/intervals.py`), and the verdict: within
 `MARGIN` points of the teacher, or short by how much. The teacher's lead over the
 bag-of-embeddings student says whether the task needs attention at all (the issue asks for
 15 points): a swap that matches a teacher a bag of words also matches shows little.
@@ -17,6 +18,8 @@ struggle where, not what our numbers should be.
 """
 
 from dataclasses import dataclass, field
+
+from eval.intervals import contains_zero, wilson_interval
 
 MARGIN = 2.0  # points of accuracy: a kind "within MARGIN of the teacher" is the issue's goal
 # Tay et al. 2021, Table 1, test accuracy %: ListOps (up to 2K tokens) and Text (byte-level IMDb, 4K)
@@ -47,6 +50,23 @@ def accuracy_of(stage: dict | None) -> float | None:
         return None
     value = stage.get("accuracy") if stage.get("accuracy") is not None else stage.get("accuracy_torch")
     return None if value is None else 100 * value
+
+
+def interval_text(stage: dict, n_test: int | None) -> str:
+    """' [low, high]' in %: the accuracy's 95% interval (recorded, else Wilson's from n_test), or '' without one."""
+    interval, value = stage.get("accuracy_ci"), stage.get("accuracy")
+    if not interval and value is not None and n_test:
+        interval = wilson_interval(round(value * n_test), n_test)
+    return f" [{100 * interval[0]:.2f}, {100 * interval[1]:.2f}]" if interval and value is not None else ""
+
+
+def delta_interval_text(stage: dict, teacher: dict) -> str:
+    """' [low, high]' in points (+ ' n.s.' when it holds zero): the paired interval recorded against the teacher, or ''."""
+    recorded = stage.get("accuracy_delta") or {}
+    if recorded.get("baseline") != teacher.get("name") or not recorded.get("ci"):
+        return ""
+    low, high = recorded["ci"]
+    return f" [{100 * low:+.2f}, {100 * high:+.2f}]" + (" n.s." if contains_zero(recorded["ci"]) else "")
 
 
 def find_teacher(results: dict) -> dict | None:
@@ -129,7 +149,9 @@ def build_verdict(runs: dict[str, dict], margin: float = MARGIN) -> Verdict | No
             delta = None if acc is None or t_acc is None else round(acc - t_acc, 2) + 0.0  # + 0.0: no "-0.00"
             verdict.rows.append([
                 task, fmt(seq_len, "d"), prefix + stage["name"], kind, "—" if is_teacher else layers_text(stage["swap"]),
-                fmt(acc), "—" if is_teacher else fmt(delta, "+.2f"), fmt(t_acc), fmt(boe_acc), fmt(ref_acc),
+                fmt(acc) + interval_text(stage, stage.get("n_test") or protocol.get("n_test")),
+                "—" if is_teacher or delta is None else fmt(delta, "+.2f") + delta_interval_text(stage, teacher),
+                fmt(t_acc), fmt(boe_acc), fmt(ref_acc),
                 fmt(None if stage.get("agreement") is None else 100 * stage["agreement"]),
                 fmt(p50), fmt(ratio(t_p50, p50), ".2f", "×"), fmt(peak, ".1f"), fmt(ratio(peak, t_peak), ".2f", "×"), timed or "—",
                 "reference" if is_teacher else verdict_text(acc, t_acc, margin),

@@ -82,6 +82,8 @@ def results_fixture(run: str = "quickstart") -> dict:
                "train_curve": [{"epoch": 1, "step": 100, "train_loss": 1.2, "val_accuracy": 0.5},
                                {"epoch": 2, "step": 200, "train_loss": 0.8, "val_accuracy": 0.65}]}
     student = {"name": "student", "kind": "distill", "parent": "teacher", "accuracy": 0.6925, "accuracy_torch": None,
+               "accuracy_delta": {"baseline": "teacher", "delta": -0.0175, "ci": [-0.03, -0.005], "contains_zero": False,
+                                  "mcnemar_p": 0.004, "n": 2000, "method": "paired bootstrap"},
                "macro_f1": 0.58, "agreement": 0.9, "params": 300000, "onnx_bytes": 1200000,
                "latency": [latency(1, 0.5), latency(8, 2.5, std=1.0)]}
     return {"schema_version": 1, "run": run, "command": f"slimformer run {run}", "protocol": protocol,

@@ -85,7 +85,8 @@ def test_report_marks_the_reference_row_and_plots_it_off_the_front(make_run, mak
     paths = write_report([make_run(results=results)])
     markdown = paths["md"].read_text()
     # not ranked: the fastest and smallest row, yet the student's 2.50 ms and 1.20 MB stay the bold best
-    assert "| baseline | baseline (reference) | — | 70.00 | -1.00 |" in markdown
+    # Wilson's interval from n_test 2000; no per-text record against the teacher in this fixture: Newcombe's unpaired one
+    assert "| baseline | baseline (reference) | — | 70.00 [67.95, 71.97] | -1.00 [-3.82, +1.83] n.s. unpaired |" in markdown
     row = next(line for line in markdown.splitlines() if line.startswith("| baseline |"))
     assert "**" not in row and "0.80 files (6.17× smaller)" in row and "| 0.50 |" in row and "20.00×" in row
     assert "**2.50**" in markdown and "**1.20 (4.12× smaller)**" in markdown

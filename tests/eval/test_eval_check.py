@@ -130,5 +130,18 @@ def test_shipped_example_validates_and_runs(make_run, make_results):
     for record in results["stages"][0]["latency"]:
         record["seq_len"] = 48  # the example's setting: quickstart's seq_len
     checks = run_checks([make_run(results=results)], load_thresholds(EXAMPLE))
-    assert len(checks) == 9  # teacher: 2 from "*" + its own 5; student: 2 from "*"
+    assert len(checks) == 11  # teacher: 3 from "*" + its own 5; student: 3 from "*"
     assert [c.describe() for c in checks if not c.passed] == ["student: min_accuracy 69.25 % < 70.00 %"]
+
+
+def test_min_accuracy_lower_reads_the_interval_recorded_else_wilson_from_n_test(make_run, make_results, tmp_path):
+    """Teacher 71.00 % of n_test 2000: Wilson 95% [68.97, 72.95]; the student's recorded interval wins over n_test."""
+    results = make_results()
+    results["stages"][1]["accuracy_ci"] = [0.6812, 0.7031]
+    thresholds = load_thresholds(write(tmp_path, 'stages:\n  "*": {min_accuracy_lower: 0.6850}\n'))
+    checks = {c.stage: c for c in run_checks([make_run(results=results)], thresholds)}
+    assert checks["teacher"].passed and checks["teacher"].value == pytest.approx(0.689726, abs=1e-6)
+    assert checks["student"].describe() == "student: min_accuracy_lower 68.12 % < 68.50 %"
+    del results["protocol"]["n_test"]
+    with pytest.raises(SlimformerError, match="min_accuracy_lower for teacher: results.json has no accuracy with an interval"):
+        run_checks([make_run("bare", results)], thresholds)

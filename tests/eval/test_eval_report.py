@@ -82,13 +82,16 @@ def test_single_run_writes_self_contained_html_and_markdown(make_run: Callable[.
     assert page.images and all(src.startswith("data:image/png;base64,") for src in page.images)
     assert not {"script", "link", "iframe"} & set(page.tags)  # no JS, no external CSS
     assert "http" not in "".join(page.images)
-    assert {"teacher", "student", "71.00", "69.25", "-1.75", "4.00×"} <= set(page.cells)
+    # accuracies with Wilson 95% intervals from n_test = 2000 (1420/2000, 1385/2000); Δ with the recorded paired interval
+    assert {"teacher", "student", "69.25 [67.19, 71.23]", "-1.75 [-3.00, -0.50]", "4.00×"} <= set(page.cells)
     html_text = paths["html"].read_text()
-    assert '<td class="best">71.00</td>' in html_text and '<td class="best">2.50</td>' in html_text
+    assert '<td class="best">71.00 [68.97, 72.95]</td>' in html_text and '<td class="best">2.50</td>' in html_text
+    assert "2000 test texts, so one point is 20 texts" in html_text
     assert "<details>" in html_text and "hypernym &lt;b&gt;" in html_text
     assert "std/mean" in html_text  # the student's spread is 1.0 / 2.5 = 0.4
     markdown = paths["md"].read_text()
-    assert "| teacher | train | — | **71.00** | +0.00 |" in markdown and "| student | distill | teacher | 69.25 | -1.75 |" in markdown
+    assert "| teacher | train | — | **71.00 [68.97, 72.95]** | +0.00 |" in markdown
+    assert "| student | distill | teacher | 69.25 [67.19, 71.23] | -1.75 [-3.00, -0.50] |" in markdown
     figures = sorted(p.name for p in paths["files"].iterdir())
     assert figures == ["accuracy_vs_latency.png", "accuracy_vs_size.png", "latency_vs_batch.png", "training_curves.png"]
     assert all(f"report_files/{name}" in markdown for name in figures)
@@ -130,7 +133,7 @@ def test_html_holds_every_stage_number_the_reproduce_command_and_only_embedded_f
     assert list(summary) == [stage["name"] for stage in results["stages"]]
     for stage in results["stages"]:
         row = summary[stage["name"]]
-        assert row["Accuracy % (ONNX)"] == f"{100 * stage['accuracy']:.2f}"
+        assert row["Accuracy % (ONNX)"].split(" [")[0] == f"{100 * stage['accuracy']:.2f}"
         assert row["Params"].split(" ")[0] == compact_count(stage["params"])
         assert row["ONNX MB"].split(" ")[0] == f"{stage['onnx_bytes'] / 1e6:.2f}"
         headline = [r for r in stage["latency"] if (r["runtime"], r["batch"], r["seq_len"]) == ("onnxruntime", 8, 64)]
@@ -168,9 +171,16 @@ def test_compare_two_runs(make_run: Callable[..., Path], make_results, fast_figu
     paths = write_report([first, second])
     assert paths["html"].parent == first.parent / "compare-quickstart-tiny"
     cells = set(parse(paths["html"]).cells)
-    assert {"quickstart/teacher", "quickstart/student", "tiny/teacher", "tiny/student", "+4.00"} <= cells
+    # another run's test texts: Newcombe's unpaired interval of 1500/2000 - 1420/2000, holding no zero
+    assert {"quickstart/teacher", "quickstart/student", "tiny/teacher", "tiny/student", "+4.00 [+1.25, +6.74] unpaired"} <= cells
+    assert "-1.75 [-3.00, -0.50]" in cells  # quickstart/student against its own run's baseline: the recorded paired interval
     rebased = write_report([first, second], out_dir=first.parent / "cmp", baseline="tiny/teacher")
-    assert "-4.00" in set(parse(rebased["html"]).cells)
+    rebased_cells = set(parse(rebased["html"]).cells)
+    assert "-4.00 [-6.74, -1.25] unpaired" in rebased_cells
+    rows = {r["Stage"]: r["Δ pts"] for r in parse(rebased["html"]).table("Stage", "Δ pts")}
+    assert rows["tiny/teacher"] == "+0.00" and rows["quickstart/student"].endswith(" unpaired")
+    # tiny/student's recorded paired interval is of -1.75 points, but its teacher was edited to 75%: stale, not shown
+    assert rows["tiny/student"].startswith("-5.75 [") and rows["tiny/student"].endswith(" unpaired")
     assert "against tiny/teacher" in rebased["md"].read_text()
 
 

@@ -3,7 +3,7 @@
 import json
 
 from eval import write_report
-from eval.verdict import LRA_TABLE1, build_verdict, verdict_text
+from eval.verdict import HEADERS, LRA_TABLE1, build_verdict, verdict_text
 
 
 def record(p50: float, seq_len: int = 1024, batch: int = 1, runtime: str = "onnxruntime") -> dict:
@@ -96,3 +96,15 @@ def test_report_renders_the_verdict_section(tmp_path):
     assert "not within 2 points: 10.00 below the teacher, 8.00 beyond the margin" in md
     assert "| ListOps | 36.37 | 36.05 | 35.70 | 18.01 |" in md and "| Text | 64.27 | 64.02 | 53.94 | 65.40 |" in md
     assert "teacher is 20.00 points above the bag-of-embeddings student" in page
+
+
+def test_accuracies_carry_their_intervals_when_n_test_is_known():
+    other = results()
+    other["protocol"]["n_test"] = 100
+    stages = {s["name"]: s for s in other["stages"]}
+    stages["teacher"]["accuracy"] = 0.50  # 50 of 100: Wilson 95% [40.38, 59.62]
+    stages["bigbird"]["accuracy_delta"] = {"baseline": "teacher", "delta": 0.095, "ci": [-0.01, 0.2]}
+    rows = {row[2]: dict(zip(HEADERS, row, strict=True)) for row in build_verdict({"r": other}).rows}
+    assert rows["teacher"]["Accuracy %"] == "50.00 [40.38, 59.62]"
+    assert rows["bigbird"]["Δ vs teacher (pts)"] == "+9.50 [-1.00, +20.00] n.s."
+    assert rows["performer"]["Δ vs teacher (pts)"] == "+0.00"  # no paired record: the difference alone

@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[2]
 SHIPPED = sorted(RECIPES_DIR.glob("*.yaml"))
 
 SHRINK_MODEL = ["teacher.size=tiny", "teacher.dim=32", "teacher.n_heads=2", "teacher.ffn_dim=64", "teacher.n_layers=2"]
-SHRINK_BENCH = ["bench.batch_sizes=[1,2]", "bench.repeats=3", "bench.warmup=1", "bench.memory=false",
+SHRINK_BENCH = ["bench.batch_sizes=[1,2]", "bench.repeats=3", "bench.warmup=1", "bench.memory=false", "bench.traffic_texts=16",
                 "bench.interleave=false"]  # the end-of-run re-timing is generic, tested in tests/eval/test_eval_interleave.py and by the quickstart test
 SHRINK_TASK = {
     "wordnet": ["task.max_examples=400", "task.seq_len=24", "task.tokenizer.vocab_size=300"],
@@ -95,6 +95,13 @@ def test_quickstart_end_to_end_and_resume(tmp_path):
     assert teacher["parity"]["max_abs_diff"] <= teacher["parity"]["atol"]
     assert teacher["peak_memory"][0]["peak_rss_bytes"] > 0
     assert first["protocol"]["task"] == "wordnet" and first["baseline"] == "teacher"
+    # real test texts served (eval/traffic.py), and written down for `slimformer bench RUN`
+    n_texts = first["protocol"]["traffic"]["n_texts"]
+    assert [(r["mode"], r["padding"], r["n_texts"]) for r in teacher["traffic"]] == [
+        ("single", "longest", n_texts), ("single", "max_length", n_texts), ("sorted", "longest", n_texts)]
+    assert len((run_dir / "traffic_texts.jsonl").read_text().splitlines()) == n_texts
+    low, high = teacher["accuracy_ci"]
+    assert low < teacher["accuracy"] < high or teacher["accuracy"] in (0.0, 1.0)
     weights = run_dir / "stages/teacher/model/model.safetensors"
     mtime = weights.stat().st_mtime_ns
 
