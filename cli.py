@@ -47,18 +47,21 @@ def cmd_run(args) -> int:
 def cmd_validate(args) -> int:
     from compress.run.config import dump_recipe, load_recipe
 
+    from compress.run.preflight import preflight
+
     recipe, path = load_recipe(args.recipe, args.overrides)
     if args.print:
-        print(dump_recipe(recipe))
-    detail = ""
-    if not args.no_data:  # data files, columns and labels are checked too
-        from compress.data import load_task
-        from compress.run.runner import check_step_files
-
-        data = load_task(recipe.task, seed=recipe.seed, base_dir=path.parent)
-        check_step_files(recipe, path.parent)  # files steps read (distill's unlabeled:)
+        print(dump_recipe(recipe, path.parent))
+    # every check `run` makes before it writes anything, by the same code (--no-data: not the data files)
+    checked = preflight(recipe, path.parent, data=not args.no_data)
+    detail = f"; teacher: {checked.teacher.describe()}"
+    if checked.data is not None:
+        data = checked.data
         sizes = "/".join(str(len(data.labels[s])) for s in ("train", "validation", "test"))
-        detail = f"; data: {sizes} train/validation/test examples, {data.n_classes} classes"
+        detail += f"; data: {sizes} train/validation/test examples, {data.n_classes} classes"
+        from compress.data import data_notes
+
+        detail += "".join(f"; {line}" for line in data_notes(data.stats))
     variants = "".join(f"; variant {v}: {', '.join(s.kind for s in steps)}" for v, steps in (recipe.variants or {}).items())
     print(f"{path}: ok ({len(recipe.steps)} steps: {', '.join(s.kind for s in recipe.steps)}{variants}{detail})")
     return 0

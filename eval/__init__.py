@@ -23,7 +23,7 @@ EXPORTS = {
     "predict_torch": "accuracy",
     "classification_metrics": "accuracy",
     "collect_env": "env",
-    "load_results": "report",
+    "load_results": "results",
     "write_report": "report",
     "load_thresholds": "check",
     "run_checks": "check",

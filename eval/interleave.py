@@ -183,6 +183,18 @@ def retime_traffic(stages: dict[str, dict], run_dir: Path, protocol: dict) -> li
     return list(fresh)
 
 
+def onnx_vocab_size(config: Path) -> int:
+    """An ONNX folder's vocabulary size, from its config.json; SlimformerError naming the file when it is broken."""
+    try:
+        vocab_size = json.loads(config.read_text(encoding="utf-8")).get("vocab_size")
+    except (ValueError, AttributeError):
+        vocab_size = None
+    if not isinstance(vocab_size, int) or isinstance(vocab_size, bool) or vocab_size < 1:
+        raise SlimformerError(f"{config} is broken (not JSON with an integer vocab_size); the stage's ONNX folder was edited "
+                              "or cut short: re-run the recipe to export it again")
+    return vocab_size
+
+
 def retime_run(run_dir: Path, repeats: int | None = None,
                load_torch: Callable[[Path], torch.nn.Module] | None = None) -> dict[str, list[str]]:
     """`slimformer bench runs/<name>`: re-time a finished run's stages in interleaved rounds and rewrite its results.json.
@@ -193,17 +205,16 @@ def retime_run(run_dir: Path, repeats: int | None = None,
     stages re-timed: `fixed` (fixed-shape latency) and `traffic`.
     """
     from eval.io import atomic_write_json
+    from eval.results import load_results
 
     path = Path(run_dir) / "results.json"
-    if not path.is_file():
-        raise SlimformerError(f"{path} not found: give a run folder that `slimformer run` finished")
-    results = json.loads(path.read_text(encoding="utf-8"))
+    results = load_results(run_dir, bench=True)  # a broken file: one error naming it and the fix, before anything is timed
     protocol = dict(results["protocol"])
     if repeats is not None:
         protocol["repeats"] = repeats
     stages = {s["name"]: s for s in results["stages"]}
     # the smallest vocabulary: ids every stage can read (prune_vocab shrinks a stage's)
-    vocab_size = min((json.loads((run_dir / s["onnx_dir"] / "config.json").read_text())["vocab_size"]
+    vocab_size = min((onnx_vocab_size(run_dir / s["onnx_dir"] / "config.json")
                       for s in stages.values() if s.get("onnx_dir") and (run_dir / s["onnx_dir"] / "config.json").is_file()), default=None)
     if vocab_size is None:
         raise SlimformerError(f"{run_dir}: no stage has an ONNX folder with a config.json; nothing to time")

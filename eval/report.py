@@ -33,14 +33,16 @@ from eval.verdict import build_verdict
 from eval.errors import SlimformerError
 from eval.intervals import RESAMPLES, newcombe_interval, wilson_interval
 from eval.io import atomic_dir, atomic_write_bytes, atomic_write_text
+from eval.results import load_results
 
 HEADLINE_BATCH = 8  # the batch the summary quotes latency at, when benchmarked; else the largest
 CPU_RUNTIMES = ("onnxruntime", "sklearn")  # headline CPU records: ONNX Runtime, or a reference row's own (eval/baseline.py)
 SPREAD_LIMIT = 0.2  # std/mean above this: timings too noisy to trust ratios
 MB = 1e6
 PROTOCOL_FIELDS = ("task", "task_description", "split", "n_test", "seq_len", "seq_lens", "batch_sizes",
-                   "truncated", "threads", "warmup", "repeats", "interleaved", "timing", "traffic", "devices", "cpu")
-# truncated: texts cut at seq_len, per split; interleaved: CPU timings re-taken in interleaved rounds across stages;
+                   "truncated", "data", "threads", "warmup", "repeats", "interleaved", "timing", "traffic", "devices", "cpu")
+# truncated: texts cut at seq_len, per split; data: rows dropped and texts cut when the task's files were read;
+# interleaved: CPU timings re-taken in interleaved rounds across stages;
 # timing: the session/thread settings every timed call ran under (eval.bench.timing_settings);
 # traffic: the real test texts the traffic timer served and its settings (eval/traffic.py)
 LATENCY_FIELDS = ("device", "runtime", "precision", "batch", "seq_len", "threads",
@@ -63,24 +65,6 @@ class Column:
     value: Callable[[Row], float | None]
     text: Callable[[float, Row], str]
     best: Callable[[list[float]], float] | None = None
-
-
-def load_results(run_dir: str | Path) -> dict:
-    """Read and minimally validate `run_dir/results.json`; SlimformerError naming the file when unusable."""
-    path = Path(run_dir) / "results.json"
-    if not path.is_file():
-        raise SlimformerError(f"{path} not found: pass a run folder written by `slimformer run` (runs/<name>)")
-    try:
-        results = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise SlimformerError(f"{path} is not valid JSON ({e}); re-run the pipeline to rewrite it") from e
-    stages = results.get("stages") if isinstance(results, dict) else None
-    if not isinstance(stages, list) or not all(isinstance(s, dict) and s.get("name") and s.get("kind") for s in stages):
-        raise SlimformerError(f"{path} does not match eval/results_schema.json: "
-                              "it needs a 'stages' list whose items have 'name' and 'kind'")
-    if results.get("schema_version", 1) != 1:
-        raise SlimformerError(f"{path} has schema_version {results['schema_version']}; this slimformer reads version 1")
-    return results
 
 
 def run_name(results: dict, run_dir: Path) -> str:

@@ -17,7 +17,9 @@ from typing import Annotated, Union
 
 from pydantic import Field
 
-from compress.data.task import SPLITS, TASKS, TaskConfigBase, TaskData, encode_task, load_task, register_task
+from compress.data.task import (
+    SPLITS, TASKS, TaskConfigBase, TaskData, data_changes, data_notes, encode_task, load_task, register_task,
+)
 from compress.data.tokenizer import SPECIAL_TOKENS, TokenizerConfig, encode, train_tokenizer
 
 # importing a task module registers it
@@ -41,6 +43,8 @@ __all__ = [
     "TaskData",
     "TokenizerConfig",
     "WordNetConfig",
+    "data_changes",
+    "data_notes",
     "encode",
     "encode_task",
     "evaluate_listops",

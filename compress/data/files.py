@@ -9,12 +9,20 @@ afterwards (nothing is written under ~/.cache). Files are parsed, never unpickle
   `text_pair_column`, joined as `text [SEP] pair`) and its class in `label_column`.
 - Labels may be strings or integers. `label_names` are the distinct labels of the train file,
   sorted (numerically when all are integers, so labels 0..K-1 keep their ids); validation and
-  test labels are mapped by name, and one the train file lacks is an error.
+  test labels are mapped by name, and one the train file lacks is an error. A column that writes
+  labels two ways (0/1 in some rows, negative/positive in others) is an error naming rows of
+  each, not four classes: `label_map:` ({0: negative, 1: positive}) says what the labels mean.
 - Without a validation (or test) file, that split is carved out of the train file by the data
   seed, stratified by class (`validation_fraction`, `test_fraction`).
-- Rows whose text is empty or missing are dropped and counted in `stats["dropped_empty_text"]`
-  (blank lines are common in exported spreadsheets and carry no signal); a row with a missing
-  label is an error, since silently guessing a class would corrupt the evaluation.
+- Rows whose text is empty, missing (null) or not text (a number, a list) are dropped, counted
+  by reason in `stats["dropped"]` ({split: {"empty": n, "null": n, "not_text": n}}), and said in
+  the run's log, `validate`'s answer and the report's protocol (blank lines are common in exported
+  spreadsheets and carry no signal); a column with no text at all is an error (the wrong
+  `text_column`), and so is a row with a missing label, since guessing a class would corrupt the
+  evaluation.
+- Texts are cut to `max_text_chars(seq_len)` characters as they are read (`compress/data/limits.py`:
+  far more than `seq_len` tokens can hold), so one huge cell costs no more than the model sees;
+  `stats["cut"]` counts them per split.
 - Relative paths are resolved against `base_dir` (the recipe file's folder) given to
   `load_task`; absolute paths and `~` are used as they are.
 
@@ -26,12 +34,14 @@ from __future__ import annotations
 
 import hashlib
 import math
+import re
 import tempfile
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
+from compress.data.limits import max_text_chars
 from compress.data.split import check_fractions, stratified_split
 from compress.data.task import SPLITS, TaskConfigBase, TaskData, make_task_data, register_task
 from compress.errors import DataError
@@ -69,6 +79,17 @@ class FilesConfig(TaskConfigBase):
     # shares of train carved out when validation / test files are not given
     validation_fraction: float = Field(0.1, gt=0.0, lt=1.0)
     test_fraction: float = Field(0.1, gt=0.0, lt=1.0)
+    # labels as written -> the class they mean, applied to every file before anything else, e.g. {0: negative,
+    # 1: positive} when some rows say 0/1 and others negative/positive (a column mixing the two ways is an error)
+    label_map: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("label_map", mode="before")
+    @classmethod
+    def labels_as_text(cls, value: Any) -> Any:
+        """YAML reads `0: negative` with an integer key: every key and value is the label's text."""
+        if isinstance(value, dict):
+            return {_label_name(k)[0] if _label_name(k)[0] else str(k): str(v).strip() for k, v in value.items()}
+        return value
 
     @model_validator(mode="after")
     def _check(self) -> "FilesConfig":
@@ -95,7 +116,8 @@ class FilesConfig(TaskConfigBase):
         raw_labels: dict[str, list[str]] = {}
         all_int: dict[str, bool] = {}
         file_hashes: dict[str, str] = {}
-        dropped: dict[str, int] = {}
+        dropped: dict[str, dict[str, int]] = {}
+        cut: dict[str, int] = {}
         for role in SPLITS:
             if getattr(self, role) is None:
                 continue
@@ -103,7 +125,8 @@ class FilesConfig(TaskConfigBase):
             files[role] = path
             fmt = self.format or EXTENSIONS[path.suffix.lower()]
             rows, file_hashes[role] = _read_rows(path, fmt, role)
-            raw_texts[role], raw_labels[role], all_int[role], dropped[role] = self._examples(rows, path, role)
+            raw_texts[role], raw_labels[role], all_int[role], dropped[role], cut[role] = self._examples(rows, path, role)
+            del rows  # the file's own copy of the texts (a huge cell among them) goes before the next file is read
 
         train_file = files["train"]
         names = sorted(set(raw_labels["train"]), key=int if all_int["train"] else str)
@@ -153,12 +176,13 @@ class FilesConfig(TaskConfigBase):
                 + (f" (carved {', '.join(carve)} by seed {seed})" if carve else "")
                 + f", columns {self.text_column!r}->{self.label_column!r}, {len(names)} classes"
             ),
-            extra_stats={"dropped_empty_text": dropped, "carved": sorted(carve)},
+            extra_stats={"dropped": {r: d for r, d in dropped.items() if d}, "cut": {r: n for r, n in cut.items() if n},
+                         "max_text_chars": max_text_chars(self.seq_len), "carved": sorted(carve)},
             file_hashes=file_hashes,
         )
 
-    def _examples(self, rows: Any, path: Path, role: str) -> tuple[list[str], list[str], bool, int]:
-        """Texts and label names of one file, whether all labels are integers, rows dropped."""
+    def _examples(self, rows: Any, path: Path, role: str) -> tuple[list[str], list[str], bool, dict[str, int], int]:
+        """Texts and label names of one file, whether all labels are integers, rows dropped (by why), texts cut."""
         columns = list(rows.column_names)
         wanted = {self.text_column: "text_column", self.label_column: "label_column"}
         if self.text_pair_column:
@@ -171,6 +195,7 @@ class FilesConfig(TaskConfigBase):
                 )
         if len(rows) == 0:
             raise DataError(f"{role} file {path} has no rows; give a file with examples")
+        limit = max_text_chars(self.seq_len)
         text_col = rows[self.text_column]
         pair_col = rows[self.text_pair_column] if self.text_pair_column else [None] * len(text_col)
         label_col = rows[self.label_column]
@@ -178,15 +203,20 @@ class FilesConfig(TaskConfigBase):
         labels: list[str] = []
         all_int = True
         missing_labels: list[int] = []
-        n_dropped = 0
+        kinds: dict[bool, list[tuple[int, str]]] = {True: [], False: []}  # integer-like or not -> (row, label)
+        dropped = {"empty": 0, "null": 0, "not_text": 0}
+        non_text: list[tuple[int, Any]] = []
+        n_cut = 0
         for i, (text, pair, label) in enumerate(zip(text_col, pair_col, label_col)):
-            if text is not None and not isinstance(text, str):
-                raise DataError(
-                    f"{role} file {path}, column {self.text_column!r} holds {type(text).__name__} values "
-                    f"(row {i + 1}: {text!r}), not text; set text_column: to the column with the text"
-                )
-            if text is None or not text.strip():
-                n_dropped += 1
+            if text is None:
+                dropped["null"] += 1
+                continue
+            if not isinstance(text, str):
+                dropped["not_text"] += 1
+                non_text.append((i + 1, text))
+                continue
+            if not text.strip():
+                dropped["empty"] += 1
                 continue
             if self.text_pair_column:
                 if pair is not None and not isinstance(pair, str):
@@ -194,7 +224,9 @@ class FilesConfig(TaskConfigBase):
                         f"{role} file {path}, column {self.text_pair_column!r} holds "
                         f"{type(pair).__name__} values, not text; set text_pair_column: to a text column"
                     )
-                text = f"{text}{PAIR_SEPARATOR}{pair or ''}"
+                text = f"{text[:limit]}{PAIR_SEPARATOR}{(pair or '')[:limit]}"
+            if len(text) > limit:  # characters far past what seq_len tokens can hold (compress/data/limits.py)
+                text, n_cut = text[:limit], n_cut + 1
             name, is_int = _label_name(label)
             if name is None:
                 missing_labels.append(i + 1)
@@ -204,6 +236,10 @@ class FilesConfig(TaskConfigBase):
                     f"{role} file {path}, column {self.label_column!r}, row {i + 1}: label {label!r} is "
                     "not a class; classes are strings or integers (not fractions or lists)"
                 )
+            if name in self.label_map:
+                name = self.label_map[name]
+                is_int = INTEGER.fullmatch(name) is not None
+            kinds[INTEGER.fullmatch(name) is not None].append((i + 1, name))
             all_int &= is_int
             texts.append(text)
             labels.append(name)
@@ -212,12 +248,38 @@ class FilesConfig(TaskConfigBase):
                 f"{role} file {path}: {len(missing_labels)} row(s) have no {self.label_column!r} value "
                 f"(rows {missing_labels[:10]}, counting data rows from 1); fill in or remove them"
             )
+        if kinds[True] and kinds[False]:
+            numbers, words = _examples_of(kinds[True]), _examples_of(kinds[False])
+            raise DataError(
+                f"{role} file {path}, column {self.label_column!r} writes labels two ways: integers ({numbers}) and "
+                f"words ({words}), which would be {len({n for _, n in kinds[True] + kinds[False]})} classes; write every "
+                "label one way, or map one way onto the other with the task's label_map:, e.g. "
+                f"label_map: {{{kinds[True][0][1]}: {kinds[False][0][1]}}}"
+            )
         if not texts:
+            if non_text:
+                row, value = non_text[0]
+                raise DataError(
+                    f"{role} file {path}, column {self.text_column!r} holds {type(value).__name__} values "
+                    f"(row {row}: {value!r}), not text; set text_column: to the column with the text"
+                )
             raise DataError(
                 f"{role} file {path}: every row has an empty {self.text_column!r}; "
                 "check text_column or the file"
             )
-        return texts, labels, all_int, n_dropped
+        return texts, labels, all_int, {k: n for k, n in dropped.items() if n}, n_cut
+
+
+INTEGER = re.compile(r"-?\d+")
+
+
+def _examples_of(rows: list[tuple[int, str]]) -> str:
+    """'rows 1, 3: 0, 1' for the first rows of each distinct label (at most three)."""
+    first: dict[str, int] = {}
+    for row, name in rows:
+        first.setdefault(name, row)
+    shown = list(first.items())[:3]
+    return f"rows {', '.join(str(r) for _, r in shown)}: {', '.join(repr(n) for n, _ in shown)}"
 
 
 def _label_name(label: Any) -> tuple[str | None, bool]:

@@ -165,3 +165,27 @@ def _check(data: TaskData) -> None:
     for s in SPLITS:
         assert len(data.texts[s]) == len(data.labels[s]), s
         assert all(0 <= y < len(data.label_names) for y in data.labels[s]), s
+
+
+def data_changes(stats: dict[str, Any]) -> dict[str, Any] | None:
+    """What reading the files changed, for results.json's protocol `data`: rows dropped per split and why, texts cut
+    to `max_text_chars` per split; None when nothing was."""
+    dropped, cut = stats.get("dropped") or {}, stats.get("cut") or {}
+    if not dropped and not cut:
+        return None
+    return {"dropped": dropped, "cut": cut, "max_text_chars": stats.get("max_text_chars")}
+
+
+def data_notes(stats: dict[str, Any]) -> list[str]:
+    """`data_changes` in words, one line each: what `slimformer validate` and the run's log say."""
+    changes = data_changes(stats) or {}
+    lines = []
+    for split, reasons in (changes.get("dropped") or {}).items():
+        why = ", ".join(f"{n} {REASONS.get(r, r)}" for r, n in reasons.items())
+        lines.append(f"{split}: {sum(reasons.values())} row(s) dropped ({why})")
+    for split, n in (changes.get("cut") or {}).items():
+        lines.append(f"{split}: {n} text(s) cut to {changes['max_text_chars']:,} characters (compress/data/limits.py)")
+    return lines
+
+
+REASONS = {"empty": "with empty text", "null": "with no text (null)", "not_text": "whose text is not a string"}

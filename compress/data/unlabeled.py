@@ -7,7 +7,10 @@ on many inputs, and those need no labels. `read_unlabeled` reads such files:
 - `.txt`: one text a line (UTF-8; blank lines skipped);
 - `.csv` `.tsv` `.jsonl` `.json` `.parquet`: the texts of one column (`column`, default `text`),
   read like the `files` task (`compress/data/files.py`: `datasets`, offline, never unpickled;
-  empty cells skipped).
+  empty, null and non-text cells dropped, and counted when the caller asks).
+
+Texts are cut to `max_chars` (`compress/data/limits.py`, from the task's seq_len) when a step reads
+them for training, so one huge line costs no more than the model sees.
 
 Relative paths are resolved against the recipe's folder. A missing, unreadable or empty file,
 or a missing column, is a `DataError` naming the file and the fix.
@@ -37,8 +40,13 @@ def unlabeled_path(path: str, base_dir: Path | None) -> Path:
     return _resolve(path, base_dir)
 
 
-def read_unlabeled(path: str, column: str = "text", base_dir: Path | None = None) -> tuple[list[str], str]:
-    """The non-empty texts of one unlabelled file, and the sha256 of its bytes."""
+def read_unlabeled(path: str, column: str = "text", base_dir: Path | None = None, column_field: str = "unlabeled_column",
+                   max_chars: int | None = None, counts: dict | None = None) -> tuple[list[str], str]:
+    """The non-empty texts of one unlabelled file, and the sha256 of its bytes.
+
+    `column_field`: the config field that names the column (said in the error when it is missing);
+    `max_chars`: texts are cut to this many characters (`compress/data/limits.py`); `counts`, when
+    given, gets `dropped` (empty, null or non-text rows) and `cut` added to it."""
     file = unlabeled_path(path, base_dir)
     suffix = file.suffix.lower()
     if suffix not in SUFFIXES:
@@ -48,8 +56,12 @@ def read_unlabeled(path: str, column: str = "text", base_dir: Path | None = None
         rows, digest = _read_rows(file, EXTENSIONS[suffix], "unlabeled")
         if column not in rows.column_names:
             raise DataError(f"unlabeled file {file} has no column {column!r}; columns found: {list(rows.column_names)}; "
-                            "set unlabeled_column: to the one with the texts")
-        texts = [t for t in rows[column] if isinstance(t, str) and t.strip()]
+                            f"set {column_field}: to the one with the texts")
+        values = rows[column]
+        del rows
+        texts = [t for t in values if isinstance(t, str) and t.strip()]
+        dropped = len(values) - len(texts)
+        del values
     else:
         if not file.is_file():
             hint = "it is a folder; give a file" if file.is_dir() else "check the path (relative paths are resolved against the recipe's folder)"
@@ -61,7 +73,16 @@ def read_unlabeled(path: str, column: str = "text", base_dir: Path | None = None
             raise DataError(f"unlabeled file {file} is not UTF-8 (byte 0x{raw[e.start]:02x} at offset {e.start}); "
                             "re-save it as UTF-8") from None
         texts = [line.strip() for line in text.splitlines() if line.strip()]
+        dropped = 0  # blank lines separate texts in a .txt file: not rows
         digest = hashlib.sha256(raw).hexdigest()
+        del raw, text
+    n_cut = 0
+    if max_chars is not None:
+        n_cut = sum(len(t) > max_chars for t in texts)
+        texts = [t[:max_chars] for t in texts]
+    if counts is not None:
+        counts["dropped"] = counts.get("dropped", 0) + dropped
+        counts["cut"] = counts.get("cut", 0) + n_cut
     if not texts:
         raise DataError(f"unlabeled file {file} holds no text; give a file with one text a line (.txt) "
                         f"or a {column!r} column with texts")

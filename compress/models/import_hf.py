@@ -15,10 +15,18 @@ sequence-classification head with the asked number of labels; otherwise a fresh 
 pretrained pooler when the pooling is [CLS], as `BertForSequenceClassification` does), pooling
 as asked, or as the sentence-transformers `1_Pooling` config says, or [CLS].
 
+Every check runs before a tensor is read (`check_pretrained`, which `slimformer validate` calls
+too): the config, the architecture, the tokenizer, and each safetensors file's header, which
+gives every weight's name, shape and byte range, so a file cut short is found by its size
+(8 bytes + the header's length + the largest end offset) and every weight is checked against
+the config without loading it.
+
 This file imports torch, transformers, safetensors and `compress.errors` (a leaf) only.
 """
 
 import json
+import math
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -120,21 +128,41 @@ class ImportedModel:
     info: dict = field(default_factory=dict)  # family, architecture, head and pooling (and why), n_params, max_len, ...
 
 
-def import_pretrained(
-    folder: str | Path, *, label_names: list[str] | None = None, pooling: str | None = None, seed: int = 0
-) -> ImportedModel:
-    """Load a BERT/RoBERTa/XLM-R/DistilBERT/ELECTRA checkpoint folder as a slimformer model + tokenizer.
+@dataclass
+class CheckedCheckpoint:
+    """A checkpoint folder that passed every check `import_pretrained` makes, its tensors not yet read:
+    what `slimformer validate` learns from it, and what the import then loads."""
 
-    `label_names`: the task's classes; a checkpoint head with another count is replaced by a fresh
-    one. `pooling` ("mean" or "cls") for a fresh head; default from sentence-transformers'
-    `1_Pooling/config.json`, else "cls". `seed` initialises a fresh head. Raises CheckpointError.
-    """
+    folder: Path
+    family: Family
+    model_type: str
+    architecture: str
+    hf: object  # the transformers config
+    config: SlimformerConfig  # the slimformer model the weights fill
+    head: dict  # decide_head's answer
+    files: list[Path]  # the safetensors files
+    headers: dict[str, tuple[tuple[int, ...], str]]  # weight name (prefix removed) -> (shape, dtype), from the files' headers
+    tokenizer: object
+    offset: int  # RoBERTa's position offset
+    set_aside: tuple[str, ...]  # prefixes of weights that lie outside what is imported
+
+    def shape(self) -> dict:
+        """The model's shape: dim, n_layers, n_heads, head_dim, ffn_dim (per layer), vocab_size, max_len, embed_dim."""
+        c = self.config
+        return {"dim": c.dim, "n_layers": c.n_layers, "n_heads": list(c.n_heads), "head_dim": c.head_dim, "ffn_dim": list(c.ffn_dim),
+                "vocab_size": c.vocab_size, "max_len": c.max_len, "embed_dim": c.embed_dim}
+
+
+def check_pretrained(folder: str | Path, *, label_names: list[str] | None = None, pooling: str | None = None) -> CheckedCheckpoint:
+    """Every check of `import_pretrained`, without reading a tensor: config, architecture, activation, the
+    safetensors files (headers, sizes, shards), every weight's name and shape against the config, the tokenizer.
+    Raises CheckpointError naming the file and the fix."""
     if label_names is not None and (not label_names or len(set(label_names)) != len(label_names)):
         raise ValueError(f"label_names must be distinct class names, got {label_names}")
     if pooling not in (None, "mean", "cls"):
         raise ValueError(f"pooling must be 'mean', 'cls' or None (decided from the checkpoint), got {pooling!r}")
     folder = Path(folder)
-    raw = read_config(folder)  # cheap checks first: config, activation, files, tokenizer; then the weights
+    raw = read_config(folder)  # cheap checks first: config, activation, files, tokenizer; then the weights' headers
     model_type = raw["model_type"]
     family = FAMILIES[model_type]
     architecture = (raw.get("architectures") or [family.architectures[0]])[0]
@@ -149,34 +177,56 @@ def import_pretrained(
     check_tokenizer_files(folder)
     tokenizer = load_tokenizer(folder, shape["vocab_size"])
 
-    weights, dtypes = read_weights(files, family.prefix)
-    head = decide_head(folder, family, architecture, hf, weights, label_names, pooling)
+    headers = read_headers(files, family.prefix)
+    head = decide_head(folder, family, architecture, hf, headers, label_names, pooling)
     # weights known to lie outside what we import: LM heads, buffers, a pooler or task head not used
     set_aside = family.ignore + ((family.pooler + ".",) if family.pooler else ())
     if architecture == family.classifier_architecture:
         set_aside += tuple(f"{m}." for m in family.head.values())
     n_positions = shape.pop("n_positions")
+    if n_positions - offset < 1:
+        raise CheckpointError(f"{folder / 'config.json'}: max_position_embeddings {n_positions} leaves no position after "
+                              f"the {offset} reserved ones; the config is broken: download it again")
     config = SlimformerConfig(
         **shape, max_len=n_positions - offset, head_dim=shape["dim"] // shape["n_heads"], attention="full", norm="post",
         activation=activation, pooling=head["pooling"], head_activation=head["head_activation"],
         initializer_range=hf.initializer_range, pad_token_id=hf.pad_token_id,
         id2label=dict(enumerate(head["labels"])), label2id={n: i for i, n in enumerate(head["labels"])},
     )
+    with torch.device("meta"):  # the shapes every weight must have, without allocating them
+        wanted = {k: tuple(v.shape) for k, v in SlimformerForSequenceClassification(config).state_dict().items()}
+    check_weights(headers, wanted, weight_map(family, config.n_layers, head), family, offset, set_aside, folder)
+    return CheckedCheckpoint(folder, family, model_type, architecture, hf, config, head, files, headers, tokenizer, offset,
+                             set_aside)
+
+
+def import_pretrained(
+    folder: str | Path, *, label_names: list[str] | None = None, pooling: str | None = None, seed: int = 0,
+    checked: CheckedCheckpoint | None = None,
+) -> ImportedModel:
+    """Load a BERT/RoBERTa/XLM-R/DistilBERT/ELECTRA checkpoint folder as a slimformer model + tokenizer.
+
+    `label_names`: the task's classes; a checkpoint head with another count is replaced by a fresh
+    one. `pooling` ("mean" or "cls") for a fresh head; default from sentence-transformers'
+    `1_Pooling/config.json`, else "cls". `seed` initialises a fresh head. `checked`: what
+    `check_pretrained` returned for the same arguments (else it is called). Raises CheckpointError.
+    """
+    c = checked or check_pretrained(folder, label_names=label_names, pooling=pooling)
+    weights, dtypes = read_weights(c.files, c.family.prefix)
     register_auto_classes()  # save_pretrained writes the code beside the weights; Auto classes load it back
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = SlimformerForSequenceClassification(config)
-    mapping = weight_map(family, config.n_layers, head)
-    load_weights_(model, weights, mapping, family, offset, set_aside, folder)
+        model = SlimformerForSequenceClassification(c.config)
+    load_weights_(model, weights, weight_map(c.family, c.config.n_layers, c.head), c.family, c.offset)
     info = {
-        "family": model_type, "architecture": architecture, "folder": str(folder),
-        "head": head["head"], "head_reason": head["reason"], "pooling": head["pooling"], "pooling_from": head["pooling_from"],
-        "labels": list(head["labels"]), "activation": activation, "max_len": config.max_len,
-        "n_params": sum(p.numel() for p in model.parameters()), "weights": [f.name for f in files],
-        "source_dtype": sorted(dtypes), "tokenizer_pad_token_id": tokenizer.pad_token_id, "pad_token_id": hf.pad_token_id,
-        "notes": notes(folder, family, model_type, hf),
+        "family": c.model_type, "architecture": c.architecture, "folder": str(c.folder),
+        "head": c.head["head"], "head_reason": c.head["reason"], "pooling": c.head["pooling"],
+        "pooling_from": c.head["pooling_from"], "labels": list(c.head["labels"]), "activation": c.config.activation,
+        "max_len": c.config.max_len, "n_params": sum(p.numel() for p in model.parameters()), "weights": [f.name for f in c.files],
+        "source_dtype": sorted(dtypes), "tokenizer_pad_token_id": c.tokenizer.pad_token_id, "pad_token_id": c.hf.pad_token_id,
+        "notes": notes(c.folder, c.family, c.model_type, c.hf),
     }
-    return ImportedModel(model=model.eval(), tokenizer=tokenizer, info=info)
+    return ImportedModel(model=model.eval(), tokenizer=c.tokenizer, info=info)
 
 
 def notes(folder: Path, family: Family, model_type: str, hf) -> list[str]:
@@ -220,6 +270,8 @@ def read_config(folder: Path) -> dict:
         raise CheckpointError(f"{folder} has no config.json; give the folder a Hugging Face `save_pretrained` wrote "
                               "(for an old sentence-transformers layout, the subfolder holding config.json)")
     raw = read_json(path)
+    if not isinstance(raw, dict):
+        raise CheckpointError(f"{path} holds a JSON {type(raw).__name__}, not a model config (a mapping); download it again")
     model_type = raw.get("model_type")
     if model_type is None:
         raise CheckpointError(f"{path} has no model_type; add the family's, e.g. \"model_type\": \"bert\" for an old "
@@ -295,7 +347,11 @@ def weight_files(folder: Path) -> list[Path]:
     if single.is_file():
         return [single]
     if index.is_file():
-        shards = sorted(set(read_json(index).get("weight_map", {}).values()))
+        content = read_json(index)
+        weight_map = content.get("weight_map") if isinstance(content, dict) else None
+        if not isinstance(weight_map, dict) or not weight_map or not all(isinstance(v, str) for v in weight_map.values()):
+            raise CheckpointError(f"{index} has no \"weight_map\" of weight names to shard files; download it again")
+        shards = sorted(set(weight_map.values()))
         missing = [s for s in shards if not (folder / s).is_file()]
         if missing:
             raise CheckpointError(f"{index} names shards that are not in the folder: {missing}; download them too")
@@ -308,18 +364,81 @@ def weight_files(folder: Path) -> list[Path]:
     raise CheckpointError(f"{folder} has no model.safetensors or model.safetensors.index.json; add the checkpoint's weights")
 
 
+SAFETENSORS_DTYPE_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U64": 8, "U32": 4,
+                           "U16": 2, "U8": 1, "BOOL": 1, "F8_E4M3": 1, "F8_E5M2": 1}
+MAX_HEADER_BYTES = 100_000_000  # safetensors' own limit on the JSON header
+
+
+def read_header(path: Path) -> dict[str, tuple[tuple[int, ...], str]]:
+    """A safetensors file's tensors (name -> (shape, dtype)) from its header alone, no tensor read.
+
+    The format: 8 bytes (little-endian length N), N bytes of JSON naming each tensor's dtype, shape and
+    byte range; then the data. A file shorter than 8 + N + the largest end offset was cut short (an
+    interrupted download or copy); a header that is not that JSON is corrupt. Both are CheckpointErrors."""
+    fix = f"download or copy {path.name} again"
+    size = path.stat().st_size
+    if size < 8:
+        raise CheckpointError(f"{path} is truncated: {size} bytes, fewer than the 8 that give a safetensors header's length; {fix}")
+    with open(path, "rb") as f:
+        n = int.from_bytes(f.read(8), "little")
+        if n > MAX_HEADER_BYTES:
+            raise CheckpointError(f"{path} has a corrupt header: its first 8 bytes give a header of {n:,} bytes, more than "
+                                  f"safetensors allows; it is not a safetensors file, or is damaged: {fix}")
+        if 8 + n > size:
+            raise CheckpointError(f"{path} is truncated: {size:,} bytes, but its header alone needs {8 + n:,}; {fix}")
+        raw = f.read(n)
+    try:
+        header = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"{path} has a corrupt header (not the JSON a safetensors file starts with: {e}); {fix}") from None
+    if not isinstance(header, dict):
+        raise CheckpointError(f"{path} has a corrupt header (a JSON {type(header).__name__}, not a mapping of tensors); {fix}")
+    out, end = {}, 0
+    for name, entry in header.items():
+        if name == "__metadata__":
+            continue
+        try:
+            dtype, shape, (begin, stop) = entry["dtype"], tuple(entry["shape"]), entry["data_offsets"]
+            ok = all(isinstance(d, int) and d >= 0 for d in (*shape, begin, stop)) and begin <= stop
+            nbytes = math.prod(shape) * SAFETENSORS_DTYPE_BYTES[dtype]
+        except (TypeError, KeyError, ValueError):
+            ok = False
+        if not ok or nbytes != stop - begin:
+            raise CheckpointError(f"{path} has a corrupt header: tensor {name!r} is described as {str(entry)[:200]}; {fix}")
+        out[name] = (shape, dtype)
+        end = max(end, stop)
+    expected = 8 + n + end
+    if size < expected:
+        raise CheckpointError(f"{path} is truncated: {size:,} bytes where its header implies {expected:,} (8 + {n:,} bytes of "
+                              f"header + {end:,} bytes of tensors); {fix}")
+    if size > expected:
+        raise CheckpointError(f"{path} is corrupt: {size - expected:,} bytes follow the tensors its header describes; {fix}")
+    return out
+
+
+def rename_weight(name: str, prefix: str) -> str:
+    """A checkpoint weight's name without the base-model prefix, old LayerNorm gamma/beta renamed weight/bias."""
+    name = name.removeprefix(prefix)
+    if name.endswith((".gamma", ".beta")) and ("LayerNorm" in name or "layer_norm" in name):
+        name = name.rsplit(".", 1)[0] + (".weight" if name.endswith(".gamma") else ".bias")
+    return name
+
+
+def read_headers(files: list[Path], prefix: str) -> dict[str, tuple[tuple[int, ...], str]]:
+    """Every weight's (shape, dtype) from the files' headers, named as `read_weights` names them."""
+    return {rename_weight(name, prefix): entry for path in files for name, entry in read_header(path).items()}
+
+
 def read_weights(files: list[Path], prefix: str) -> tuple[dict[str, torch.Tensor], set[str]]:
     """Every tensor as fp32, named without the base-model prefix, old LayerNorm gamma/beta renamed."""
     from safetensors.torch import load_file
 
     weights, dtypes = {}, set()
     for path in files:
+        read_header(path)  # a truncated or corrupt file: a CheckpointError naming it, not safetensors' own
         for name, tensor in load_file(path, device="cpu").items():
-            name = name.removeprefix(prefix)
-            if name.endswith((".gamma", ".beta")) and ("LayerNorm" in name or "layer_norm" in name):
-                name = name.rsplit(".", 1)[0] + (".weight" if name.endswith(".gamma") else ".bias")
             dtypes.add(str(tensor.dtype).removeprefix("torch."))
-            weights[name] = tensor.float() if tensor.is_floating_point() else tensor
+            weights[rename_weight(name, prefix)] = tensor.float() if tensor.is_floating_point() else tensor
     return weights, dtypes
 
 
@@ -331,41 +450,53 @@ def weight_map(family: Family, n_layers: int, head: dict) -> dict[str, str]:
     return mapping | head["modules"]
 
 
-def load_weights_(
-    model: nn.Module, weights: dict, mapping: dict[str, str], family: Family, offset: int, set_aside: tuple[str, ...],
-    folder: Path,
+def weight_sources(ours: Iterable[str], mapping: dict[str, str]) -> dict[str, str]:
+    """slimformer weight -> the checkpoint weight it is read from, for every mapped module's weight and bias."""
+    names = set(ours)
+    return {f"{o}.{kind}": f"{theirs}.{kind}" for o, theirs in mapping.items() for kind in ("weight", "bias") if f"{o}.{kind}" in names}
+
+
+def check_weights(
+    shapes: dict[str, tuple], wanted: dict[str, tuple], mapping: dict[str, str], family: Family, offset: int,
+    set_aside: tuple[str, ...], folder: Path,
 ) -> None:
-    """Fill `model` from `weights` through `mapping`; every slimformer weight must be found and every
-    checkpoint weight used or known to lie outside the encoder."""
-    state = model.state_dict()
-    source, used = {}, set()
-    for ours, theirs in mapping.items():
-        for kind in ("weight", "bias"):
-            if f"{ours}.{kind}" in state:
-                source[f"{ours}.{kind}"] = f"{theirs}.{kind}"
+    """Every slimformer weight (`wanted`: name -> shape) is in the checkpoint (`shapes`: name -> (shape, dtype))
+    with that shape, and every checkpoint weight is used or known to lie outside the encoder."""
+    source = weight_sources(wanted, mapping)
     tables = [f"{t}.weight" for t in (family.positions, family.token_types) if t is not None]
-    missing = [theirs for theirs in [*source.values(), *tables] if theirs not in weights]
+    missing = [theirs for theirs in [*source.values(), *tables] if theirs not in shapes]
     if missing:
         raise CheckpointError(f"{folder}: the checkpoint lacks {missing}, which its config.json implies; the files are "
                               "incomplete or belong to another architecture")
-    new = {ours: weights[theirs] for ours, theirs in source.items()}
-    used |= set(source.values())
-    n = model.config.max_len
-    pos = weights[family.positions + ".weight"][offset : offset + n]  # (max_len, embed_dim)
-    used.add(family.positions + ".weight")
-    if family.token_types is not None:
-        pos = pos + weights[family.token_types + ".weight"][0]  # single-text input: token type 0 everywhere
-        used.add(family.token_types + ".weight")
-    new["embeddings.pos.weight"] = pos
-    for name, tensor in new.items():
-        if tuple(tensor.shape) != tuple(state[name].shape):
+    n, width = wanted["embeddings.pos.weight"]
+    rows, cols = (shapes[family.positions + ".weight"][0] + (0, 0))[:2]
+    got = {name: shapes[theirs][0] for name, theirs in source.items()}
+    got["embeddings.pos.weight"] = (min(max(rows - offset, 0), n), cols)  # the rows read: offset .. offset + max_len
+    if family.token_types is not None and tuple(shapes[family.token_types + ".weight"][0][1:]) != (width,):
+        theirs = family.token_types + ".weight"
+        raise CheckpointError(f"{folder}: weight {theirs} has shape {shapes[theirs][0]} where config.json implies rows of "
+                              f"{width}; config.json and the weights disagree")
+    for name, shape in got.items():
+        if tuple(shape) != tuple(wanted[name]):
             theirs = source.get(name, family.positions + ".weight")
-            raise CheckpointError(f"{folder}: weight {theirs} has shape {tuple(tensor.shape)} where config.json implies "
-                                  f"{tuple(state[name].shape)}; config.json and the weights disagree")
-    unmapped = sorted(k for k in weights if k not in used and not k.startswith(set_aside))
+            raise CheckpointError(f"{folder}: weight {theirs} has shape {tuple(shapes[theirs][0])} where config.json implies "
+                                  f"{tuple(wanted[name]) if name in source else (n + offset, width)}; config.json and the "
+                                  "weights disagree")
+    used = set(source.values()) | set(tables)
+    unmapped = sorted(k for k in shapes if k not in used and not k.startswith(set_aside))
     if unmapped:
         raise CheckpointError(f"{folder}: weights {unmapped[:8]} ({len(unmapped)} in all) have no place in slimformer's model; "
                               "the checkpoint has parts slimformer does not compute")
+
+
+def load_weights_(model: nn.Module, weights: dict, mapping: dict[str, str], family: Family, offset: int) -> None:
+    """Fill `model` from `weights` through `mapping` (names and shapes were checked by `check_weights`)."""
+    state = model.state_dict()
+    new = {ours: weights[theirs] for ours, theirs in weight_sources(state, mapping).items()}
+    pos = weights[family.positions + ".weight"][offset : offset + model.config.max_len]  # (max_len, embed_dim)
+    if family.token_types is not None:
+        pos = pos + weights[family.token_types + ".weight"][0]  # single-text input: token type 0 everywhere
+    new["embeddings.pos.weight"] = pos
     model.load_state_dict(state | new, strict=True)
 
 
@@ -475,4 +606,4 @@ def load_tokenizer(folder: Path, vocab_size: int):
     return tokenizer
 
 
-__all__ = ["FAMILIES", "ImportedModel", "import_pretrained"]
+__all__ = ["FAMILIES", "CheckedCheckpoint", "ImportedModel", "check_pretrained", "import_pretrained"]

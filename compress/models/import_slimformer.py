@@ -9,13 +9,14 @@ Only Transformers can be teachers: an RNN student's folder (`slimformer_rnn`) is
 """
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 from compress.errors import CheckpointError
 
 from . import register_auto_classes
-from .import_hf import ImportedModel, check_tokenizer_files, load_tokenizer
-from .modeling_slimformer import SlimformerForSequenceClassification
+from .import_hf import ImportedModel, check_tokenizer_files, load_tokenizer, read_header, read_json
+from .modeling_slimformer import SlimformerConfig, SlimformerForSequenceClassification
 
 MODEL_TYPE = "slimformer"
 
@@ -28,26 +29,54 @@ def is_slimformer_folder(folder: Path) -> bool:
         return False
 
 
-def import_slimformer(folder: str | Path, *, label_names: list[str] | None = None) -> ImportedModel:
-    """Load a slimformer model folder as a teacher: model + tokenizer + what was imported. Raises CheckpointError."""
+@dataclass(frozen=True)
+class CheckedSlimformer:
+    """A slimformer model folder that passed `check_slimformer`, its tensors not yet read."""
+
+    folder: Path
+    config: SlimformerConfig
+
+    def shape(self) -> dict:
+        """The model's shape: dim, n_layers, n_heads, head_dim, ffn_dim (per layer), vocab_size, max_len, embed_dim."""
+        c = self.config
+        return {"dim": c.dim, "n_layers": c.n_layers, "n_heads": list(c.n_heads), "head_dim": c.head_dim, "ffn_dim": list(c.ffn_dim),
+                "vocab_size": c.vocab_size, "max_len": c.max_len, "embed_dim": c.embed_dim}
+
+
+def check_slimformer(folder: str | Path, *, label_names: list[str] | None = None) -> CheckedSlimformer:
+    """Every check of `import_slimformer` without reading a tensor: config.json, model.safetensors' header (a
+    truncated or corrupt file is found there), the tokenizer files, the head against the task's labels."""
     folder = Path(folder)
-    raw = json.loads((folder / "config.json").read_text(encoding="utf-8"))
-    if raw.get("model_type") != MODEL_TYPE:
-        raise CheckpointError(f"{folder / 'config.json'}: model_type {raw.get('model_type')!r} cannot be a teacher; only "
+    raw = read_json(folder / "config.json")
+    if not isinstance(raw, dict) or raw.get("model_type") != MODEL_TYPE:
+        kind = raw.get("model_type") if isinstance(raw, dict) else None
+        raise CheckpointError(f"{folder / 'config.json'}: model_type {kind!r} cannot be a teacher; only "
                               f"Transformers ({MODEL_TYPE}) can: give the folder of a Transformer stage (e.g. stages/teacher/model)")
     if not (folder / "model.safetensors").is_file():
         raise CheckpointError(f"{folder} has no model.safetensors; give a stage's model folder as slimformer saved it")
+    read_header(folder / "model.safetensors")
     check_tokenizer_files(folder)
+    try:
+        config = SlimformerConfig.from_pretrained(folder)
+    except Exception as e:  # transformers raises many kinds; the user needs the file and the cause
+        raise CheckpointError(f"{folder / 'config.json'} does not load: {type(e).__name__}: {str(e)[:500]}") from e
+    if label_names is not None and len(label_names) != config.num_labels:
+        own = [config.id2label[i] for i in range(config.num_labels)]
+        raise CheckpointError(f"{folder}: the model classifies into {len(own)} labels {own}; the task has {len(label_names)} "
+                              f"{list(label_names)}: give a model fine-tuned on this task's labels")
+    return CheckedSlimformer(folder, config)
+
+
+def import_slimformer(folder: str | Path, *, label_names: list[str] | None = None) -> ImportedModel:
+    """Load a slimformer model folder as a teacher: model + tokenizer + what was imported. Raises CheckpointError."""
+    folder = check_slimformer(folder, label_names=label_names).folder
     register_auto_classes()
     try:
         model = SlimformerForSequenceClassification.from_pretrained(folder)
     except Exception as e:  # transformers raises many kinds; the user needs the folder and the cause
         raise CheckpointError(f"{folder}: the model does not load: {type(e).__name__}: {str(e)[:500]}") from e
     tokenizer = load_tokenizer(folder, model.config.vocab_size)
-    own = [model.config.id2label[i] for i in range(model.config.num_labels)]
-    if label_names is not None and len(label_names) != len(own):
-        raise CheckpointError(f"{folder}: the model classifies into {len(own)} labels {own}; the task has {len(label_names)} "
-                              f"{list(label_names)}: give a model fine-tuned on this task's labels")
+    own = [model.config.id2label[i] for i in range(model.config.num_labels)]  # as many as label_names (check_slimformer)
     labels = list(label_names) if label_names is not None else own
     reason = f"slimformer head with {len(own)} labels"
     if labels != own:

@@ -4,7 +4,7 @@
 safetensors headers and shapes, tokenizer, architecture, and the task's `seq_len` against the
 checkpoint's positions): `slimformer validate` and `slimformer run` both call it, through
 `compress/run/preflight.py`. `import_teacher` then reads the weights with
-`compress/models/import_hf.py` and digests every file of the folder: a changed checkpoint
+`compress/models/import_hf.py` (or, for a folder slimformer saved, `import_slimformer.py`) and digests every file of the folder: a changed checkpoint
 changes the run's fingerprint and retrains the teacher.
 """
 
@@ -15,6 +15,7 @@ from typing import Any
 
 from compress.errors import CheckpointError, RecipeError
 from compress.models.import_hf import CheckedCheckpoint, check_pretrained, import_pretrained
+from compress.models.import_slimformer import CheckedSlimformer, check_slimformer, import_slimformer, is_slimformer_folder
 
 
 @dataclass(frozen=True)
@@ -25,7 +26,7 @@ class ImportedTeacher:
     tokenizer: Any  # the checkpoint's own tokenizer: every stage of the run uses and saves it
     info: dict  # what was imported (compress.models.import_hf)
     digest: str  # of every file in the folder: a changed checkpoint retrains the teacher
-    checked: CheckedCheckpoint | None = None  # what the checks found (the shape)
+    checked: CheckedCheckpoint | CheckedSlimformer | None = None  # what the checks found (the shape)
 
 
 def teacher_folder(recipe, base_dir: Path) -> Path:
@@ -39,11 +40,15 @@ def teacher_folder(recipe, base_dir: Path) -> Path:
     return folder
 
 
-def check_teacher(recipe, label_names: list[str] | None, base_dir: Path) -> CheckedCheckpoint:
-    """Every check of `import_teacher`, no tensor read; CheckpointError/RecipeError name what is wrong."""
+def check_teacher(recipe, label_names: list[str] | None, base_dir: Path) -> CheckedCheckpoint | CheckedSlimformer:
+    """Every check of `import_teacher`, no tensor read; CheckpointError/RecipeError name what is wrong. A folder
+    slimformer saved (a stage's `model/`, compress/models/import_slimformer.py) is checked as ours."""
     folder = teacher_folder(recipe, base_dir)
     pooling = recipe.teacher.pooling if "pooling" in recipe.teacher.model_fields_set else None
-    checked = check_pretrained(folder, label_names=label_names, pooling=pooling)
+    if is_slimformer_folder(folder):
+        checked = check_slimformer(folder, label_names=label_names)
+    else:
+        checked = check_pretrained(folder, label_names=label_names, pooling=pooling)
     max_len = checked.config.max_len
     if recipe.task.seq_len > max_len:
         raise RecipeError(f"task.seq_len {recipe.task.seq_len} exceeds the {max_len} positions of the imported "
@@ -51,10 +56,13 @@ def check_teacher(recipe, label_names: list[str] | None, base_dir: Path) -> Chec
     return checked
 
 
-def import_teacher(recipe, data, base_dir: Path, checked: CheckedCheckpoint | None = None) -> ImportedTeacher:
+def import_teacher(recipe, data, base_dir: Path, checked: CheckedCheckpoint | CheckedSlimformer | None = None) -> ImportedTeacher:
     """Import `teacher.from` (relative to the recipe's folder) after `check_teacher` (or its answer, `checked`)."""
     checked = checked or check_teacher(recipe, data.label_names, base_dir)
-    imported = import_pretrained(checked.folder, seed=recipe.seed, checked=checked)
+    if isinstance(checked, CheckedSlimformer):
+        imported = import_slimformer(checked.folder, label_names=data.label_names)
+    else:
+        imported = import_pretrained(checked.folder, seed=recipe.seed, checked=checked)
     h = hashlib.sha256()
     for path in sorted(p for p in checked.folder.rglob("*") if p.is_file()):
         h.update(str(path.relative_to(checked.folder)).encode())

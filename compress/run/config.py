@@ -20,7 +20,7 @@ from compress.run.config_base import NAME_PATTERN, BenchConfig, ConfigBase, Repo
 from compress.training.curriculum import check_curricula
 from compress.data import TASKS, TaskConfig
 from compress.errors import RecipeError
-from compress.run.resolved import dump_recipe  # noqa: F401  (the CLI's)
+from compress.run.resolved import PATH_FIELDS, dump_recipe  # noqa: F401  (dump_recipe: the CLI's)
 from compress.run.registry import STEPS, lineages
 from eval.schema import StrictLoader, validation_message, yaml_lines
 
@@ -134,8 +134,12 @@ def parse_yaml(text: str, source: str) -> dict:
     return data
 
 
-def apply_overrides(data: dict, overrides: list[str]) -> dict:
-    """Apply `a.b.c=value` overrides; list items by index or, under `steps`, by step name or kind."""
+def apply_overrides(data: dict, overrides: list[str], cwd: Path | None = None) -> dict:
+    """Apply `a.b.c=value` overrides; list items by index or, under `steps`, by step name or kind.
+
+    With `cwd` (the shell's folder), a relative path an override gives (`task.train=data/x.csv`,
+    `teacher.from=...`, `steps.distill.unlabeled=[...]`) is made absolute against it, as a shell user
+    expects; paths written in the YAML file stay relative to the file's folder."""
     for item in overrides:
         if "=" not in item:
             raise RecipeError(f"override {item!r} is not key=value (e.g. steps.teacher.epochs=1)")
@@ -145,6 +149,8 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
         except yaml.YAMLError:
             value = raw
         keys = dotted.split(".")
+        if cwd is not None:
+            value = absolute_paths(keys, value, cwd)
         node: Any = data
         for depth, key in enumerate(keys):
             last = depth == len(keys) - 1
@@ -165,6 +171,28 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
             else:
                 raise RecipeError(f"override {item!r}: {'.'.join(keys[:depth])!r} is a value, not a mapping or list")
     return data
+
+
+def is_path_field(keys: list[str]) -> bool:
+    """Whether the value at `keys` names a file: task.train/validation/test, teacher.from, a step's (or its
+    recovery's) unlabeled/extra_texts/corpus list or an item of it."""
+    keys = [str(k) for k in keys]
+    if keys and re.fullmatch(r"-?\d+", keys[-1]) and len(keys) > 1 and keys[-2] in PATH_FIELDS:
+        keys = keys[:-1]  # an item of a file list
+    if keys in (["task", "train"], ["task", "validation"], ["task", "test"], ["teacher", "from"]):
+        return True
+    return len(keys) > 1 and keys[0] in ("steps", "variants") and keys[-1] in PATH_FIELDS
+
+
+def absolute_paths(keys: list[str], value: Any, cwd: Path) -> Any:
+    """`value` (an override's, at `keys`) with every relative file path in it made absolute against `cwd`."""
+    if isinstance(value, dict):
+        return {k: absolute_paths([*keys, str(k)], v, cwd) for k, v in value.items()}
+    if isinstance(value, list):
+        return [absolute_paths([*keys, str(i)], v, cwd) for i, v in enumerate(value)]
+    if isinstance(value, str) and value and is_path_field(keys) and not value.startswith("~") and not Path(value).is_absolute():
+        return str((cwd / value).resolve())
+    return value
 
 
 def find_list_item(items: list, key: str) -> int | None:
@@ -211,7 +239,7 @@ def load_recipe(recipe: str | Path, overrides: list[str] = ()) -> tuple[BaseMode
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as e:
         raise RecipeError(f"{path}: cannot read the recipe: {e}") from None
-    data = apply_overrides(parse_yaml(text, str(path)), list(overrides))
+    data = apply_overrides(parse_yaml(text, str(path)), list(overrides), cwd=Path.cwd())
     return validate_recipe(data, str(path), text), path
 
 

@@ -12,6 +12,7 @@ from typing import Annotated, Literal
 from pydantic import ConfigDict, Field, model_validator
 
 from compress.models import ATTENTION, SIZES
+from compress.models.shape import check_head_split
 from eval.schema import ConfigBase
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$"  # stage, step and run names: no slashes, no leading dot
@@ -63,8 +64,7 @@ class ModelConfig(ConfigBase):
         missing = [k for k in ("dim", "n_layers", "n_heads", "ffn_dim") if k not in shape]
         if missing:
             raise ValueError(f"give a `size` ({', '.join(SIZES)}) or all of {missing}")
-        if "head_dim" not in shape and shape["dim"] % shape["n_heads"]:
-            raise ValueError(f"dim {shape['dim']} is not divisible by n_heads {shape['n_heads']}; set head_dim")
+        check_head_split(shape["dim"], shape["n_heads"], shape.get("head_dim"))  # students obey it too (steps/distill.py)
         if self.attention not in ATTENTION:
             raise ValueError(f"unknown attention kind {self.attention!r}; choose one of {sorted(ATTENTION)}")
         return self

@@ -29,9 +29,11 @@ from typing import Any
 import torch
 
 from compress.distributed import is_main_process, main_process_first
+from compress.data.task import data_changes, data_notes
 from compress.io import atomic_dir, atomic_write_json, atomic_write_text
 from compress.models.imported import ImportedTeacher, import_teacher
 from compress.run.context import RunContext
+from compress.run.preflight import check_step_files, preflight, resolve_device  # noqa: F401  (the CLI imports these two from here)
 from compress.run.registry import STEPS, StepSpec, code_version, fingerprint, lineages
 from compress.run.resolved import dump_recipe
 
@@ -66,16 +68,6 @@ def prepare_tokenizer(recipe, data, run_dir: Path, imported: ImportedTeacher | N
     return tokenizer
 
 
-def resolve_device(device: str) -> str:
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
-        from compress.errors import RecipeError
-
-        raise RecipeError("device: cuda, but torch sees no CUDA device; use device: cpu or auto")
-    return device
-
-
 def outputs_exist(ctx: RunContext, spec: StepSpec, done: dict) -> bool:
     """A finished step's folders are still there (a kill between two renames can lose one)."""
     folders = [ctx.model_dir()] if spec.makes_stage and spec.saves_model else []
@@ -97,16 +89,15 @@ def open_run(recipe, recipe_path: Path | None, runs_dir: Path) -> tuple[RunConte
     tokenizer, the encoded splits, env.json. Returns (the context, the environment, the run's root fingerprint)."""
     from transformers.utils import logging as hf_logging
 
-    from compress.data import encode_task, load_task
+    from compress.data import encode_task
     from eval.env import collect_env
 
     hf_logging.disable_progress_bar()  # transformers' own bars ("Loading weights", "Writing model shards") would interleave with ours
-    # everything that can fail on bad input runs before the first file is written
-    device = resolve_device(recipe.device)
+    # everything that can fail on bad input runs before the first file is written: the checks `slimformer validate` runs
     base_dir = recipe_path.parent if recipe_path else Path.cwd()
-    data = load_task(recipe.task, seed=recipe.seed, base_dir=base_dir)
-    imported = import_teacher(recipe, data, base_dir) if recipe.teacher.imports() else None
-    check_step_files(recipe, base_dir)
+    checked = preflight(recipe, base_dir)
+    device, data = checked.device, checked.data
+    imported = import_teacher(recipe, data, base_dir, checked.checkpoint) if checked.checkpoint is not None else None
 
     run_dir = (Path(runs_dir) / recipe.name).resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -123,6 +114,8 @@ def open_run(recipe, recipe_path: Path | None, runs_dir: Path) -> tuple[RunConte
     key = fingerprint(code_version(), data.fingerprint, recipe.seed, recipe.teacher.model_dump(), recipe.task.model_dump(),
                       imported.digest if imported else None)
     ctx.steps, ctx.root_key = list(recipe.steps), key
+    if data_changes(data.stats):  # rows dropped, texts cut when the files were read: in the log (and results.json)
+        ctx.log(event="data", **data_changes(data.stats))
     return ctx, env, key
 
 
@@ -139,6 +132,8 @@ def run_recipe(recipe, recipe_path: Path | None, runs_dir: Path, command: str = 
     say = console.print if console is not None else print
     ctx, env, key = open_run(recipe, recipe_path, runs_dir)
     run_dir = ctx.run_dir
+    for line in data_notes(ctx.data.stats):
+        say(f"data: {line}")
     key, model = run_trunk(ctx, key, say)
     trunk_stage, trunk_teacher = ctx.stage, ctx.teacher
     for variant, steps in lineages(recipe) if recipe.variants else []:
@@ -152,16 +147,6 @@ def run_recipe(recipe, recipe_path: Path | None, runs_dir: Path, command: str = 
     interleaved = recipe.bench.interleave and is_main_process() and retime_interleaved(ctx, say)
     write_results(ctx, command, env, interleaved)
     return run_dir
-
-
-def check_step_files(recipe, base_dir: Path) -> None:
-    """Read what each step of every lineage will read from files (a config's `check_files(base_dir)`),
-    so a missing or empty file is an error before anything trains or is written."""
-    for _, steps in lineages(recipe):
-        for step in steps:
-            for part in (step, getattr(step, "recover", None)):  # a step's own files, and its recovery's transfer set
-                if hasattr(part, "check_files"):
-                    part.check_files(base_dir)
 
 
 def run_step(ctx: RunContext, index: int, step, previous: str, model, say) -> tuple[str, Any]:
@@ -274,7 +259,7 @@ def write_results(ctx: RunContext, command: str, env: dict, interleaved: bool = 
     stages = [{"name": s.name, "kind": s.kind, **({"variant": s.lineage} if s.lineage else {}), **s.recorded}
               for s in ctx.stages.values()]
     task = {"name": data.name, "description": data.description, "n_test": len(data.labels["test"]),
-            "seq_len": recipe.task.seq_len, "truncated": data.stats.get("n_truncated", {})}
+            "seq_len": recipe.task.seq_len, "truncated": data.stats.get("n_truncated", {}), "data": data_changes(data.stats)}
     protocol = build_protocol(task=task, bench=recipe.bench.model_dump(), env=env, timing=timing_settings(recipe.bench.threads),
                               interleaved=interleaved, devices=["cpu"] + (["cuda"] if torch.cuda.is_available() else []),
                               peak=run_peak(stages, recipe.bench.threads), traffic=traffic_protocol(ctx, stages))

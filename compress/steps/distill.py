@@ -21,6 +21,7 @@ from torch import nn
 
 from compress.run.config_base import NAME_PATTERN, ConfigBase, ModelConfig, StepConfig
 from compress.errors import RecipeError
+from compress.models.shape import ModelShape, check_head_split
 from compress.training.losses import hidden_loss, logits_loss, relation_heads, relation_loss
 from compress.run.registry import register_step
 from compress.training.loop import OptimConfig, train
@@ -40,12 +41,43 @@ class StudentConfig(ModelConfig):
     bidirectional: bool = True  # gru/lstm read both ways
 
     @model_validator(mode="after")
-    def check_shape(self):  # replaces ModelConfig's: missing fields come from the teacher at run time
+    def check_shape(self):  # replaces ModelConfig's: missing fields come from the teacher (student_shape, before the run)
         from compress.models import ATTENTION
 
         if self.attention is not None and self.attention not in ATTENTION:
             raise ValueError(f"unknown attention kind {self.attention!r}; choose one of {sorted(ATTENTION)}")
+        shape = self.shape()
+        if self.kind == "transformer" and "dim" in shape and "n_heads" in shape:  # both known here: the teacher's rule now
+            check_head_split(shape["dim"], shape["n_heads"], shape.get("head_dim"))
         return self
+
+    def resolve(self, teacher: dict) -> dict:
+        """The student's dim, n_layers, n_heads, head_dim and ffn_dim: the teacher's (`teacher`: those keys, one
+        head count and FFN width) with the student's fields laid over them. A Transformer student obeys the
+        teacher's rule: a width its head count does not divide needs head_dim (ValueError)."""
+        if self.kind != "transformer":
+            dim = self.dim or (self.shape().get("dim") if self.size else None) or teacher["dim"]
+            return {"dim": dim, "n_layers": self.n_layers or 1}
+        shape = {k: teacher[k] for k in ("dim", "n_layers", "n_heads", "head_dim", "ffn_dim")}
+        shape.update(self.shape())
+        if shape["dim"] != teacher["dim"] and self.head_dim is None:  # a new width: its heads split it
+            if "n_heads" in self.shape():
+                check_head_split(shape["dim"], shape["n_heads"], None, field="student.")
+            elif shape["dim"] % shape["n_heads"]:
+                raise ValueError(f"student.dim {shape['dim']} is not divisible by the teacher's {shape['n_heads']} heads, which the "
+                                 "student keeps; set student.n_heads (a divisor of its dim) or student.head_dim")
+            shape["head_dim"] = shape["dim"] // shape["n_heads"]
+        return shape
+
+    def student_shape(self, teacher: ModelShape) -> ModelShape:
+        """The student's shape, from the teacher's (ValueError when the student breaks a shape rule)."""
+        dims = self.resolve({"dim": teacher.dim, "n_layers": teacher.n_layers, "n_heads": teacher.n_heads[0][0],
+                             "head_dim": teacher.head_dim, "ffn_dim": teacher.ffn_dim[0][0]})
+        if self.kind != "transformer":
+            return ModelShape(self.kind, dims["dim"], dims["n_layers"], None, (), (), teacher.max_len, teacher.vocab_size)
+        embed_dim = teacher.embed_dim if teacher.embed_dim is not None and teacher.embed_dim < dims["dim"] else None
+        return ModelShape.transformer(dims["dim"], dims["n_layers"], dims["n_heads"], dims["ffn_dim"], dims["head_dim"],
+                                      teacher.max_len, teacher.vocab_size, embed_dim)
 
     def build(self, teacher_config):
         """A fresh student model; unset fields follow the teacher."""
@@ -53,14 +85,12 @@ class StudentConfig(ModelConfig):
 
         t = teacher_config
         labels = {"id2label": t.id2label, "label2id": t.label2id}
-        dim = self.dim or (self.shape().get("dim") if self.size else None) or t.dim
+        shape = self.resolve({"dim": t.dim, "n_layers": t.n_layers, "n_heads": t.n_heads[0], "head_dim": t.head_dim,
+                              "ffn_dim": t.ffn_dim[0]})
         if self.kind != "transformer":
+            dim = shape["dim"]
             config = SlimRNNConfig(vocab_size=t.vocab_size, max_len=t.max_len, pad_token_id=t.pad_token_id, cell=self.kind, dim=dim, hidden_dim=self.hidden_dim or dim, n_layers=self.n_layers or 1, bidirectional=self.bidirectional, dropout=self.dropout, **labels)
             return SlimRNNForSequenceClassification(config)
-        shape = {"dim": t.dim, "n_layers": t.n_layers, "n_heads": t.n_heads[0], "head_dim": t.head_dim, "ffn_dim": t.ffn_dim[0]}
-        shape.update(self.shape())
-        if shape["dim"] != t.dim and self.head_dim is None:
-            shape["head_dim"] = shape["dim"] // shape["n_heads"]
         # what an imported teacher has beyond the shape (pad id, LayerNorm eps, its head, narrower embeddings) carries over,
         # so a student initialised from the teacher's layers computes what they computed
         embed_dim = t.embed_dim if t.embed_dim is not None and t.embed_dim < shape["dim"] else None
@@ -93,6 +123,12 @@ class DistillConfig(StepConfig, OptimConfig, TransferConfig):
     temperature: float = Field(2.0, gt=0)  # softens both distributions in the logits loss
     attention_form: Literal["probs", "value_relation"] = "probs"  # probs: Q-K relations; value_relation adds V-V (MiniLM)
 
+    def check_shape(self, shape: ModelShape, teacher: ModelShape) -> ModelShape:
+        """The student's shape, built from the teacher's (compress/run/preflight.py); ValueError naming the fix."""
+        student = self.student.student_shape(teacher)
+        check_layer_map(self.layer_map, student.n_layers if student.is_transformer() else 0, teacher.n_layers)
+        return student
+
     @model_validator(mode="after")
     def check_losses(self):
         w = self.losses
@@ -101,6 +137,13 @@ class DistillConfig(StepConfig, OptimConfig, TransferConfig):
         if self.student.kind != "transformer" and (w.hidden or w.attention):
             raise ValueError(f"losses.hidden and losses.attention need a transformer student; student.kind is {self.student.kind!r}")
         return self
+
+
+def check_layer_map(layer_map: list[int] | None, n_student: int, n_teacher: int) -> None:
+    """ValueError unless `layer_map` (when given) has one teacher layer per student layer, each a layer the teacher has."""
+    if layer_map is not None and (len(layer_map) != n_student or not all(0 <= j < n_teacher for j in layer_map)):
+        raise ValueError(f"layer_map {layer_map} needs {n_student} entries (one per student layer), each a teacher layer in "
+                         f"0..{n_teacher - 1}")
 
 
 def default_layer_map(n_student: int, n_teacher: int) -> list[int]:
@@ -213,8 +256,10 @@ def distill(model, cfg: DistillConfig, ctx):
     student = cfg.student.build(teacher.config)
     n_student = student.config.n_layers if cfg.student.kind == "transformer" else 0  # RNN layers map to nothing
     layer_map = cfg.layer_map if cfg.layer_map is not None else default_layer_map(n_student, teacher.config.n_layers)
-    if cfg.layer_map is not None and (len(layer_map) != n_student or not all(0 <= j < teacher.config.n_layers for j in layer_map)):
-        raise RecipeError(f"{cfg.name}: layer_map {layer_map} needs {n_student} entries, each in 0..{teacher.config.n_layers - 1}")
+    try:  # checked before the run (check_shape); here against the models themselves
+        check_layer_map(cfg.layer_map, n_student, teacher.config.n_layers)
+    except ValueError as e:
+        raise RecipeError(f"distill {cfg.name!r}: {e}") from None
     copied = None
     if cfg.init == "teacher_layers":  # RNN students share only the token embeddings with the teacher
         target = student if n_student else student.embeddings

@@ -85,7 +85,7 @@ class PretrainConfig(StepConfig, OptimConfig):
         from compress.data.unlabeled import read_unlabeled
 
         for path in self.corpus:
-            read_unlabeled(path, self.corpus_column, base_dir)
+            read_unlabeled(path, self.corpus_column, base_dir, column_field="corpus_column")
 
     def check_recipe(self, steps: list, index: int) -> None:
         later = [s for s in steps[index + 1 :] if STEPS[s.kind].makes_stage]
@@ -105,13 +105,15 @@ def corpus_inputs(cfg: PretrainConfig, ctx) -> dict:
 def pretraining_texts(cfg: PretrainConfig, ctx) -> list[str]:
     """Task texts, corpus files and shipped corpora, in that order; the test split's texts are removed
     from all of them unless `use_test_texts` (a shipped corpus may hold the task's own test texts)."""
+    from compress.data.limits import max_text_chars
     from compress.data.unlabeled import read_unlabeled
 
     texts = []
     if cfg.use_task_texts:
         texts += ctx.data.texts["train"] + ctx.data.texts["validation"]
     for path in cfg.corpus:
-        texts += read_unlabeled(path, cfg.corpus_column, ctx.base_dir)[0]
+        texts += read_unlabeled(path, cfg.corpus_column, ctx.base_dir, column_field="corpus_column",
+                                max_chars=max_text_chars(ctx.recipe.task.seq_len))[0]
     for name in cfg.builtin:
         texts += BUILTIN[name]()[0]
     if cfg.use_test_texts:

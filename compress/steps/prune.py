@@ -11,6 +11,10 @@ neuron) has that branch set to None and skipped; with pre-LN its output bias, th
 masked branch still added, is folded into the bias that last wrote the residual stream, so the
 pruned model computes exactly what the unpruned one computes with those units masked. (With
 post-LN the Block also skips that branch's LayerNorm, so there the equality needs a head left.)
+A step empties a layer only with `allow_empty_layers: true`: otherwise every layer keeps at least
+one unit (the global ranking passes over a layer's last one, and the record's `floored_layers`
+says where), and a cut that must empty a layer (`amount: 1`, a `per_layer` fraction of 1) is
+refused before the run (`check_shape`, called by `slimformer validate` and `run` alike).
 
 `schedule: {iterations: N}` prunes in N rounds, re-scoring in between (Michel et al.'s iterative
 pruning), each round followed by recovery fine-tuning with the one training loop, optionally
@@ -33,6 +37,7 @@ from torch import nn
 from compress.run.config_base import NAME_PATTERN, ConfigBase, StepConfig
 from compress.distributed import broadcast_from_main
 from compress.errors import RecipeError
+from compress.models.shape import ModelShape
 from compress.training.importance import UNITS_OF, Gates, Scores, importance, n_units, scoring_batches
 from compress.training.recover import RecoverConfig as BaseRecoverConfig
 from compress.training.recover import recover_inputs, recovery
@@ -154,15 +159,28 @@ def prune_ffn_(model: nn.Module, neurons: dict[int, list[int]]) -> nn.Module:
 PRUNE: dict[str, Callable[[nn.Module, dict[int, list[int]]], nn.Module]] = {"heads": prune_heads_, "neurons": prune_ffn_}
 
 
-def plan_removal(scores: Scores, counts: int | dict[int, int]) -> dict[int, list[int]]:
-    """The lowest-scoring units: `counts` units over all layers (global ranking), or {layer: count}."""
+def plan_removal(scores: Scores, counts: int | dict[int, int], keep: int = 0) -> dict[int, list[int]]:
+    """The lowest-scoring units: `counts` units over all layers (global ranking), or {layer: count}.
+
+    A global ranking leaves at least `keep` units in every layer: a unit that would take a layer below
+    it is passed over for the next lowest (fewer are removed only when no other unit is left)."""
     if isinstance(counts, dict):
         return {i: sorted(torch.argsort(scores[i], stable=True)[:k].tolist()) for i, k in counts.items() if k > 0}
     ranked = sorted((float(s), i, h) for i, layer in scores.items() for h, s in enumerate(layer))  # ties: lower layer, head first
     plan: dict[int, list[int]] = {}
-    for _, i, h in ranked[:counts]:
-        plan.setdefault(i, []).append(h)
+    for _, i, h in ranked:
+        if sum(map(len, plan.values())) >= counts:
+            break
+        if len(scores[i]) - len(plan.get(i, [])) > keep:
+            plan.setdefault(i, []).append(h)
     return {i: sorted(plan[i]) for i in sorted(plan)}
+
+
+def floored_layers(scores: Scores, counts: int, plan: dict[int, list[int]], keep: int) -> list[int]:
+    """Layers where the global ranking's lowest `counts` units would have left fewer than `keep`: the floor spared them."""
+    ranked = sorted((float(s), i, h) for i, layer in scores.items() for h, s in enumerate(layer))[:max(counts, 0)]
+    wanted = {i: sum(1 for _, j, _ in ranked if j == i) for i in scores}
+    return sorted(i for i, n in wanted.items() if n > len(plan.get(i, [])) and len(scores[i]) - n < keep)
 
 
 # --------------------------------------------------------------------------- step configs
@@ -203,6 +221,9 @@ class PruneConfig(StepConfig, SelectConfig):
     sweep_fractions: list[float] = [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]  # fractions the sweep masks
     sweep_importance: list[Literal[METHODS]] | None = None  # methods the sweep compares; default: every one that fits
     include: list[str] = Field(["layers.*"], min_length=1)  # module-name globs (layers.1, layers.*.attn); the classifier is protected
+    # false: every layer keeps at least one head (neuron), and a cut that would empty one is refused; true: a layer may
+    # lose them all, its attention (MLP) branch then skipped
+    allow_empty_layers: bool = False
 
     @model_validator(mode="after")
     def check_amount(self):
@@ -224,6 +245,41 @@ class PruneConfig(StepConfig, SelectConfig):
         parent, model_stages, _ = stage_history(steps, index, self.parent)
         if parent not in model_stages:
             raise ValueError(f"steps[{index}] ({self.kind} {self.name!r}): parent {parent!r} is not an earlier stage with a torch model; choose one of {model_stages}")
+
+    def check_shape(self, shape: ModelShape, teacher: ModelShape) -> ModelShape:
+        """The shape of the parent it cuts -> the shape it makes (compress/run/preflight.py); ValueError naming the fix."""
+        unit, field = self.unit, "n_heads" if self.unit == "heads" else "ffn_dim"
+        if not shape.is_transformer():
+            raise ValueError(f"its parent is {shape.describe()}; {self.kind} cuts a Transformer: start it from one with `parent:`")
+        spans = list(getattr(shape, field))
+        layers = selected_spans(spans, self)
+        if not layers:
+            raise ValueError(f"include {self.include} / exclude {self.exclude} select no layer with {unit} left "
+                             f"(the parent: {shape.describe()})")
+        floor = 0 if self.allow_empty_layers else 1
+        empty = "or set allow_empty_layers: true to remove the whole branch"
+        if self.per_layer is not None:
+            if len(self.per_layer) != shape.n_layers:
+                raise ValueError(f"per_layer has {len(self.per_layer)} entries; give one per layer ({shape.n_layers}: "
+                                 f"{shape.describe()})")
+            for i in layers:
+                low = spans[i][0]
+                if floor and low and round(self.per_layer[i] * low) >= low:
+                    raise ValueError(f"per_layer[{i}] = {self.per_layer[i]:g} removes all {low} {unit} of layer {i}, which leaves "
+                                     f"it none; give a fraction below {1 - 0.5 / low:.3g}, {empty}")
+            spans = [(lo - round(f * lo), hi - round(f * hi)) if i in layers else (lo, hi)
+                     for i, ((lo, hi), f) in enumerate(zip(spans, self.per_layer))]
+        else:
+            total = sum(spans[i][0] for i in layers)
+            cut = round(self.amount * total)
+            most = total - sum(1 for i in layers if spans[i][0]) * floor
+            if cut > most:
+                raise ValueError(f"amount {self.amount:g} removes {cut} of the {total} {unit} of the selected layers; at least "
+                                 f"one stays in each of the {len(layers)} layers, so at most {most} can go (amount <= "
+                                 f"{most / total:.3g}); lower amount, {empty}")
+            # which layers lose how many is decided by importance at run time: each keeps between the floor and all of them
+            spans = [(max(min(floor, lo), lo - cut), hi) if i in layers else (lo, hi) for i, (lo, hi) in enumerate(spans)]
+        return shape.evolve(**{field: tuple(spans)})
 
 
 class PruneHeadsConfig(PruneConfig):
@@ -250,9 +306,18 @@ def accuracy(model: nn.Module, split: dict) -> float:
 
 def selected_layers(model: nn.Module, cfg: PruneConfig) -> list[int]:
     """Layers whose attention (heads) or MLP (neurons) module name the include/exclude globs select."""
+    return select_layers(len(model.layers), cfg)
+
+
+def select_layers(n_layers: int, cfg: PruneConfig) -> list[int]:
     branch = "attn" if cfg.unit == "heads" else "mlp"
-    names = {f"layers.{i}.{branch}": i for i in range(len(model.layers))}
+    names = {f"layers.{i}.{branch}": i for i in range(n_layers)}
     return [names[n] for n in select_names(list(names), cfg)]
+
+
+def selected_spans(spans: list[tuple[int, int]], cfg: PruneConfig) -> list[int]:
+    """The selected layers that may still have units (the shape check's `selected_layers`)."""
+    return [i for i in select_layers(len(spans), cfg) if spans[i][1] > 0]
 
 
 def round_counts(cfg: PruneConfig, original: dict[int, int], removed: dict[int, int], r: int) -> int | dict[int, int]:
@@ -304,8 +369,6 @@ def prune_stage(model: nn.Module, cfg: PruneConfig, ctx) -> nn.Module:
     original = {i: n_units(model, unit, i) for i in layers}
     if not sum(original.values()):
         raise RecipeError(f"{cfg.kind} {cfg.name!r}: include {cfg.include} / exclude {cfg.exclude} select no layer with {unit} left")
-    if cfg.per_layer is not None and len(cfg.per_layer) != len(model.layers):
-        raise RecipeError(f"{cfg.kind} {cfg.name!r}: per_layer has {len(cfg.per_layer)} entries; give one per layer ({len(model.layers)})")
     seed = ctx.recipe.seed if cfg.seed is None else cfg.seed
     batches = scoring_batches(ctx.encoded[cfg.score_split], cfg.score_batches, cfg.score_batch_size, seed)
     val = ctx.encoded["validation"]
@@ -315,11 +378,14 @@ def prune_stage(model: nn.Module, cfg: PruneConfig, ctx) -> nn.Module:
         ctx.record("sensitivity", sensitivity(model, cfg, layers, batches, ctx.encoded[sweep_split], seed, sweep_split))
     alive = {i: list(range(n)) for i, n in original.items()}  # original index of each unit still there
     split, loss = recovery(ctx, cfg.recover) if cfg.recover.epochs else (None, None)
-    rounds, score_maps, curve = [], [], []
+    rounds, score_maps, curve, floored = [], [], [], set()
     for r in range(1, cfg.schedule.iterations + 1):
         scores = importance(model, unit, cfg.importance, [i for i in layers if alive[i]], batches, seed + r - 1, cfg.normalize)
         counts = round_counts(cfg, original, {i: original[i] - len(alive[i]) for i in layers}, r)
-        plan = broadcast_from_main(plan_removal(scores, counts))  # several processes: all cut what the main one chose
+        keep = 0 if cfg.allow_empty_layers else 1
+        plan = broadcast_from_main(plan_removal(scores, counts, keep))  # several processes: all cut what the main one chose
+        if not isinstance(counts, dict):
+            floored |= set(floored_layers(scores, counts, plan, keep))
         score_maps.append([[None] * original[j] if j in original else None for j in range(len(model.layers))])
         for i, s in scores.items():
             for k, h in enumerate(alive[i]):
@@ -344,6 +410,8 @@ def prune_stage(model: nn.Module, cfg: PruneConfig, ctx) -> nn.Module:
         "n_selected": total, "n_removed": gone, "fraction_removed": round(gone / total, 5),
         "n_removed_by_layer": {str(i): original[i] - len(alive[i]) for i in layers},
         "n_heads": list(model.config.n_heads), "ffn_dim": list(model.config.ffn_dim), "rounds": rounds,
+        # the global ranking leaves each layer at least this many; floored: layers where that spared a lower-scored unit
+        "min_per_layer": 0 if cfg.allow_empty_layers else 1, "floored_layers": sorted(floored),
     } | ({"removed": {str(i): sorted(set(range(original[i])) - set(alive[i])) for i in layers}} if unit == "heads" else {}))
     if unit == "heads":
         ctx.record("head_importance", {"method": cfg.importance, "normalized": cfg.normalize, "rounds": [{"round": r + 1, "scores": m} for r, m in enumerate(score_maps)]})

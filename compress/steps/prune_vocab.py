@@ -36,6 +36,7 @@ import torch
 from pydantic import Field, model_validator
 from torch import nn
 
+from compress.data.limits import max_text_chars
 from compress.run.config_base import StepConfig
 from compress.errors import RecipeError
 from compress.run.registry import STEPS, file_digest, register_step
@@ -105,11 +106,12 @@ def teacher_use(step) -> str | None:
 # --------------------------------------------------------------------------- which tokens stay
 
 
-def read_texts(paths: list[str], column: str, base_dir: Path | None) -> list[str]:
-    """The texts of every file (compress/data/unlabeled.py reads them; errors name the file)."""
+def read_texts(paths: list[str], column: str, base_dir: Path | None, max_chars: int | None = None) -> list[str]:
+    """The texts of every file (compress/data/unlabeled.py reads them; errors name the file), cut to `max_chars`."""
     from compress.data.unlabeled import read_unlabeled
 
-    return [t for path in paths for t in read_unlabeled(path, column, base_dir)[0]]
+    return [t for path in paths
+            for t in read_unlabeled(path, column, base_dir, column_field="extra_texts_column", max_chars=max_chars)[0]]
 
 
 def plain_backend(tokenizer):
@@ -306,7 +308,8 @@ def prune_vocab(model, cfg: PruneVocabConfig, ctx):
     if len(tokenizer) > model.get_input_embeddings().num_embeddings:
         raise RecipeError(f"prune_vocab {cfg.name!r}: the tokenizer has {len(tokenizer)} tokens, more than the model's "
                           f"{model.get_input_embeddings().num_embeddings} embedding rows")
-    texts = [t for split in ctx.data.texts.values() for t in split] + read_texts(cfg.extra_texts, cfg.extra_texts_column, ctx.base_dir)
+    extra = read_texts(cfg.extra_texts, cfg.extra_texts_column, ctx.base_dir, max_text_chars(ctx.recipe.task.seq_len))
+    texts = [t for split in ctx.data.texts.values() for t in split] + extra
     pad = model.config.pad_token_id
     keep = kept_ids(tokenizer, texts, also=(pad,) if pad is not None else ())
     before = {"vocab_size": model.config.vocab_size, "tokenizer": len(tokenizer), "params": n_params(model)}

@@ -42,6 +42,7 @@ from torch import nn
 
 from compress.run.config_base import NAME_PATTERN, StepConfig
 from compress.errors import RecipeError
+from compress.models.shape import ModelShape
 from compress.training.importance import scoring_batches
 from compress.training.recover import RecoverConfig, recover_inputs, recovery
 from compress.run.registry import register_step, stage_history
@@ -82,6 +83,13 @@ class PruneWidthConfig(StepConfig):
         if parent not in model_stages:
             raise ValueError(f"steps[{index}] (prune_width {self.name!r}): parent {parent!r} is not an earlier stage with a torch model; "
                              f"choose one of {model_stages}")
+
+    def check_shape(self, shape: ModelShape, teacher: ModelShape) -> ModelShape:
+        """The parent's shape -> the narrower one (compress/run/preflight.py); ValueError naming the fix."""
+        if not shape.is_transformer():
+            raise ValueError(f"its parent is {shape.describe()}; width pruning needs a Transformer stage: start it from one "
+                             "with `parent:`")
+        return shape.evolve(dim=checked_width(shape.dim, shape.embed_dim, self))
 
 
 # --------------------------------------------------------------------------- the residual group
@@ -177,6 +185,19 @@ def kept_width(dim: int, cfg: PruneWidthConfig) -> int:
     return max(cfg.round_to, round(dim * (1 - cfg.amount) / cfg.round_to) * cfg.round_to)
 
 
+def checked_width(dim: int, embed_dim: int | None, cfg: PruneWidthConfig) -> int:
+    """The width kept from `dim`; ValueError when it removes nothing or equals the embeddings' width."""
+    width = kept_width(dim, cfg)
+    if width >= dim:
+        raise ValueError(f"keeping {width} of {dim} channels removes nothing; raise amount or lower dim (a multiple of "
+                         f"round_to {cfg.round_to}, below {dim})")
+    if width == embed_dim:
+        others = [w for w in (width - cfg.round_to, width + cfg.round_to) if 0 < w < dim]
+        raise ValueError(f"the kept width {width} equals the embeddings' width (embed_dim), which a config reads as 'no "
+                         f"projection' while the model keeps embeddings.proj; set dim to {others or 'another width'}")
+    return width
+
+
 def prune_width_(model: nn.Module, drop: list[int], example: dict) -> nn.Module:
     """Remove residual channels `drop` in place from every tensor that carries them; updates config.dim.
 
@@ -259,14 +280,10 @@ def prune_width(model, cfg: PruneWidthConfig, ctx):
         raise RecipeError(f"prune_width {cfg.name!r}: stage {parent!r} is a {type(model).__name__}; width pruning needs a Transformer stage")
     model = model.cpu().eval()
     dim, params = model.config.dim, n_params(model)
-    width = kept_width(dim, cfg)
-    if width >= dim:
-        raise RecipeError(f"prune_width {cfg.name!r}: keeping {width} of {dim} channels removes nothing; "
-                          f"raise amount or lower dim (a multiple of round_to {cfg.round_to}, below {dim})")
-    if width == model.config.embed_dim:
-        others = [w for w in (width - cfg.round_to, width + cfg.round_to) if 0 < w < dim]
-        raise RecipeError(f"prune_width {cfg.name!r}: the kept width {width} equals the embeddings' width (embed_dim), which a "
-                          f"config reads as 'no projection' while the model keeps embeddings.proj; set dim to {others or 'another width'}")
+    try:  # checked before the run (check_shape); here against the model itself
+        width = checked_width(dim, model.config.embed_dim, cfg)
+    except ValueError as e:
+        raise RecipeError(f"prune_width {cfg.name!r}: {e}") from None
     seed = ctx.recipe.seed if cfg.seed is None else cfg.seed
     batches = scoring_batches(ctx.encoded[cfg.score_split], cfg.score_batches, cfg.score_batch_size, seed)
     example = {"input_ids": batches[0]["input_ids"][:2], "attention_mask": batches[0]["attention_mask"][:2]}

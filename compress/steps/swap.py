@@ -46,6 +46,7 @@ from compress.run.config_base import NAME_PATTERN, StepConfig
 from compress.training.curriculum import CurriculumPhase
 from compress.errors import RecipeError
 from compress.models import ATTENTION, build_attention
+from compress.models.shape import ModelShape
 from compress.training.recover import RecoverConfig, recover_inputs, recovery
 from compress.run.registry import register_step
 from compress.select import select_names
@@ -119,6 +120,18 @@ class SwapAttentionConfig(StepConfig):
             check_args(info.data["to"], args)
         return args
 
+    def check_shape(self, shape: ModelShape, teacher: ModelShape) -> ModelShape:
+        """The shape it swaps (the current stage's, or the teacher's) -> the shape it makes (compress/run/preflight.py)."""
+        base = teacher if self.source == "teacher" else shape
+        if not base.is_transformer():
+            raise ValueError(f"it would swap the attention of {base.describe()}; swap_attention needs a Transformer stage "
+                             "(source: teacher swaps a copy of the teacher)")
+        check_max_len(self.max_len, base.max_len)
+        with_attention = [f"layers.{i}.attn" for i, (_, most) in enumerate(base.n_heads) if most > 0]
+        if not select_names(with_attention, include=layer_globs(self.layers)):
+            raise ValueError(no_layer_message(self.layers, base.n_layers))
+        return base.evolve(max_len=max(self.max_len or 0, base.max_len))
+
 
 def kind_args(kind: str) -> list[str]:
     """The arguments a kind takes beyond the contract's (dim, n_heads, head_dim, dropout)."""
@@ -135,6 +148,16 @@ def check_args(kind: str, args: dict) -> None:
         ATTENTION[kind](dim=8, n_heads=1, head_dim=8, **args)  # a tiny build: bad values fail here, not mid-run
     except (TypeError, ValueError) as e:
         raise ValueError(f"{kind} args {args}: {e}") from None
+
+
+def check_max_len(max_len: int | None, current: int) -> None:
+    """ValueError when `max_len` would shrink the model's `current` learned positions."""
+    if max_len is not None and max_len < current:
+        raise ValueError(f"max_len {max_len} would shrink the {current} learned positions; give at least {current} or leave it out")
+
+
+def no_layer_message(layers: list[str], n_layers: int) -> str:
+    return f"layers {list(layers)} match no layer with attention; layers are 0..{n_layers - 1} (or layers.0, ...)"
 
 
 def layer_globs(patterns: list[str]) -> list[str]:
@@ -162,7 +185,7 @@ def swap_attention_(model, to: str, args: dict | None = None, layers: list[str] 
         raise RecipeError(f"unknown attention kind {to!r}; choose one of {sorted(ATTENTION)}")
     chosen = select_layers(model, list(layers))
     if not chosen:
-        raise RecipeError(f"layers {list(layers)} match no layer with attention; layers are 0..{len(model.layers) - 1} (or layers.0, ...)")
+        raise RecipeError(no_layer_message(list(layers), len(model.layers)))
     takes = kind_args(to)
     config = model.config
     length_defaults = getattr(ATTENTION[to], "length_defaults", None)
@@ -191,9 +214,10 @@ def swap_attention(model, cfg: SwapAttentionConfig, ctx):
     model = copy.deepcopy(ctx.teacher) if cfg.source == "teacher" else model
     if cfg.source == "teacher":
         ctx.record("parent", ctx.teacher_stage)
-    if cfg.max_len is not None and cfg.max_len < model.config.max_len:
-        raise RecipeError(f"{cfg.name}: max_len {cfg.max_len} would shrink the {model.config.max_len} learned positions; "
-                          f"give at least {model.config.max_len} or leave it out")
+    try:  # checked before the run (check_shape); here against the model itself
+        check_max_len(cfg.max_len, model.config.max_len)
+    except ValueError as e:
+        raise RecipeError(f"{cfg.name}: {e}") from None
     if cfg.max_len is not None and cfg.max_len > model.config.max_len:
         ctx.record("positions", {"max_len_before": model.config.max_len, "max_len": cfg.max_len, "extend": cfg.extend})
         model.extend_positions_(cfg.max_len, cfg.extend)

@@ -123,10 +123,15 @@ def unlabeled_split(cfg: TransferConfig, ctx) -> dict | None:
 
     if not cfg.unlabeled:
         return None
-    texts = [t for path in cfg.unlabeled for t in read_unlabeled(path, cfg.unlabeled_column, ctx.base_dir)[0]]
-    encoded = encode(ctx.tokenizer, texts, ctx.recipe.task.seq_len)
+    from compress.data.limits import max_text_chars
+
+    seq_len, counts = ctx.recipe.task.seq_len, {}
+    texts = [t for path in cfg.unlabeled
+             for t in read_unlabeled(path, cfg.unlabeled_column, ctx.base_dir, max_chars=max_text_chars(seq_len), counts=counts)[0]]
+    encoded = encode(ctx.tokenizer, texts, seq_len)
     return {"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"],
-            "labels": torch.full((len(texts),), -1, dtype=torch.long), "n_truncated": encoded["n_truncated"]}
+            "labels": torch.full((len(texts),), -1, dtype=torch.long), "n_truncated": encoded["n_truncated"],
+            "n_dropped": counts["dropped"], "n_cut": counts["cut"]}
 
 
 def teacher_logits(ctx, teacher: torch.nn.Module, split: dict, cfg: TransferConfig) -> torch.Tensor:
@@ -170,6 +175,8 @@ def transfer_set(ctx, teacher: torch.nn.Module, cfg: TransferConfig, name: str) 
     details = {"n_train": len(split["labels"]), "n_unlabeled": 0 if extra is None else len(extra["labels"])}
     if extra is not None:
         details["n_unlabeled_truncated"] = extra["n_truncated"]
+        # rows of the files that held no text (empty, null, a number), and texts cut when read (compress/data/limits.py)
+        details["n_unlabeled_dropped"], details["n_unlabeled_cut"] = extra["n_dropped"], extra["n_cut"]
     if note:
         details["mask_note"] = note
     return split, details

@@ -72,7 +72,7 @@ def test_text_pairs_and_empty_texts(tmp_path):
     write_jsonl(tmp_path / "nli.jsonl", rows, keys=("a", "b", "label"))
     cfg = FilesConfig(train="nli.jsonl", text_column="a", text_pair_column="b")
     data = load_task(cfg, 0, tmp_path)
-    assert data.stats["dropped_empty_text"] == {"train": 1}
+    assert data.stats["dropped"] == {"train": {"empty": 1}}
     assert all(" [SEP] hypothesis " in t for s in SPLITS for t in data.texts[s])
 
 
