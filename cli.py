@@ -1,4 +1,4 @@
-"""slimformer's command line: run, validate, ls, cp, schema, report, bench, predict.
+"""slimformer's command line: run, validate, ls, cp, schema, report, bench, predict, serve.
 
     slimformer run quickstart                       # a shipped recipe by short name
     slimformer run my.yaml steps.teacher.epochs=1   # a path, with key=value overrides
@@ -207,33 +207,99 @@ def bench_run(args) -> int:
 
 
 def cmd_predict(args) -> int:
-    """Classify texts with an exported ONNX folder: ONNX Runtime, the saved tokenizer and config.json only.
+    """Classify texts with an exported ONNX folder (`compress/serve`): ONNX Runtime, the saved tokenizer, config.json.
 
-    The config is read as JSON (labels and the longest input), so no model code is loaded and
-    nothing asks for `trust_remote_code`."""
-    import numpy as np
-    import onnxruntime as ort
-    from transformers import AutoTokenizer
+    Texts on the command line are printed as JSON lines; `--input FILE --output FILE` streams a
+    file of texts in length-sorted chunks (memory bounded) and writes one prediction per row, in
+    order, with a progress bar, then prints texts per second (model loading not counted)."""
+    import time
 
     from compress.errors import SlimformerError
+    from compress.serve import load_artifact, prediction
+    from compress.serve.files import check_paths, predict_file
 
-    folder = Path(args.onnx_dir)
-    if not (folder / "model.onnx").is_file():
-        raise SlimformerError(f"{folder} holds no model.onnx; give a stage's onnx folder, e.g. runs/quickstart/stages/teacher/onnx")
-    if not (folder / "config.json").is_file():
-        raise SlimformerError(f"{folder} holds no config.json (labels, max_len); export the stage again with `slimformer run`")
-    config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
-    id2label = {int(k): v for k, v in (config.get("id2label") or {}).items()}
-    max_len = config.get("max_len") or config.get("max_position_embeddings") or 512
-    tokenizer = AutoTokenizer.from_pretrained(folder)
-    enc = tokenizer(args.texts, padding=True, truncation=True, max_length=max_len, return_tensors="np")
-    session = ort.InferenceSession(str(folder / "model.onnx"), providers=["CPUExecutionProvider"])
-    logits = session.run(["logits"], {"input_ids": enc["input_ids"].astype(np.int64), "attention_mask": enc["attention_mask"].astype(np.int64)})[0]
-    probs = np.exp(logits - logits.max(-1, keepdims=True))
-    probs /= probs.sum(-1, keepdims=True)
-    for text, p in zip(args.texts, probs):
-        label = id2label.get(int(p.argmax()), str(int(p.argmax())))
-        print(json.dumps({"text": text, "label": label, "score": round(float(p.max()), 4)}))
+    if args.batch_size < 1 or args.threads < 1:
+        raise SlimformerError(f"--batch-size and --threads must be at least 1, got {args.batch_size} and {args.threads}")
+    if args.input is None:
+        if not args.texts:
+            raise SlimformerError("give texts to classify (slimformer predict ONNX_DIR \"a text\" ...) "
+                                  "or --input FILE --output FILE")
+        artifact = load_artifact(args.onnx_dir, args.threads)
+        probs = artifact.probabilities([t[: artifact.max_text_chars] for t in args.texts], args.batch_size)
+        for text, row in zip(args.texts, probs, strict=True):
+            print(json.dumps({"text": text, **prediction(row, artifact.labels, args.probabilities)}, ensure_ascii=False))
+        return 0
+    if args.texts:
+        raise SlimformerError("give texts on the command line or --input FILE, not both")
+    if args.output is None:
+        raise SlimformerError("--input needs --output FILE (.jsonl or .csv): where the predictions go")
+    check_paths(Path(args.input), Path(args.output))  # before loading the model: a wrong path fails at once
+    artifact = load_artifact(args.onnx_dir, args.threads)
+    from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
+
+    columns = (TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=console()) as bar:
+        task = bar.add_task("predict", total=1.0)
+        start = time.perf_counter()
+        n = predict_file(artifact, args.input, args.output, args.text_column, args.batch_size, args.probabilities,
+                         progress=lambda done, read: bar.update(task, completed=read, description=f"{done:,} texts"))
+        seconds = time.perf_counter() - start
+    print(f"{n:,} texts in {seconds:.2f} s: {n / max(seconds, 1e-9):,.0f} texts/s -> {args.output}")
+    return 0
+
+
+def cmd_serve(args) -> int:
+    """`slimformer serve ONNX_DIR`: POST /predict and GET /health, texts of concurrent requests batched together."""
+    from pydantic import ValidationError
+
+    from compress.errors import SlimformerError
+    from compress.serve import load_artifact
+    from compress.serve.server import ServeConfig, bound_url, create_app, make_server
+
+    names = ("host", "port", "max_batch_size", "max_wait_ms", "max_texts", "max_body_bytes", "threads", "shutdown_timeout_s")
+    try:
+        cfg = ServeConfig(**{k: getattr(args, k) for k in names if getattr(args, k) is not None})
+    except ValidationError as e:
+        flags = [f"--{str(err['loc'][0]).replace('_', '-')}: {err['msg']}" for err in e.errors()]
+        raise SlimformerError("serve: " + "; ".join(flags)) from None
+    artifact = load_artifact(args.onnx_dir, cfg.threads)
+    server, sock = make_server(create_app(artifact, cfg), cfg)
+    print(f"serving {args.onnx_dir} at {bound_url(sock)} (POST /predict, GET /health); Ctrl-C stops", flush=True)
+    try:
+        server.run(sockets=[sock])  # returns after a graceful shutdown (SIGINT/SIGTERM)
+    except KeyboardInterrupt:  # uvicorn raises the SIGINT it handled again once it has shut down
+        pass
+    print("stopped: every request in flight was answered", file=sys.stderr)
+    return 0
+
+
+def cmd_compress(args) -> int:
+    """`slimformer compress MODEL_OR_RECIPE --max-drop ... --minimize ...`: search the compression for a budget (compress/search)."""
+    from compress.search.front import Budget, parse_drop
+    from compress.search.runner import SearchConfig, compress_search, parse_time
+
+    max_drop, relative = parse_drop(args.max_drop)
+    budget = Budget(max_drop, relative, args.minimize, args.max_latency_ms, args.max_mb)
+    teacher = Path(args.teacher)
+    if not teacher.exists():
+        from compress.run.config import resolve_recipe_path
+
+        teacher = resolve_recipe_path(args.teacher)  # a shipped recipe's short name (quickstart)
+    path = lambda value: Path(value) if value else None  # noqa: E731
+    cfg = SearchConfig(
+        teacher=teacher, budget=budget, batch_size=args.batch_size, seq_len=args.seq_len, time_s=parse_time(args.time),
+        train=path(args.train), validation=path(args.validation), test=path(args.test),
+        unlabeled=[Path(u) for u in args.unlabeled], text_column=args.text_column, label_column=args.label_column,
+        name=args.name, runs_dir=Path(args.runs_dir), seed=args.seed, threads=args.threads,
+        families=tuple(args.families), isolate=not args.in_process, latency_fit=args.latency_fit,
+        latency_holdout=args.latency_holdout, max_trials=args.max_trials, latency_model=path(args.latency_model),
+        command="slimformer " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
+    )
+    search_dir = compress_search(cfg, console())
+    print(f"search folder: {search_dir}")
+    print(f"best recipe: {search_dir / 'best.yaml'}")
+    if (search_dir / "report.html").is_file():
+        print(f"report: {search_dir / 'report.html'}")
     return 0
 
 
@@ -294,10 +360,57 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="runs/scaling", help="output folder (default runs/scaling); a run folder gets the plots in its report")
     p.set_defaults(fn=cmd_bench)
 
-    p = sub.add_parser("predict", help="classify texts with an exported ONNX folder")
+    p = sub.add_parser("compress", help="search the compression pipeline that meets a budget (accuracy, latency, size); "
+                                         "keeps the Pareto front and writes best.yaml")
+    p.add_argument("teacher", help="a fine-tuned model folder (kept as it is), or a recipe whose steps make the teacher")
+    p.add_argument("--train", help="training file (.csv .tsv .jsonl .parquet); with a model folder")
+    p.add_argument("--validation", help="validation file: the search chooses on it")
+    p.add_argument("--test", help="test file: read only at the end, for the final front")
+    p.add_argument("--unlabeled", nargs="*", default=[], help="unlabelled texts for the transfer set (.txt or a text column)")
+    p.add_argument("--text-column", default="text")
+    p.add_argument("--label-column", default="label")
+    p.add_argument("--max-drop", help="accuracy the compressed model may lose: points (1.0) or percent of the teacher's (1%%)")
+    p.add_argument("--minimize", choices=["latency", "size"], help="the cost to minimise under the accuracy constraint")
+    p.add_argument("--max-latency-ms", type=float, help="hard latency budget (ms at --batch-size x --seq-len); accuracy maximised")
+    p.add_argument("--max-mb", type=float, help="hard size budget (MB of the ONNX file); accuracy maximised")
+    p.add_argument("--batch-size", type=int, default=8, help="the batch size latency is measured at (default 8)")
+    p.add_argument("--seq-len", type=int, help="input length in tokens (default: the recipe's, else 128)")
+    p.add_argument("--time", default="1h", help="time for the whole command: 30m, 2h, 1h30m (default 1h)")
+    p.add_argument("--name", help="the search folder's name (default: compress-<teacher folder>)")
+    p.add_argument("--runs-dir", default=os.environ.get("SLIMFORMER_RUNS", "runs"))
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=2, help="ONNX Runtime threads latency is measured with (default 2)")
+    p.add_argument("--families", nargs="+", default=["transformer", "boe", "gru", "lstm"],
+                   help="student families in the search space (default: all)")
+    p.add_argument("--latency-fit", type=int, default=16, help=argparse.SUPPRESS)
+    p.add_argument("--latency-holdout", type=int, default=20, help=argparse.SUPPRESS)
+    p.add_argument("--max-trials", type=int, help=argparse.SUPPRESS)
+    p.add_argument("--latency-model", help="reuse the latency_model.json of an earlier search on this machine and protocol")
+    p.add_argument("--in-process", action="store_true", help=argparse.SUPPRESS)
+    p.set_defaults(fn=cmd_compress)
+
+    p = sub.add_parser("predict", help="classify texts, or a file of them (--input), with an exported ONNX folder")
     p.add_argument("onnx_dir")
-    p.add_argument("texts", nargs="+")
+    p.add_argument("texts", nargs="*", help="texts to classify (printed as JSON lines); or --input")
+    p.add_argument("--input", help="a file of texts: .txt (one per line), .csv, .tsv, .jsonl or .parquet")
+    p.add_argument("--text-column", default="text", help="the column (csv, tsv, parquet) or field (jsonl) holding the text")
+    p.add_argument("--output", help="where --input's predictions go, one row per input row: .jsonl or .csv")
+    p.add_argument("--batch-size", type=int, default=32, help="texts per model call (default 32)")
+    p.add_argument("--probabilities", action="store_true", help="also write every class's probability")
+    p.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="ONNX Runtime intra-op threads (default: all cores)")
     p.set_defaults(fn=cmd_predict)
+
+    p = sub.add_parser("serve", help="serve an exported ONNX folder over HTTP: POST /predict, GET /health")
+    p.add_argument("onnx_dir")
+    p.add_argument("--host", help="address to listen on (default 127.0.0.1; 0.0.0.0 for every interface)")
+    p.add_argument("--port", type=int, help="port (default 8000; 0: any free port, printed)")
+    p.add_argument("--max-batch-size", type=int, help="the most texts in one model call (default 32)")
+    p.add_argument("--max-wait-ms", type=float, help="how long a batch may wait for requests still arriving (default 5)")
+    p.add_argument("--max-texts", type=int, help="texts per request (default 256)")
+    p.add_argument("--max-body-bytes", type=int, help="bytes of a request body (default 1 MiB)")
+    p.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads (default: all cores)")
+    p.add_argument("--shutdown-timeout-s", type=float, help="on Ctrl-C/SIGTERM, how long requests in flight may take (default 30)")
+    p.set_defaults(fn=cmd_serve)
     return parser
 
 

@@ -7,7 +7,7 @@ code 2. Messages name the field or file at fault and say how to fix it.
 
 from eval.errors import ReportError, SlimformerError
 
-__all__ = ["SlimformerError", "ReportError", "RecipeError", "DataError", "ExportError", "TrainingError", "CheckpointError"]
+__all__ = ["SlimformerError", "ReportError", "RecipeError", "DataError", "ExportError", "TrainingError", "CheckpointError", "ArtifactError"]
 
 
 class RecipeError(SlimformerError):
@@ -28,3 +28,7 @@ class TrainingError(SlimformerError):
 
 class CheckpointError(SlimformerError):
     """A pretrained checkpoint folder that cannot be imported: missing files, unsupported architecture."""
+
+
+class ArtifactError(SlimformerError):
+    """An exported ONNX folder that cannot be served: missing or truncated model.onnx, broken config.json, no tokenizer."""
