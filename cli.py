@@ -265,11 +265,16 @@ def cmd_serve(args) -> int:
     artifact = load_artifact(args.onnx_dir, cfg.threads)
     server, sock = make_server(create_app(artifact, cfg), cfg)
     print(f"serving {args.onnx_dir} at {bound_url(sock)} (POST /predict, GET /health); Ctrl-C stops", flush=True)
+    import signal
+
+    # uvicorn shuts down gracefully on SIGINT and SIGTERM, then raises the signal again under the handler it found:
+    # SIGTERM's is made Ctrl-C's, so both end here with exit code 0 once every request in flight is answered
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
-        server.run(sockets=[sock])  # returns after a graceful shutdown (SIGINT/SIGTERM)
-    except KeyboardInterrupt:  # uvicorn raises the SIGINT it handled again once it has shut down
+        server.run(sockets=[sock])
+    except KeyboardInterrupt:
         pass
-    print("stopped: every request in flight was answered", file=sys.stderr)
+    print("stopped", file=sys.stderr)
     return 0
 
 

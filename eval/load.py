@@ -160,7 +160,7 @@ async def start_server(command: list[str], log) -> tuple[asyncio.subprocess.Proc
             if found:
                 host, port = found.group(1).decode(), int(found.group(2))
                 break
-        while True:  # it prints the address before it accepts connections
+        while True:  # it listens from the line on; /health answers once the model is served
             try:
                 await health(host, port)
                 return proc, host, port

@@ -135,7 +135,9 @@ def make_server(app: Starlette, cfg: ServeConfig) -> tuple[uvicorn.Server, socke
     Run it with `server.run(sockets=[sock])`; `server.should_exit = True` (or SIGINT/SIGTERM) shuts it down gracefully."""
     config = uvicorn.Config(app, host=cfg.host, port=cfg.port, log_level="warning", access_log=False, lifespan="on",
                             timeout_graceful_shutdown=cfg.shutdown_timeout_s)
-    return uvicorn.Server(config), config.bind_socket()
+    sock = config.bind_socket()
+    sock.listen(config.backlog)  # connections made from now on wait in the backlog for uvicorn, instead of being refused
+    return uvicorn.Server(config), sock
 
 
 def bound_url(sock: socket.socket) -> str:
