@@ -180,8 +180,14 @@ def load_saved_model(folder: Path):
 
     from compress.models import register_auto_classes
 
+    from compress.errors import SlimformerError
+
     register_auto_classes()
-    return AutoModelForSequenceClassification.from_pretrained(folder).eval()
+    try:
+        return AutoModelForSequenceClassification.from_pretrained(folder).eval()
+    except Exception as e:  # a damaged stage folder: transformers and safetensors raise many kinds
+        raise SlimformerError(f"{folder} does not load ({type(e).__name__}: {str(e)[:200]}); it was edited or cut short: "
+                              f"re-run the recipe (`slimformer run {folder.parents[2] / 'recipe.yaml'}`) to make it again") from None
 
 
 def bench_run(args) -> int:
@@ -298,6 +304,7 @@ def cmd_compress(args) -> int:
         name=args.name, runs_dir=Path(args.runs_dir), seed=args.seed, threads=args.threads,
         families=tuple(args.families), isolate=not args.in_process, latency_fit=args.latency_fit,
         latency_holdout=args.latency_holdout, max_trials=args.max_trials, latency_model=path(args.latency_model),
+        full_epochs=args.full_epochs,
         command="slimformer " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
     )
     search_dir = compress_search(cfg, console())
@@ -390,6 +397,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--latency-fit", type=int, default=16, help=argparse.SUPPRESS)
     p.add_argument("--latency-holdout", type=int, default=20, help=argparse.SUPPRESS)
     p.add_argument("--max-trials", type=int, help=argparse.SUPPRESS)
+    p.add_argument("--full-epochs", type=int, help=argparse.SUPPRESS)
     p.add_argument("--latency-model", help="reuse the latency_model.json of an earlier search on this machine and protocol")
     p.add_argument("--in-process", action="store_true", help=argparse.SUPPRESS)
     p.set_defaults(fn=cmd_compress)

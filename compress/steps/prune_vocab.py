@@ -54,12 +54,18 @@ class PruneVocabConfig(StepConfig):
     extra_texts: list[str] = Field(default_factory=list)
     extra_texts_column: str = "text"  # the column holding the texts in a .csv/.tsv/.jsonl/.json/.parquet file
     atol: float = Field(1e-6, gt=0)  # max |logits_pruned - logits_original| allowed on the validation split
+    # the task's splits whose tokens are kept (and checked to tokenize as before); leave test out to keep the vocabulary
+    # blind to the test texts (`slimformer compress` does): a test token outside it then reads as the unknown token
+    splits: list[Literal["train", "validation", "test"]] = Field(["train", "validation", "test"], min_length=1)
 
     @model_validator(mode="after")
     def check_suffixes(self):
         from compress.data.unlabeled import check_suffixes
 
         check_suffixes(self.extra_texts, "extra_texts")
+        if "validation" not in self.splits:
+            raise ValueError(f"splits {self.splits} must include validation: the step checks the logits there; "
+                             f"use splits: {sorted({*self.splits, 'validation'})}")
         return self
 
     def check_files(self, base_dir: Path | None) -> None:
@@ -308,8 +314,9 @@ def prune_vocab(model, cfg: PruneVocabConfig, ctx):
     if len(tokenizer) > model.get_input_embeddings().num_embeddings:
         raise RecipeError(f"prune_vocab {cfg.name!r}: the tokenizer has {len(tokenizer)} tokens, more than the model's "
                           f"{model.get_input_embeddings().num_embeddings} embedding rows")
+    own = {split: ctx.data.texts[split] for split in cfg.splits}
     extra = read_texts(cfg.extra_texts, cfg.extra_texts_column, ctx.base_dir, max_text_chars(ctx.recipe.task.seq_len))
-    texts = [t for split in ctx.data.texts.values() for t in split] + extra
+    texts = [t for split in own.values() for t in split] + extra
     pad = model.config.pad_token_id
     keep = kept_ids(tokenizer, texts, also=(pad,) if pad is not None else ())
     before = {"vocab_size": model.config.vocab_size, "tokenizer": len(tokenizer), "params": n_params(model)}
@@ -319,7 +326,7 @@ def prune_vocab(model, cfg: PruneVocabConfig, ctx):
     model = prune_vocab_(copy.deepcopy(original), keep)
     pruned_tokenizer = rebuild_tokenizer(tokenizer, keep)
     pruned = encode_task(ctx.data, pruned_tokenizer, ctx.recipe.task.seq_len)
-    check_same_tokens(encoded, pruned, keep, ctx.data.texts)
+    check_same_tokens({split: encoded[split] for split in cfg.splits}, pruned, keep, ctx.data.texts)
     diff = float((predict(model, pruned["validation"]) - expected).abs().max()) if len(expected) else 0.0
     if not diff <= cfg.atol:
         raise RecipeError(f"prune_vocab {cfg.name!r}: validation logits changed by {diff:.3g} > atol {cfg.atol:g}; nothing was saved")
@@ -327,7 +334,8 @@ def prune_vocab(model, cfg: PruneVocabConfig, ctx):
     ctx.record("vocab", {
         "vocab_size_before": before["vocab_size"], "vocab_size_after": len(keep), "tokenizer_before": before["tokenizer"],
         "tokenizer_after": len(pruned_tokenizer), "params_before": before["params"], "params_after": n_params(model),
-        "n_texts": len(texts), "n_extra_texts": len(texts) - sum(map(len, ctx.data.texts.values())), "max_abs_logit_diff": diff,
+        "n_texts": len(texts), "n_extra_texts": len(texts) - sum(map(len, own.values())), "splits": cfg.splits,
+        "max_abs_logit_diff": diff,
     })
     ctx.log(event="prune_vocab", vocab_size=len(keep), max_abs_logit_diff=diff)
     return model.eval()

@@ -1,0 +1,78 @@
+"""The search's budget, front and choice, and the rules that turn sensitivity into cuts: numbers checked by hand."""
+
+import pytest
+
+from compress.errors import RecipeError
+from compress.search.front import Budget, choose, nondominated_ranks, parse_drop, pareto_front, spearman
+from compress.search.space import allocate, int8_order, kept_layers
+
+
+def point(acc, ms, mb=1.0, trial=0):
+    return {"accuracy": acc, "latency_ms": ms, "bytes": int(mb * 1e6), "trial": trial}
+
+
+def test_max_drop_is_points_or_a_percentage_of_the_teacher():
+    assert parse_drop("1.0") == (1.0, False) and parse_drop("3%") == (3.0, True)
+    assert Budget(1.0, False, "latency", None, None).floor(0.90) == pytest.approx(0.89)
+    assert Budget(3.0, True, "latency", None, None).floor(0.90) == pytest.approx(0.873)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"max_drop": -1.0, "relative": False, "minimize": "latency", "max_latency_ms": None, "max_mb": None}, "non-negative"),
+    ({"max_drop": 1.0, "relative": False, "minimize": "speed", "max_latency_ms": None, "max_mb": None}, "choose latency or size"),
+    ({"max_drop": None, "relative": False, "minimize": "latency", "max_latency_ms": None, "max_mb": None}, "accuracy constraint"),
+    ({"max_drop": 1.0, "relative": False, "minimize": None, "max_latency_ms": None, "max_mb": None}, "nothing to minimise"),
+    ({"max_drop": None, "relative": False, "minimize": None, "max_latency_ms": -5.0, "max_mb": None}, "non-negative"),
+])
+def test_bad_budgets_are_clean_errors(kwargs, message):
+    with pytest.raises(RecipeError, match=message):
+        Budget(**kwargs)
+    with pytest.raises(RecipeError, match="percentage"):
+        parse_drop("one point")
+
+
+def test_the_front_keeps_what_nothing_beats_and_ranks_the_rest():
+    a, b, c, d = point(0.90, 10, trial=1), point(0.88, 5, trial=2), point(0.87, 6, trial=3), point(0.85, 2, trial=4)
+    assert [p["trial"] for p in pareto_front([a, b, c, d], "latency")] == [4, 2, 1]  # c is beaten by b on both
+    assert nondominated_ranks([a, b, c, d], "latency") == [0, 0, 1, 0]
+
+
+def test_choice_minimises_the_cost_within_the_accuracy_floor():
+    budget = Budget(2.0, False, "latency", None, None)  # teacher 0.90 -> floor 0.88
+    chosen, missed = choose([point(0.90, 10), point(0.88, 5), point(0.85, 2)], budget, 0.90)
+    assert chosen["latency_ms"] == 5 and missed == []
+
+
+def test_a_hard_cap_maximises_accuracy_under_it():
+    budget = Budget(None, False, None, 6.0, None)
+    chosen, missed = choose([point(0.90, 10), point(0.88, 5), point(0.85, 2)], budget, 0.90)
+    assert chosen["accuracy"] == 0.88 and missed == []
+
+
+def test_an_impossible_budget_gives_the_nearest_candidate_and_says_by_how_much():
+    budget = Budget(0.5, False, "latency", 1.0, None)  # floor 0.895, at most 1 ms: nothing meets both
+    chosen, missed = choose([point(0.89, 1.1), point(0.80, 0.5)], budget, 0.90)
+    assert chosen["latency_ms"] == 1.1  # 0.05 points and 10% slower beats 9.5 points short
+    assert {m["budget"] for m in missed} == {"max_drop", "max_latency_ms"}
+    assert next(m for m in missed if m["budget"] == "max_drop")["by"] == "0.50 points"
+
+
+def test_spearman_of_hand_made_ranks():
+    assert spearman([1, 2, 3, 4], [10, 20, 30, 40])["rho"] == pytest.approx(1.0)
+    assert spearman([1, 2, 3, 4], [40, 30, 20, 10])["rho"] == pytest.approx(-1.0)
+    assert spearman([1, 2], [1, 2])["rho"] is None  # too few points to rank
+
+
+def test_sensitivity_decides_which_layers_and_groups():
+    assert kept_layers(2, [0.5, 3.0, 0.1, 2.0]) == [1, 3]  # the two whose removal costs most, in order
+    assert int8_order({"attn_in": 0.3, "attn_out": 0.0, "ffn_up": 0.1, "ffn_down": 2.0, "embeddings": 0.0}) == [
+        "attn_out", "embeddings", "ffn_up", "attn_in", "ffn_down"]
+
+
+def test_allocate_cuts_more_where_it_costs_less_and_keeps_a_unit_per_layer():
+    fractions = allocate(0.5, [4, 4], [0.0, 9.9])  # layer 0 costs nothing to cut, layer 1 a lot
+    assert fractions[0] > fractions[1]
+    assert sum(f * 4 for f in fractions) == pytest.approx(4.0)  # half of the 8 heads in all
+    capped = allocate(0.7, [4, 4], [0.0, 9.9])  # layer 0 may lose at most 3 of 4: the rest goes to layer 1
+    assert capped[0] == pytest.approx(0.75) and sum(f * 4 for f in capped) == pytest.approx(5.6)
+    assert allocate(1.0, [2, 2], [0.0, 0.0]) == [0.5, 0.5]  # never a layer with no unit
