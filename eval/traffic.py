@@ -89,7 +89,8 @@ def load_tokenizer(folder: Path, seq_len: int):
 
     path = Path(folder) / TOKENIZER_FILE
     if not path.is_file():
-        raise SlimformerError(f"{folder} has no {TOKENIZER_FILE} (a fast tokenizer); export the stage again to time it on texts")
+        raise SlimformerError(f"{folder} has no {TOKENIZER_FILE} (a fast tokenizer) to time the stage on real texts; export "
+                              "the stage again, or set bench.traffic=false")
     tokenizer = Tokenizer.from_file(str(path))
     pad_id = pad_token_id(folder, tokenizer)
     tokenizer.no_padding()  # padding is the timer's: to the longest of a batch, or to seq_len
