@@ -92,7 +92,8 @@ def load_results(run_dir: str | Path, bench: bool = False) -> dict:
         missing = [k for k in BENCH_PROTOCOL if protocol.get(k) is None]
         if missing:
             raise SlimformerError(f"{path} has no protocol {', '.join(missing)} (an earlier slimformer wrote it, or it was "
-                                  f"edited), which `slimformer bench` re-times with; {rewrite}, then `slimformer bench {run_dir}`")
+                                  f"edited), which `slimformer bench` re-times with; {rewrite}, then "
+                                  f"`slimformer bench {run_dir}`")
     return results
 
 

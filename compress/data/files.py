@@ -250,11 +250,14 @@ class FilesConfig(TaskConfigBase):
             )
         if kinds[True] and kinds[False]:
             numbers, words = _examples_of(kinds[True]), _examples_of(kinds[False])
+            ints = sorted({n for _, n in kinds[True]}, key=int)
+            names = sorted({n for _, n in kinds[False]})
+            pairs = zip(ints, names if len(names) == len(ints) else [names[0]] * len(ints))
             raise DataError(
                 f"{role} file {path}, column {self.label_column!r} writes labels two ways: integers ({numbers}) and "
-                f"words ({words}), which would be {len({n for _, n in kinds[True] + kinds[False]})} classes; write every "
-                "label one way, or map one way onto the other with the task's label_map:, e.g. "
-                f"label_map: {{{kinds[True][0][1]}: {kinds[False][0][1]}}}"
+                f"words ({words}), which would be {len(ints) + len(names)} classes; write every label one way, or say "
+                "what the numbers mean with the task's label_map:, e.g. label_map: "
+                f"{{{', '.join(f'{i}: {n}' for i, n in pairs)}}} (check which word each number stands for)"
             )
         if not texts:
             if non_text:

@@ -146,14 +146,10 @@ class CheckedCheckpoint:
     offset: int  # RoBERTa's position offset
     set_aside: tuple[str, ...]  # prefixes of weights that lie outside what is imported
 
-    def shape(self) -> dict:
-        """The model's shape: dim, n_layers, n_heads, head_dim, ffn_dim (per layer), vocab_size, max_len, embed_dim."""
-        c = self.config
-        return {"dim": c.dim, "n_layers": c.n_layers, "n_heads": list(c.n_heads), "head_dim": c.head_dim, "ffn_dim": list(c.ffn_dim),
-                "vocab_size": c.vocab_size, "max_len": c.max_len, "embed_dim": c.embed_dim}
 
-
-def check_pretrained(folder: str | Path, *, label_names: list[str] | None = None, pooling: str | None = None) -> CheckedCheckpoint:
+def check_pretrained(
+    folder: str | Path, *, label_names: list[str] | None = None, pooling: str | None = None,
+) -> CheckedCheckpoint:
     """Every check of `import_pretrained`, without reading a tensor: config, architecture, activation, the
     safetensors files (headers, sizes, shards), every weight's name and shape against the config, the tokenizer.
     Raises CheckpointError naming the file and the fix."""
@@ -378,7 +374,8 @@ def read_header(path: Path) -> dict[str, tuple[tuple[int, ...], str]]:
     fix = f"download or copy {path.name} again"
     size = path.stat().st_size
     if size < 8:
-        raise CheckpointError(f"{path} is truncated: {size} bytes, fewer than the 8 that give a safetensors header's length; {fix}")
+        raise CheckpointError(f"{path} is truncated: {size} bytes, fewer than the 8 that give a safetensors header's length; "
+                              f"{fix}")
     with open(path, "rb") as f:
         n = int.from_bytes(f.read(8), "little")
         if n > MAX_HEADER_BYTES:
@@ -453,7 +450,8 @@ def weight_map(family: Family, n_layers: int, head: dict) -> dict[str, str]:
 def weight_sources(ours: Iterable[str], mapping: dict[str, str]) -> dict[str, str]:
     """slimformer weight -> the checkpoint weight it is read from, for every mapped module's weight and bias."""
     names = set(ours)
-    return {f"{o}.{kind}": f"{theirs}.{kind}" for o, theirs in mapping.items() for kind in ("weight", "bias") if f"{o}.{kind}" in names}
+    return {f"{o}.{kind}": f"{theirs}.{kind}" for o, theirs in mapping.items() for kind in ("weight", "bias")
+            if f"{o}.{kind}" in names}
 
 
 def check_weights(

@@ -36,12 +36,6 @@ class CheckedSlimformer:
     folder: Path
     config: SlimformerConfig
 
-    def shape(self) -> dict:
-        """The model's shape: dim, n_layers, n_heads, head_dim, ffn_dim (per layer), vocab_size, max_len, embed_dim."""
-        c = self.config
-        return {"dim": c.dim, "n_layers": c.n_layers, "n_heads": list(c.n_heads), "head_dim": c.head_dim, "ffn_dim": list(c.ffn_dim),
-                "vocab_size": c.vocab_size, "max_len": c.max_len, "embed_dim": c.embed_dim}
-
 
 def check_slimformer(folder: str | Path, *, label_names: list[str] | None = None) -> CheckedSlimformer:
     """Every check of `import_slimformer` without reading a tensor: config.json, model.safetensors' header (a
@@ -50,8 +44,8 @@ def check_slimformer(folder: str | Path, *, label_names: list[str] | None = None
     raw = read_json(folder / "config.json")
     if not isinstance(raw, dict) or raw.get("model_type") != MODEL_TYPE:
         kind = raw.get("model_type") if isinstance(raw, dict) else None
-        raise CheckpointError(f"{folder / 'config.json'}: model_type {kind!r} cannot be a teacher; only "
-                              f"Transformers ({MODEL_TYPE}) can: give the folder of a Transformer stage (e.g. stages/teacher/model)")
+        raise CheckpointError(f"{folder / 'config.json'}: model_type {kind!r} cannot be a teacher; only Transformers "
+                              f"({MODEL_TYPE}) can: give the folder of a Transformer stage (e.g. stages/teacher/model)")
     if not (folder / "model.safetensors").is_file():
         raise CheckpointError(f"{folder} has no model.safetensors; give a stage's model folder as slimformer saved it")
     read_header(folder / "model.safetensors")

@@ -4,8 +4,9 @@
 safetensors headers and shapes, tokenizer, architecture, and the task's `seq_len` against the
 checkpoint's positions): `slimformer validate` and `slimformer run` both call it, through
 `compress/run/preflight.py`. `import_teacher` then reads the weights with
-`compress/models/import_hf.py` (or, for a folder slimformer saved, `import_slimformer.py`) and digests every file of the folder: a changed checkpoint
-changes the run's fingerprint and retrains the teacher.
+`compress/models/import_hf.py` (or, for a folder slimformer saved, `import_slimformer.py`) and
+digests every file of the folder: a changed checkpoint changes the run's fingerprint and retrains
+the teacher.
 """
 
 import hashlib
@@ -34,8 +35,8 @@ def teacher_folder(recipe, base_dir: Path) -> Path:
     folder = Path(recipe.teacher.from_).expanduser()
     folder = folder if folder.is_absolute() else (base_dir / folder)
     if not folder.is_dir():
-        raise CheckpointError(f"teacher.from: {folder} is not a folder; give a local Hugging Face checkpoint folder (config.json, "
-                              "*.safetensors, tokenizer files), relative to the recipe file, e.g. the one "
+        raise CheckpointError(f"teacher.from: {folder} is not a folder; give a local Hugging Face checkpoint folder "
+                              "(config.json, *.safetensors, tokenizer files), relative to the recipe file, e.g. the one "
                               "`python -m compress.models.fetch_minilm --out models/all-MiniLM-L6-v2` writes")
     return folder
 

@@ -40,6 +40,12 @@ class ModelShape:
 
         return cls("transformer", dim, n_layers, head_dim, spans(n_heads), spans(ffn_dim), max_len, vocab_size, embed_dim)
 
+    @classmethod
+    def of_config(cls, config) -> "ModelShape":
+        """The shape of a model's SlimformerConfig (an imported checkpoint's, a saved stage's)."""
+        return cls.transformer(config.dim, config.n_layers, list(config.n_heads), list(config.ffn_dim), config.head_dim,
+                               config.max_len, config.vocab_size, config.embed_dim)
+
     def is_transformer(self) -> bool:
         return self.kind == "transformer"
 

@@ -141,9 +141,7 @@ def check_step_files(recipe, base_dir: Path) -> None:
 def teacher_shape(recipe, checkpoint=None) -> ModelShape:
     """The teacher's shape: the imported checkpoint's, or the one `teacher:` builds (its vocabulary is trained at run time)."""
     if checkpoint is not None:
-        s = checkpoint.shape()
-        return ModelShape.transformer(s["dim"], s["n_layers"], s["n_heads"], s["ffn_dim"], s["head_dim"], s["max_len"],
-                                      s["vocab_size"], s["embed_dim"])
+        return ModelShape.of_config(checkpoint.config)
     s = recipe.teacher.shape()
     head_dim = s.get("head_dim") or s["dim"] // s["n_heads"]
     return ModelShape.transformer(s["dim"], s["n_layers"], s["n_heads"], s["ffn_dim"], head_dim, recipe.task.seq_len)

@@ -28,12 +28,12 @@ from typing import Any
 
 import torch
 
-from compress.distributed import is_main_process, main_process_first
 from compress.data.task import data_changes, data_notes
+from compress.distributed import is_main_process, main_process_first
 from compress.io import atomic_dir, atomic_write_json, atomic_write_text
 from compress.models.imported import ImportedTeacher, import_teacher
 from compress.run.context import RunContext
-from compress.run.preflight import check_step_files, preflight, resolve_device  # noqa: F401  (the CLI imports these two from here)
+from compress.run.preflight import check_step_files, preflight, resolve_device  # noqa: F401  (the CLI imports two of them here)
 from compress.run.registry import STEPS, StepSpec, code_version, fingerprint, lineages
 from compress.run.resolved import dump_recipe
 
@@ -69,11 +69,23 @@ def prepare_tokenizer(recipe, data, run_dir: Path, imported: ImportedTeacher | N
 
 
 def outputs_exist(ctx: RunContext, spec: StepSpec, done: dict) -> bool:
-    """A finished step's folders are still there (a kill between two renames can lose one)."""
+    """A finished step's folders are still there (a kill between two renames can lose one), and its saved model's
+    weights whole (a safetensors header that is damaged, or a file cut short: the step runs again)."""
+    from compress.errors import CheckpointError
+    from compress.models.import_hf import read_header
+
     folders = [ctx.model_dir()] if spec.makes_stage and spec.saves_model else []
     recorded = done.get("recorded", {})
     folders += [ctx.run_dir / recorded[key] for key in ("onnx_dir", "onnx_fp16_dir", "artifact_dir") if recorded.get(key)]
-    return all(f.is_dir() for f in folders)
+    if not all(f.is_dir() for f in folders):
+        return False
+    weights = sorted(ctx.model_dir().glob("*.safetensors")) if spec.makes_stage and spec.saves_model else []
+    try:
+        for path in weights:
+            read_header(path)
+    except (OSError, CheckpointError):
+        return False
+    return not (spec.makes_stage and spec.saves_model) or bool(weights)
 
 
 def remove_stale_temporaries(run_dir: Path) -> None:
@@ -182,7 +194,7 @@ def run_chained_step(ctx: RunContext, index: int, step, previous: str, model, sa
         ctx.add_stage(step.name, step.kind, parent=ctx.parent(explicit) if explicit else source)
         ctx.stage = step.name
     label = f"{index} {ctx.variant}" if ctx.variant and index >= len(recipe.steps) else f"{index}"
-    done = json.loads(marker.read_text()) if marker.is_file() else None
+    done = read_marker(marker, say)
     if done and done.get("fingerprint") == key and outputs_exist(ctx, spec, done):
         say(f"[{label}] {step.kind} {ctx.stage}: cached")
         ctx.current.recorded.update(done["recorded"])
@@ -210,6 +222,20 @@ def run_chained_step(ctx: RunContext, index: int, step, previous: str, model, sa
     ctx.log(event="step_done", step=index, kind=step.kind, seconds=round(time.time() - started, 2))
     atomic_write_json(marker, {"fingerprint": key, "stage": ctx.stage, "kind": step.kind, "recorded": ctx.pending})
     return chain, model
+
+
+def read_marker(marker: Path, say) -> dict | None:
+    """A finished step's marker, or None (the step runs again) when it is missing or was edited into something else."""
+    if not marker.is_file():
+        return None
+    try:
+        done = json.loads(marker.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError):
+        done = None
+    if not isinstance(done, dict) or not isinstance(done.get("recorded"), dict):
+        say(f"{marker} is unreadable (edited or damaged): running its step again")
+        return None
+    return done
 
 
 def retime_interleaved(ctx: RunContext, say) -> bool:

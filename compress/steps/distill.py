@@ -64,8 +64,8 @@ class StudentConfig(ModelConfig):
             if "n_heads" in self.shape():
                 check_head_split(shape["dim"], shape["n_heads"], None, field="student.")
             elif shape["dim"] % shape["n_heads"]:
-                raise ValueError(f"student.dim {shape['dim']} is not divisible by the teacher's {shape['n_heads']} heads, which the "
-                                 "student keeps; set student.n_heads (a divisor of its dim) or student.head_dim")
+                raise ValueError(f"student.dim {shape['dim']} is not divisible by the teacher's {shape['n_heads']} heads, "
+                                 "which the student keeps; set student.n_heads (a divisor of its dim) or student.head_dim")
             shape["head_dim"] = shape["dim"] // shape["n_heads"]
         return shape
 

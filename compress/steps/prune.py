@@ -250,7 +250,8 @@ class PruneConfig(StepConfig, SelectConfig):
         """The shape of the parent it cuts -> the shape it makes (compress/run/preflight.py); ValueError naming the fix."""
         unit, field = self.unit, "n_heads" if self.unit == "heads" else "ffn_dim"
         if not shape.is_transformer():
-            raise ValueError(f"its parent is {shape.describe()}; {self.kind} cuts a Transformer: start it from one with `parent:`")
+            raise ValueError(f"its parent is {shape.describe()}; {self.kind} cuts a Transformer: start it from one with "
+                             "`parent:`")
         spans = list(getattr(shape, field))
         layers = selected_spans(spans, self)
         if not layers:
@@ -265,8 +266,8 @@ class PruneConfig(StepConfig, SelectConfig):
             for i in layers:
                 low = spans[i][0]
                 if floor and low and round(self.per_layer[i] * low) >= low:
-                    raise ValueError(f"per_layer[{i}] = {self.per_layer[i]:g} removes all {low} {unit} of layer {i}, which leaves "
-                                     f"it none; give a fraction below {1 - 0.5 / low:.3g}, {empty}")
+                    raise ValueError(f"per_layer[{i}] = {self.per_layer[i]:g} removes all {low} {unit} of layer {i}, which "
+                                     f"leaves it none; give a fraction below {1 - 0.5 / low:.3g}, {empty}")
             spans = [(lo - round(f * lo), hi - round(f * hi)) if i in layers else (lo, hi)
                      for i, ((lo, hi), f) in enumerate(zip(spans, self.per_layer))]
         else:

@@ -60,7 +60,8 @@ class QuantizeConfig(StepConfig, SelectConfig):
     @model_validator(mode="after")
     def check_modes(self):
         quantizer = QUANTIZERS[self.mode]
-        own = {name: getattr(self, name) for name in OWNER if name in self.model_fields_set}
+        # a field set to null is unset: the resolved recipe (runs/<name>/recipe.yaml) writes every field, nulls included
+        own = {name: getattr(self, name) for name in OWNER if name in self.model_fields_set and getattr(self, name) is not None}
         foreign = sorted(name for name in own if OWNER[name] != self.mode)
         if foreign:
             raise ValueError(f"{', '.join(foreign)} applies to mode: {OWNER[foreign[0]]} only; remove it, or set mode: {OWNER[foreign[0]]}")

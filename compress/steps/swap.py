@@ -153,7 +153,8 @@ def check_args(kind: str, args: dict) -> None:
 def check_max_len(max_len: int | None, current: int) -> None:
     """ValueError when `max_len` would shrink the model's `current` learned positions."""
     if max_len is not None and max_len < current:
-        raise ValueError(f"max_len {max_len} would shrink the {current} learned positions; give at least {current} or leave it out")
+        raise ValueError(f"max_len {max_len} would shrink the {current} learned positions; give at least {current} or leave it "
+                         "out")
 
 
 def no_layer_message(layers: list[str], n_layers: int) -> str:

@@ -126,8 +126,9 @@ def unlabeled_split(cfg: TransferConfig, ctx) -> dict | None:
     from compress.data.limits import max_text_chars
 
     seq_len, counts = ctx.recipe.task.seq_len, {}
+    limit = max_text_chars(seq_len)
     texts = [t for path in cfg.unlabeled
-             for t in read_unlabeled(path, cfg.unlabeled_column, ctx.base_dir, max_chars=max_text_chars(seq_len), counts=counts)[0]]
+             for t in read_unlabeled(path, cfg.unlabeled_column, ctx.base_dir, max_chars=limit, counts=counts)[0]]
     encoded = encode(ctx.tokenizer, texts, seq_len)
     return {"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"],
             "labels": torch.full((len(texts),), -1, dtype=torch.long), "n_truncated": encoded["n_truncated"],
