@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from eval.bench import ort_session
+from eval.bench import ort_session, output_name
 
 ArrayLike = np.ndarray | torch.Tensor
 
@@ -36,11 +36,12 @@ def predict_onnx(
     threads: int = 2,
     provider: str = "CPUExecutionProvider",
 ) -> np.ndarray:
-    """Logits (N, C) float32 of an ONNX model with inputs `input_ids`, `attention_mask` and output `logits`."""
+    """Logits (N, C) float32 of an ONNX model with inputs `input_ids`, `attention_mask` and output `logits` (or, for an
+    embedding model, its sentence embeddings (N, D): `sentence_embedding`)."""
     session = ort_session(onnx_path, threads, provider)
     ids, mask = as_int64(input_ids), as_int64(attention_mask)
     outputs = [
-        session.run(["logits"], {"input_ids": ids[s], "attention_mask": mask[s]})[0]
+        session.run([output_name(session)], {"input_ids": ids[s], "attention_mask": mask[s]})[0]
         for s in batch_slices(len(ids), batch_size)
     ]
     return np.concatenate(outputs).astype(np.float32, copy=False)

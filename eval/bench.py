@@ -44,8 +44,14 @@ from eval.errors import SlimformerError
 ONNX_FILE = "model.onnx"  # the artifact's file in each stage's onnx/ folder
 INPUT_NAMES = ("input_ids", "attention_mask")
 OUTPUT_NAME = "logits"
+EMBEDDING_OUTPUT = "sentence_embedding"  # a sentence-embedding model's one output (B, embedding_dim), in its place
 FIRST_TOKEN_ID = 5  # ids below are reserved for special tokens (pad, unk, cls, sep, mask)
 REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def output_name(session) -> str:
+    """The artifact's output: `logits` for a classifier, `sentence_embedding` for an embedding model (the first)."""
+    return session.get_outputs()[0].name
 
 # Which device an execution provider runs on; the name is also the IOBinding device type.
 # Providers not listed (OpenVINO, CoreML, ...) take their inputs from host memory: "cpu".
@@ -158,7 +164,7 @@ def ort_runner(session: ort.InferenceSession, feeds: dict[str, np.ndarray], devi
     binding = session.io_binding()
     for name, array in feeds.items():
         binding.bind_ortvalue_input(name, ort.OrtValue.ortvalue_from_numpy(array, device, 0))
-    binding.bind_output(OUTPUT_NAME, device)
+    binding.bind_output(output_name(session), device)
 
     def run() -> None:
         session.run_with_iobinding(binding)  # returns once the device is done (ORT synchronises providers)

@@ -55,7 +55,7 @@ def probe(onnx_path: str, batch: int, seq_len: int, threads: int, provider: str)
         "input_ids": np.full((batch, seq_len), FIRST_TOKEN_ID, dtype=np.int64),
         "attention_mask": np.ones((batch, seq_len), dtype=np.int64),
     }
-    session.run(["logits"], feeds)
+    session.run(None, feeds)  # every output: logits, or a sentence embedding
     peak = peak_rss_bytes()
     return {"peak_rss_bytes": peak, "baseline_rss_bytes": baseline, "model_rss_bytes": peak - baseline}
 

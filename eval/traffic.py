@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from eval.bench import OUTPUT_NAME, latency_stats
+from eval.bench import latency_stats, output_name
 from eval.errors import SlimformerError
 
 TEXTS_FILE = "traffic_texts.jsonl"  # in the run folder: one {"text": ...} per line, the texts the timer serves
@@ -62,7 +62,7 @@ class Server:
         for row, seq in enumerate(ids):
             input_ids[row, : len(seq)] = seq
             mask[row, : len(seq)] = 1
-        return self.session.run([OUTPUT_NAME], {"input_ids": input_ids, "attention_mask": mask})[0]
+        return self.session.run([output_name(self.session)], {"input_ids": input_ids, "attention_mask": mask})[0]
 
     def request(self, text: str, padded: bool = False) -> np.ndarray:
         """One text as a single request: tokenize and run, at its own length or padded to `seq_len`. Logits (1, C)."""

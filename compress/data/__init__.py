@@ -7,8 +7,10 @@
 
 Task kinds (one file each, registered in `TASKS`): `listops` (Long Range Arena ListOps),
 `lookup` (key-value associative recall, optionally a long needle-in-a-haystack form),
-`wordnet` (WordNet 3.0 definitions -> lexicographer file, shipped with the package) and `files`
-(your CSV/TSV/JSONL/JSON/Parquet files, e.g. those `build_vader` and `build_spam` write).
+`wordnet` (WordNet 3.0 definitions -> lexicographer file, shipped with the package), `files`
+(your CSV/TSV/JSONL/JSON/Parquet files, e.g. those `build_vader` and `build_spam` write) and
+`embedding` (texts a sentence-embedding teacher's students learn to embed as it does, with a
+WordNet reverse-dictionary retrieval test: `compress/data/embedding.py`).
 `TaskConfig` is the discriminated union of their configs, keyed by `kind`, for the recipe schema.
 Tokenizer kinds: `wordpiece`, `bpe`, `char` (symbols) and `byte` (UTF-8 bytes).
 """
@@ -27,6 +29,7 @@ from compress.data.listops import ListOpsConfig, evaluate_listops  # noqa: E402
 from compress.data.lookup import LookupConfig  # noqa: E402
 from compress.data.wordnet import WordNetConfig  # noqa: E402
 from compress.data.files import FilesConfig  # noqa: E402
+from compress.data.embedding import EmbeddingTaskConfig  # noqa: E402
 
 # every registered task config, told apart by its `kind` field
 TaskConfig = Annotated[Union[tuple(TASKS.values())], Field(discriminator="kind")]  # type: ignore[valid-type]
@@ -35,6 +38,7 @@ __all__ = [
     "SPLITS",
     "SPECIAL_TOKENS",
     "TASKS",
+    "EmbeddingTaskConfig",
     "FilesConfig",
     "ListOpsConfig",
     "LookupConfig",

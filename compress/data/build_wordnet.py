@@ -1,4 +1,4 @@
-"""Build the shipped WordNet gloss file `compress/data/wordnet/glosses.tsv.xz`.
+"""Build the shipped WordNet files `compress/data/wordnet/glosses.tsv.xz` and `lemmas.tsv.xz`.
 
 Reads Princeton WordNet 3.0 (Miller 1995, "WordNet: A Lexical Database for English",
 Communications of the ACM 38(11)) from its `data.noun`, `data.verb`, `data.adj` and
@@ -7,7 +7,10 @@ Communications of the ACM 38(11)) from its `data.noun`, `data.verb`, `data.adj` 
     synset_offset lex_filenum ss_type w_cnt word lex_id [word lex_id...] p_cnt ... | gloss
 
 and writes one row per synset: `offset  pos  lexname  gloss` (tab-separated, header first,
-sorted by part of speech then offset, xz-compressed; byte-identical on every run).
+sorted by part of speech then offset, xz-compressed; byte-identical on every run), and beside it
+`lemmas.tsv.xz`: `offset  pos  lemmas`, every synset's words in the file's order, underscores as
+spaces, an adjective's syntactic marker (`(a)`, `(p)`, `(ip)`) removed, joined with ", " (the
+queries of the reverse-dictionary retrieval task, `compress/data/embedding.py`).
 
 - `lexname` is the lexicographer file named by `lex_filenum` (`lexnames(5WN)`, 45 names);
 - `pos` is noun, verb, adj (ss_type `a` and satellite `s`) or adv;
@@ -47,6 +50,8 @@ LEXNAMES = [
 POS_FILES = {"noun": "data.noun", "verb": "data.verb", "adj": "data.adj", "adv": "data.adv"}
 SS_TYPE_POS = {"n": "noun", "v": "verb", "a": "adj", "s": "adj", "r": "adv"}
 HEADER = "offset\tpos\tlexname\tgloss"
+LEMMA_HEADER = "offset\tpos\tlemmas"
+_MARKER = re.compile(r"\((a|p|ip)\)$")  # an adjective's syntactic marker, glued to its word
 _EXAMPLE = re.compile(r'[;:]\s*"')  # `; "example"` (or `: "example"`) starts the part we drop
 _LICENSE_LINE = re.compile(r"^ {2}\d+ ?(.*?)\s*$")
 
@@ -81,6 +86,20 @@ def parse_data_file(path: Path, pos: str) -> tuple[list[tuple[int, str, str, str
     return rows, license_lines
 
 
+def parse_lemmas(path: Path, pos: str) -> list[tuple[int, str, str]]:
+    """Rows (offset, pos, lemmas joined with ", ") of one data file: `w_cnt` (two hex digits) words after ss_type."""
+    rows = []
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            if line.startswith("  "):
+                continue
+            fields = line.partition("|")[0].split()
+            n = int(fields[3], 16)
+            words = [_MARKER.sub("", w).replace("_", " ") for w in fields[4 : 4 + 2 * n : 2]]
+            rows.append((int(fields[0]), pos, ", ".join(words)))
+    return rows
+
+
 def dedupe(rows: list[tuple[int, str, str, str]]) -> tuple[list[tuple[int, str, str, str]], int, int]:
     """Keep each definition once; drop definitions whose synsets disagree on the lexname."""
     by_text: dict[str, list[tuple[int, str, str, str]]] = defaultdict(list)
@@ -99,8 +118,9 @@ def dedupe(rows: list[tuple[int, str, str, str]]) -> tuple[list[tuple[int, str, 
 
 
 def build(wordnet_dir: Path, out_dir: Path) -> dict[str, int]:
-    """Write glosses.tsv.xz and LICENSE into `out_dir`; return counts."""
+    """Write glosses.tsv.xz, lemmas.tsv.xz and LICENSE into `out_dir`; return counts."""
     rows: list[tuple[int, str, str, str]] = []
+    lemmas: list[tuple[int, str, str]] = []
     license_lines: list[str] = []
     for pos, name in POS_FILES.items():
         path = wordnet_dir / name
@@ -109,6 +129,7 @@ def build(wordnet_dir: Path, out_dir: Path) -> dict[str, int]:
                              "or pass --wordnet-dir")
         part, lic = parse_data_file(path, pos)
         rows += sorted(part)
+        lemmas += sorted(parse_lemmas(path, pos))
         license_lines = license_lines or lic
     n_read = len(rows)
     rows, n_merged, n_conflict = dedupe(rows)
@@ -117,19 +138,23 @@ def build(wordnet_dir: Path, out_dir: Path) -> dict[str, int]:
     (out_dir / "glosses.tsv.xz").write_bytes(
         lzma.compress(body.encode("utf-8"), format=lzma.FORMAT_XZ, preset=9 | lzma.PRESET_EXTREME)
     )
+    lemma_body = "\n".join([LEMMA_HEADER] + [f"{o:08d}\t{p}\t{words}" for o, p, words in lemmas]) + "\n"
+    (out_dir / "lemmas.tsv.xz").write_bytes(
+        lzma.compress(lemma_body.encode("utf-8"), format=lzma.FORMAT_XZ, preset=9 | lzma.PRESET_EXTREME)
+    )
     license_text = "\n".join(license_lines).strip()
     (out_dir / "LICENSE").write_text(
-        "The file glosses.tsv.xz in this folder is derived from Princeton WordNet 3.0\n"
-        "(https://wordnet.princeton.edu/): the definitions (glosses), parts of speech,\n"
-        "synset offsets and lexicographer file names of its data.noun, data.verb,\n"
-        "data.adj and data.adv files, built by compress/data/build_wordnet.py.\n"
+        "The files glosses.tsv.xz and lemmas.tsv.xz in this folder are derived from Princeton\n"
+        "WordNet 3.0 (https://wordnet.princeton.edu/): the definitions (glosses), lemma names,\n"
+        "parts of speech, synset offsets and lexicographer file names of its data.noun,\n"
+        "data.verb, data.adj and data.adv files, built by compress/data/build_wordnet.py.\n"
         "It is distributed under the WordNet 3.0 license, reproduced below.\n\n"
         "WordNet 3.0 license\n"
         "-------------------\n\n" + license_text + "\n",
         encoding="utf-8",
     )
     return {"read": n_read, "written": len(rows), "duplicates_merged": n_merged,
-            "conflicting_dropped": n_conflict}
+            "conflicting_dropped": n_conflict, "lemma_rows": len(lemmas)}
 
 
 def main(argv: list[str] | None = None) -> None:

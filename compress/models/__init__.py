@@ -20,6 +20,7 @@ from .sizes import SIZES
 MODEL_NAMES = {
     "SlimformerConfig": "modeling_slimformer",
     "SlimformerForSequenceClassification": "modeling_slimformer",
+    "SlimformerModel": "modeling_slimformer",
     "SlimformerPreTrainedModel": "modeling_slimformer",
     "SlimRNNConfig": "modeling_rnn",
     "SlimRNNForSequenceClassification": "modeling_rnn",
@@ -28,7 +29,7 @@ MODEL_NAMES = {
 
 def register_auto_classes() -> None:
     """Register both model families (Transformer, and the BoE/GRU/LSTM students) with the Auto classes."""
-    from transformers import AutoConfig, AutoModelForSequenceClassification
+    from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification
 
     from . import modeling_rnn, modeling_slimformer
 
@@ -40,6 +41,8 @@ def register_auto_classes() -> None:
         AutoModelForSequenceClassification.register(config, model, exist_ok=True)
         config.register_for_auto_class()
         model.register_for_auto_class("AutoModelForSequenceClassification")
+    # the bare encoder (final hidden states), which sentence-transformers' Transformer module loads
+    AutoModel.register(modeling_slimformer.SlimformerConfig, modeling_slimformer.SlimformerModel, exist_ok=True)
 
 
 def __getattr__(name: str) -> Any:

@@ -15,6 +15,12 @@ sequence-classification head with the asked number of labels; otherwise a fresh 
 pretrained pooler when the pooling is [CLS], as `BertForSequenceClassification` does), pooling
 as asked, or as the sentence-transformers `1_Pooling` config says, or [CLS].
 
+`embedding=True` imports a sentence-embedding model as sentence-transformers runs it (Reimers &
+Gurevych 2019): no classifier, the output is the pooled hidden state (the `Pooling` module's mean or
+[CLS]), L2-normalised when `modules.json` lists a `Normalize` module; a module slimformer does not
+compute (a `Dense` projection, max pooling) is an error naming it. `sentence_bert_config.json`'s
+`max_seq_length` is recorded: the length the model is used at.
+
 Every check runs before a tensor is read (`check_pretrained`, which `slimformer validate` calls
 too): the config, the architecture, the tokenizer, and each safetensors file's header, which
 gives every weight's name, shape and byte range, so a file cut short is found by its size
@@ -148,7 +154,7 @@ class CheckedCheckpoint:
 
 
 def check_pretrained(
-    folder: str | Path, *, label_names: list[str] | None = None, pooling: str | None = None,
+    folder: str | Path, *, label_names: list[str] | None = None, pooling: str | None = None, embedding: bool = False,
 ) -> CheckedCheckpoint:
     """Every check of `import_pretrained`, without reading a tensor: config, architecture, activation, the
     safetensors files (headers, sizes, shards), every weight's name and shape against the config, the tokenizer.
@@ -174,7 +180,10 @@ def check_pretrained(
     tokenizer = load_tokenizer(folder, shape["vocab_size"])
 
     headers = read_headers(files, family.prefix)
-    head = decide_head(folder, family, architecture, hf, headers, label_names, pooling)
+    if embedding:
+        head = embedding_head(folder, pooling)
+    else:
+        head = decide_head(folder, family, architecture, hf, headers, label_names, pooling)
     # weights known to lie outside what we import: LM heads, buffers, a pooler or task head not used
     set_aside = family.ignore + ((family.pooler + ".",) if family.pooler else ())
     if architecture == family.classifier_architecture:
@@ -188,6 +197,7 @@ def check_pretrained(
         activation=activation, pooling=head["pooling"], head_activation=head["head_activation"],
         initializer_range=hf.initializer_range, pad_token_id=hf.pad_token_id,
         id2label=dict(enumerate(head["labels"])), label2id={n: i for i, n in enumerate(head["labels"])},
+        embedding_dim=shape["dim"] if embedding else None, normalize=head.get("normalize", False),
     )
     with torch.device("meta"):  # the shapes every weight must have, without allocating them
         wanted = {k: tuple(v.shape) for k, v in SlimformerForSequenceClassification(config).state_dict().items()}
@@ -198,7 +208,7 @@ def check_pretrained(
 
 def import_pretrained(
     folder: str | Path, *, label_names: list[str] | None = None, pooling: str | None = None, seed: int = 0,
-    checked: CheckedCheckpoint | None = None,
+    checked: CheckedCheckpoint | None = None, embedding: bool = False,
 ) -> ImportedModel:
     """Load a BERT/RoBERTa/XLM-R/DistilBERT/ELECTRA checkpoint folder as a slimformer model + tokenizer.
 
@@ -207,7 +217,7 @@ def import_pretrained(
     `1_Pooling/config.json`, else "cls". `seed` initialises a fresh head. `checked`: what
     `check_pretrained` returned for the same arguments (else it is called). Raises CheckpointError.
     """
-    c = checked or check_pretrained(folder, label_names=label_names, pooling=pooling)
+    c = checked or check_pretrained(folder, label_names=label_names, pooling=pooling, embedding=embedding)
     weights, dtypes = read_weights(c.files, c.family.prefix)
     register_auto_classes()  # save_pretrained writes the code beside the weights; Auto classes load it back
     with torch.random.fork_rng(devices=[]):
@@ -222,6 +232,9 @@ def import_pretrained(
         "source_dtype": sorted(dtypes), "tokenizer_pad_token_id": c.tokenizer.pad_token_id, "pad_token_id": c.hf.pad_token_id,
         "notes": notes(c.folder, c.family, c.model_type, c.hf),
     }
+    if c.config.embedding_dim is not None:
+        info["embedding"] = {"dim": c.config.embedding_dim, "pooling": c.config.pooling, "normalize": c.config.normalize,
+                             "max_seq_length": c.head.get("max_seq_length")}
     return ImportedModel(model=model.eval(), tokenizer=c.tokenizer, info=info)
 
 
@@ -557,6 +570,29 @@ def decide_head(folder: Path, family: Family, architecture: str, hf, weights: di
 
 
 ST_POOLING = {"pooling_mode_mean_tokens": "mean", "pooling_mode_cls_token": "cls"}
+ST_MODULES = (".Transformer", ".Pooling", ".Normalize")  # the sentence-transformers modules an embedding import computes
+
+
+def embedding_head(folder: Path, pooling: str | None) -> dict:
+    """The sentence-embedding 'head': pooling (asked, else the folder's Pooling module, else mean, as sentence-transformers
+    pools a plain checkpoint) and normalisation (a Normalize module in modules.json); no classifier."""
+    modules = read_json(folder / "modules.json", [])
+    kinds = [m.get("type", "?") for m in modules if isinstance(m, dict)]
+    other = [k for k in kinds if not k.endswith(ST_MODULES)]
+    if other:
+        raise CheckpointError(f"{folder / 'modules.json'} lists sentence-transformers modules {other}, which slimformer does not "
+                              f"compute (it imports {', '.join(m.lstrip('.') for m in ST_MODULES)}); choose a model without them")
+    if pooling is not None:
+        pooling_from = "argument"
+    else:
+        pooling, pooling_from = sentence_transformers_pooling(folder)
+        if pooling is None:
+            pooling, pooling_from = "mean", "default: the mean over real tokens, as sentence-transformers pools a checkpoint"
+    normalize = any(k.endswith(".Normalize") for k in kinds)
+    st_config = read_json(folder / "sentence_bert_config.json", {})
+    return {"head": "embedding", "reason": f"sentence embedding: {pooling} pooling" + (", L2-normalised" if normalize else ""),
+            "pooling": pooling, "pooling_from": pooling_from, "head_activation": None, "modules": {}, "labels": ["text"],
+            "normalize": normalize, "max_seq_length": st_config.get("max_seq_length") if isinstance(st_config, dict) else None}
 
 
 def sentence_transformers_pooling(folder: Path) -> tuple[str | None, str | None]:

@@ -79,10 +79,15 @@ def import_slimformer(folder: str | Path, *, label_names: list[str] | None = Non
         model.config.label2id = {n: i for i, n in enumerate(labels)}
     info = {
         "family": MODEL_TYPE, "architecture": "SlimformerForSequenceClassification", "folder": str(folder),
-        "head": "imported", "head_reason": reason, "pooling": model.config.pooling, "pooling_from": "checkpoint",
+        "head": "imported" if model.config.embedding_dim is None else "embedding", "head_reason": reason,
+        "pooling": model.config.pooling, "pooling_from": "checkpoint",
         "labels": labels, "activation": model.config.activation, "max_len": model.config.max_len,
         "n_params": sum(p.numel() for p in model.parameters()), "weights": ["model.safetensors"],
         "source_dtype": ["F32"], "tokenizer_pad_token_id": tokenizer.pad_token_id, "pad_token_id": model.config.pad_token_id,
         "notes": [],
     }
+    if model.config.embedding_dim is not None:  # a sentence-embedding stage: its output is the embedding
+        config = model.config
+        info["embedding"] = {"dim": config.embedding_dim, "pooling": config.pooling, "normalize": config.normalize,
+                             "max_seq_length": None}
     return ImportedModel(model=model.eval(), tokenizer=tokenizer, info=info)

@@ -30,6 +30,11 @@ class ImportedTeacher:
     checked: CheckedCheckpoint | CheckedSlimformer | None = None  # what the checks found (the shape)
 
 
+def embeds(recipe) -> bool:
+    """The recipe's task is an embedding task (compress/data/embedding.py): the teacher is a sentence-embedding model."""
+    return bool(getattr(type(recipe.task), "embeds", False))
+
+
 def teacher_folder(recipe, base_dir: Path) -> Path:
     """The folder `teacher.from` names (relative paths: against the recipe's folder); CheckpointError when it is none."""
     folder = Path(recipe.teacher.from_).expanduser()
@@ -46,10 +51,15 @@ def check_teacher(recipe, label_names: list[str] | None, base_dir: Path) -> Chec
     slimformer saved (a stage's `model/`, compress/models/import_slimformer.py) is checked as ours."""
     folder = teacher_folder(recipe, base_dir)
     pooling = recipe.teacher.pooling if "pooling" in recipe.teacher.model_fields_set else None
+    embedding = embeds(recipe)
     if is_slimformer_folder(folder):
-        checked = check_slimformer(folder, label_names=label_names)
+        checked = check_slimformer(folder, label_names=None if embedding else label_names)
+        if embedding != (checked.config.embedding_dim is not None):
+            kinds = ("sentence-embedding model", "classifier")
+            raise CheckpointError(f"teacher.from: {folder} is a slimformer {kinds[embedding]}; the {recipe.task.kind} task needs "
+                                  f"a {kinds[not embedding]}: give a stage of such a run")
     else:
-        checked = check_pretrained(folder, label_names=label_names, pooling=pooling)
+        checked = check_pretrained(folder, label_names=label_names, pooling=pooling, embedding=embedding)
     max_len = checked.config.max_len
     if recipe.task.seq_len > max_len:
         raise RecipeError(f"task.seq_len {recipe.task.seq_len} exceeds the {max_len} positions of the imported "
@@ -61,7 +71,7 @@ def import_teacher(recipe, data, base_dir: Path, checked: CheckedCheckpoint | Ch
     """Import `teacher.from` (relative to the recipe's folder) after `check_teacher` (or its answer, `checked`)."""
     checked = checked or check_teacher(recipe, data.label_names, base_dir)
     if isinstance(checked, CheckedSlimformer):
-        imported = import_slimformer(checked.folder, label_names=data.label_names)
+        imported = import_slimformer(checked.folder, label_names=None if embeds(recipe) else data.label_names)
     else:
         imported = import_pretrained(checked.folder, seed=recipe.seed, checked=checked)
     h = hashlib.sha256()

@@ -7,6 +7,11 @@ same teacher, they show in the report where a Transformer student is worth its c
 - `boe`: the mean of the token embeddings, then a linear layer (fastText, Joulin et al. 2017).
 - `gru` / `lstm`: recurrent encoders, optionally bidirectional, mean-pooled over real tokens.
 
+With `embedding_dim` set the model is a sentence encoder: `classifier` projects the pooled state to
+that width (the teacher's embedding width) and the output, in the `logits` field, is the sentence
+embedding, L2-normalised when `normalize`. A bag of embeddings distilled that way is the static
+route to sentence embeddings of model2vec (Tulkens & van Dongen 2024): one table lookup and a mean.
+
 Padding never changes a real token's output: the forward direction reads left to right and
 the pads sit at the end; the backward direction runs a forward RNN over each sequence
 reversed *within its own length* (a gather), so it starts at the last real token. The
@@ -37,6 +42,8 @@ class SlimRNNConfig(PreTrainedConfig):
     dropout: float = 0.1
     initializer_range: float = 0.02
     pad_token_id: int | None = 0
+    embedding_dim: int | None = None  # a sentence encoder: the output is the pooled state projected to this width
+    normalize: bool = False  # L2-normalise the sentence embedding
 
     def __post_init__(self, **kwargs):
         if self.cell not in CELLS:
@@ -79,7 +86,7 @@ class SlimRNNForSequenceClassification(SlimRNNPreTrainedModel):
         self.bwd = rnn(config.dim, config.hidden_dim, config.n_layers, batch_first=True) if rnn and config.bidirectional else None
         out_dim = config.dim if rnn is None else config.hidden_dim * (2 if config.bidirectional else 1)
         self.drop = nn.Dropout(config.dropout)
-        self.classifier = nn.Linear(out_dim, config.num_labels)
+        self.classifier = nn.Linear(out_dim, config.embedding_dim or config.num_labels)  # classes, or the embedding projection
         self.post_init()
 
     def get_input_embeddings(self) -> nn.Embedding:
@@ -97,7 +104,9 @@ class SlimRNNForSequenceClassification(SlimRNNPreTrainedModel):
             x = h
         m = attention_mask.to(x.dtype).unsqueeze(-1)  # (B, T, 1)
         pooled = (x * m).sum(dim=1) / m.sum(dim=1).clamp(min=1.0)  # (B, out_dim)
-        logits = self.classifier(self.drop(pooled))  # (B, n_classes)
+        logits = self.classifier(self.drop(pooled))  # (B, n_classes), or the sentence embedding (B, embedding_dim)
+        if self.config.embedding_dim is not None:
+            return SequenceClassifierOutput(logits=F.normalize(logits, p=2.0, dim=-1) if self.config.normalize else logits)
         loss = F.cross_entropy(logits, labels) if labels is not None else None
         return SequenceClassifierOutput(loss=loss, logits=logits)
 

@@ -22,6 +22,14 @@ the config, so a model whose heads were pruned, FFN narrowed or attention swappe
 reloads exactly with `from_pretrained`. Attention is built from a registry and injected into
 each block; all kinds obey the contract in `attention_registry.py`.
 
+A sentence-embedding model (`embedding_dim` set: Sentence-BERT, Reimers & Gurevych 2019) has no
+classifier: its output, in the `logits` field, is the pooled hidden state, projected to
+`embedding_dim` by `classifier` when the width differs (a width cut keeps the teacher's embedding
+width, so a student's vectors can replace the teacher's in an index), and L2-normalised when
+`normalize` (sentence-transformers' Normalize module). `SlimformerModel` is the same weights read
+as a bare encoder (its output: the final hidden states), the `AutoModel` sentence-transformers'
+Transformer module loads.
+
 Follows transformers' custom-model convention (PreTrainedConfig + PreTrainedModel registered
 with the Auto classes, see `compress/models/__init__.py`). This file and the `attention_*.py`
 files beside it import only torch and transformers, so a saved folder also loads with
@@ -34,7 +42,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers import PreTrainedConfig, PreTrainedModel
-from transformers.modeling_outputs import SequenceClassifierOutput
+from transformers.modeling_outputs import BaseModelOutput, SequenceClassifierOutput
 
 from .attention_bigbird import BigBirdAttention  # noqa: F401  (registers "bigbird")
 from .attention_full import FullAttention  # noqa: F401  (registers "full")
@@ -68,6 +76,10 @@ class SlimformerConfig(PreTrainedConfig):
     # None: pooled -> classifier; "tanh"/"relu"/"gelu": pooled -> classifier_dense -> that activation -> classifier
     head_activation: str | None = None
     classifier_dim: int | None = None  # output width of classifier_dense; default dim (prune_width narrows dim, not the head)
+    # a sentence-embedding model: the output is the pooled state (B, embedding_dim), through a Linear `classifier` when
+    # dim differs (a student narrower than its teacher); None: a classifier into num_labels classes
+    embedding_dim: int | None = None
+    normalize: bool = False  # L2-normalise the sentence embedding (sentence-transformers' Normalize module)
     dropout: float = 0.1
     attention_dropout: float = 0.0
     layer_norm_eps: float = 1e-5
@@ -102,6 +114,9 @@ class SlimformerConfig(PreTrainedConfig):
             raise ValueError(f"classifier_dim must be a positive width (or null for dim), got {self.classifier_dim}")
         if self.head_activation is not None and self.head_activation not in HEAD_ACTIVATIONS:
             raise ValueError(f"head_activation must be null or one of {sorted(HEAD_ACTIVATIONS)}, got {self.head_activation!r}")
+        if self.embedding_dim is not None and (self.embedding_dim < 1 or self.head_activation is not None):
+            raise ValueError(f"embedding_dim {self.embedding_dim}: a sentence-embedding model has a positive width and no "
+                             "classification head (head_activation null)")
         super().__post_init__(**kwargs)
 
 
@@ -202,9 +217,33 @@ class SlimformerForSequenceClassification(SlimformerPreTrainedModel):
         width = (config.classifier_dim or config.dim) if head is not None else config.dim  # what the classifier reads
         self.classifier_dense = nn.Linear(config.dim, width) if head is not None else None
         self.classifier_act = HEAD_ACTIVATIONS[head]() if head is not None else None
-        self.classifier = nn.Linear(width, config.num_labels)
+        if config.embedding_dim is None:
+            self.classifier = nn.Linear(width, config.num_labels)
+        else:  # the projection of the pooled state to the embedding width, where they differ
+            self.classifier = nn.Linear(config.dim, config.embedding_dim) if config.dim != config.embedding_dim else None
         self.post_init()
         self.tie_shared_projections_()
+        if self.classifier is not None and config.embedding_dim is not None:
+            self.reset_projection_()
+
+    @torch.no_grad()
+    def reset_projection_(self) -> None:
+        """The embedding projection as the identity on the first min(dim, embedding_dim) channels, bias 0: a student
+        whose first channels were copied from its teacher starts from the teacher's coordinates."""
+        weight = self.classifier.weight
+        if weight.is_meta:  # from_pretrained builds on the meta device, then loads the saved projection
+            return
+        weight.copy_(torch.eye(*weight.shape, dtype=weight.dtype))  # (embedding_dim, dim)
+        self.classifier.bias.zero_()
+
+    def add_projection_(self) -> None:
+        """Give an embedding model whose width equals its embedding width an identity projection (prune_width
+        then cuts its input side with the residual stream: the kept channels' coordinates of the teacher)."""
+        if self.config.embedding_dim is None or self.classifier is not None:
+            return
+        p = self.embeddings.tok.weight
+        self.classifier = nn.Linear(self.config.dim, self.config.embedding_dim, device=p.device, dtype=p.dtype)
+        self.reset_projection_()
 
     @staticmethod
     def build_layer_attention(config: SlimformerConfig, i: int) -> nn.Module | None:
@@ -310,6 +349,10 @@ class SlimformerForSequenceClassification(SlimformerPreTrainedModel):
         hidden_states = [] if output_hidden_states else None
         x = self.encode(input_ids, attention_mask, hidden_states)  # (B, T, dim)
         pooled = self.pool(x, attention_mask)  # (B, dim)
+        if self.config.embedding_dim is not None:  # a sentence embedding, in the logits field
+            emb = pooled if self.classifier is None else self.classifier(pooled)  # (B, embedding_dim)
+            emb = F.normalize(emb, p=2.0, dim=-1) if self.config.normalize else emb
+            return SequenceClassifierOutput(logits=emb, hidden_states=tuple(hidden_states) if output_hidden_states else None)
         if self.classifier_dense is not None:
             pooled = self.classifier_act(self.classifier_dense(self.drop(pooled)))  # (B, classifier_dim or dim)
         logits = self.classifier(self.drop(pooled))  # (B, n_classes)
@@ -319,7 +362,19 @@ class SlimformerForSequenceClassification(SlimformerPreTrainedModel):
         )
 
 
+class SlimformerModel(SlimformerForSequenceClassification):
+    """The same weights as a bare encoder: the output is the final hidden states (B, T, dim), as transformers'
+    `AutoModel` gives them (sentence-transformers' Transformer module pools them itself). The head's weights
+    load and are not used."""
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, output_hidden_states: bool = False,
+                return_dict: bool | None = None, **kwargs) -> BaseModelOutput:
+        hidden_states = [] if output_hidden_states else None
+        x = self.encode(input_ids, attention_mask, hidden_states)  # (B, T, dim)
+        return BaseModelOutput(last_hidden_state=x, hidden_states=tuple(hidden_states) if output_hidden_states else None)
+
+
 __all__ = [
     "ACTIVATIONS", "ATTENTION", "HEAD_ACTIVATIONS",
-    "SlimformerConfig", "SlimformerForSequenceClassification", "SlimformerPreTrainedModel",
+    "SlimformerConfig", "SlimformerForSequenceClassification", "SlimformerModel", "SlimformerPreTrainedModel",
 ]

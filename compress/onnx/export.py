@@ -3,7 +3,9 @@
 Each stage becomes a folder that runs in ONNX Runtime with no slimformer installed, in the
 layout optimum's `ORTModelForSequenceClassification` reads: `model.onnx` + `config.json` +
 tokenizer files. Inputs are `input_ids` and `attention_mask` (int64, (batch, seq_len), both axes
-dynamic up to the model's `max_len`); the output is `logits` (batch, n_classes).
+dynamic up to the model's `max_len`); the output is `logits` (batch, n_classes), or, for a
+sentence-embedding model, `sentence_embedding` (batch, embedding_dim): pooled, projected and
+normalised as the model does, what a search engine indexes.
 
 The export uses torch's dynamo-based exporter (`torch.onnx.export(dynamo=True)`, onnxscript
 underneath). With `fuse: true` (the default) the graph is then rewritten for ONNX Runtime's fused
@@ -27,7 +29,12 @@ from compress.errors import ExportError
 from compress.io import atomic_dir
 from compress.onnx.fuse_graph import FLASH_MIN_LEN, fuse_for_ort
 from compress.run.config_base import ConfigBase
-from eval.bench import INPUT_NAMES, ONNX_FILE  # the artifact's file name and inputs: the timer reads the same
+from eval.bench import EMBEDDING_OUTPUT, INPUT_NAMES, ONNX_FILE  # the artifact's file name and inputs: the timer reads the same
+
+
+def output_of(model) -> str:
+    """The graph's output name: `sentence_embedding` for a sentence-embedding model, else `logits`."""
+    return EMBEDDING_OUTPUT if getattr(model.config, "embedding_dim", None) is not None else "logits"
 
 
 class ExportOptions(ConfigBase):
@@ -64,20 +71,21 @@ def export_onnx(model: torch.nn.Module, path: Path, sample: tuple[torch.Tensor, 
     seq_len = torch.export.Dim("seq_len", min=1, max=model.config.max_len)
     dynamic = {name: {0: batch, 1: seq_len} for name in INPUT_NAMES}
     input_ids, attention_mask = sample  # batch and length >= 2, or the tracer specialises them
+    output = output_of(model)
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
         if getattr(model, "onnx_dynamo", True):
             program = torch.onnx.export(
                 LogitsOnly(model).eval(), (input_ids, attention_mask), dynamo=True, opset_version=opset,
-                input_names=list(INPUT_NAMES), output_names=["logits"], dynamic_shapes=dynamic, verbose=False,
+                input_names=list(INPUT_NAMES), output_names=[output], dynamic_shapes=dynamic, verbose=False,
             )
             program.save(str(path), external_data=False)
         else:  # models torch.export specialises (bidirectional RNNs fix the length); the TorchScript exporter keeps it dynamic
-            axes = {name: {0: "batch", 1: "seq_len"} for name in INPUT_NAMES} | {"logits": {0: "batch"}}
+            axes = {name: {0: "batch", 1: "seq_len"} for name in INPUT_NAMES} | {output: {0: "batch"}}
             torch.onnx.export(
                 LogitsOnly(model).eval(), (input_ids, attention_mask), str(path), dynamo=False, opset_version=opset,
-                input_names=list(INPUT_NAMES), output_names=["logits"], dynamic_axes=axes,
+                input_names=list(INPUT_NAMES), output_names=[output], dynamic_axes=axes,
             )
     return path
 
@@ -89,7 +97,7 @@ def check_parity(model: torch.nn.Module, onnx_path: Path, input_ids: torch.Tenso
     with torch.no_grad():
         expected = model.eval()(input_ids=input_ids, attention_mask=attention_mask).logits.numpy()
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-    got = session.run(["logits"], {"input_ids": input_ids.numpy(), "attention_mask": attention_mask.numpy()})[0]
+    got = session.run([output_of(model)], {"input_ids": input_ids.numpy(), "attention_mask": attention_mask.numpy()})[0]
     diff = float(np.abs(got - expected).max())
     report = {"max_abs_diff": diff, "atol": atol, "n": int(input_ids.shape[0]), "argmax_agreement": float((got.argmax(-1) == expected.argmax(-1)).mean())}
     if not diff <= atol:
@@ -128,6 +136,10 @@ def export_stage(model, tokenizer, out_dir: Path, parity_inputs: tuple[torch.Ten
             raw.unlink(missing_ok=True)
         parity = check_parity(model, tmp / ONNX_FILE, input_ids, attention_mask, cfg.atol)  # the gate, on what ships
         model.config.save_pretrained(tmp)
+        if hasattr(tokenizer, "backend_tokenizer"):  # truncate at the task's length, pad to the batch's longest
+            from compress.data.tokenizer import fit_to_length_
+
+            fit_to_length_(tokenizer, seq_len or model.config.max_len)
         tokenizer.save_pretrained(tmp)
     return {**parity, "fusions": fusions, "flash_attention": flashed > 0, **({"fuse_error": error} if error else {})}
 

@@ -24,7 +24,7 @@ import torch
 
 from compress.errors import ExportError
 from compress.io import atomic_dir
-from eval.bench import ONNX_FILE, OUTPUT_NAME
+from eval.bench import ONNX_FILE, output_name
 
 FP16_DIR = "onnx_fp16"  # beside each stage's onnx/ folder
 
@@ -45,7 +45,7 @@ def fp16_parity(model: torch.nn.Module, onnx_path: Path, input_ids: torch.Tensor
     with torch.no_grad():
         expected = model.eval()(input_ids=input_ids, attention_mask=attention_mask).logits.float().numpy()  # (B, n_classes)
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-    got = session.run([OUTPUT_NAME], {"input_ids": input_ids.numpy(), "attention_mask": attention_mask.numpy()})[0]
+    got = session.run([output_name(session)], {"input_ids": input_ids.numpy(), "attention_mask": attention_mask.numpy()})[0]
     if got.dtype != np.float32:
         raise ExportError(f"fp16 artifact returns {got.dtype} logits; the converter was to keep fp32 outputs")
     diff = float(np.abs(got - expected).max())

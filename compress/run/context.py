@@ -166,13 +166,19 @@ class RunContext:
         append_jsonl(self.run_dir / "metrics.jsonl", {"time": round(time.time(), 3), "stage": self.stage, **metrics})
 
     def save_model(self, model, stage: str) -> None:
-        """Save a stage's model and tokenizer atomically (safetensors + config + model code).
+        """Save a stage's model and tokenizer atomically (safetensors + config + model code; for a sentence-embedding
+        Transformer also sentence-transformers' module files, compress/models/sentence_transformers.py).
 
         With several processes the main one writes and the others wait, so all can then load it.
         """
+        from compress.models.sentence_transformers import write_modules
+
+        from compress.data.tokenizer import fit_to_length_
+
         with atomic_dir(self.model_dir(stage)) as tmp:
             model.save_pretrained(tmp)
-            self.tokenizer_of(stage).save_pretrained(tmp)
+            fit_to_length_(self.tokenizer_of(stage), self.recipe.task.seq_len).save_pretrained(tmp)  # truncates at seq_len
+            write_modules(model, tmp, self.recipe.task.seq_len)
         wait_for_everyone()
 
     def load_model(self, stage: str):

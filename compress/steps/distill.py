@@ -10,6 +10,13 @@ augmentation (masked-token and adjacent-swap copies of the training texts, label
 teacher, after TinyBERT and Tang et al. 2019) gives the student more transfer data, and so do
 unlabelled texts (`unlabeled:` files), the transfer set of DistilBERT and TinyBERT, labelled by
 the teacher's soft targets (hard label: the teacher's argmax); `compress/training/transfer.py` builds it.
+
+When the teacher is a sentence-embedding model (an embedding task), the student is one too, with
+the teacher's embedding width, pooling and normalisation (a narrower Transformer, or a bag of
+embeddings, projects its pooled state to that width), and it learns the teacher's embeddings with
+the `embedding:` loss instead of soft targets (Reimers & Gurevych 2020, "Making Monolingual Sentence
+Embeddings Multilingual using Knowledge Distillation"; `compress/training/embedding.py`); hidden-state
+and attention losses still apply. The best epoch is the one closest to the teacher on validation.
 """
 
 from functools import partial
@@ -22,6 +29,7 @@ from torch import nn
 from compress.run.config_base import NAME_PATTERN, ConfigBase, ModelConfig, StepConfig
 from compress.errors import RecipeError
 from compress.models.shape import ModelShape, check_head_split
+from compress.training.embedding import EmbeddingLoss, embedding_loss, is_embedding, score_key, validation
 from compress.training.losses import hidden_loss, logits_loss, relation_heads, relation_loss
 from compress.run.registry import register_step
 from compress.training.loop import OptimConfig, train
@@ -85,6 +93,8 @@ class StudentConfig(ModelConfig):
 
         t = teacher_config
         labels = {"id2label": t.id2label, "label2id": t.label2id}
+        # a sentence-embedding teacher's students embed too, at its width, normalised as it is
+        labels |= {"embedding_dim": getattr(t, "embedding_dim", None), "normalize": getattr(t, "normalize", False)}
         shape = self.resolve({"dim": t.dim, "n_layers": t.n_layers, "n_heads": t.n_heads[0], "head_dim": t.head_dim,
                               "ffn_dim": t.ffn_dim[0]})
         if self.kind != "transformer":
@@ -122,6 +132,8 @@ class DistillConfig(StepConfig, OptimConfig, TransferConfig):
     losses: LossWeights = Field(default_factory=LossWeights)
     temperature: float = Field(2.0, gt=0)  # softens both distributions in the logits loss
     attention_form: Literal["probs", "value_relation"] = "probs"  # probs: Q-K relations; value_relation adds V-V (MiniLM)
+    # a sentence-embedding teacher (embedding task): the student's embedding against the teacher's replaces logits and hard
+    embedding: EmbeddingLoss = Field(default_factory=EmbeddingLoss)
 
     def check_shape(self, shape: ModelShape, teacher: ModelShape) -> ModelShape:
         """The student's shape, built from the teacher's (compress/run/preflight.py); ValueError naming the fix."""
@@ -210,6 +222,7 @@ class Distiller(nn.Module):
 def distill_loss(teacher: nn.Module, layer_map: list[int], cfg: DistillConfig):
     """loss_fn(model, batch) for `train`: the weighted distillation losses of one batch."""
     w = cfg.losses
+    embedding = is_embedding(teacher)
     teacher_states = bool(w.hidden or w.attention)
     captured = Capture(teacher, layer_map) if w.attention else None
     forms = [("q_proj", "k_proj")] + ([("v_proj", "v_proj")] if cfg.attention_form == "value_relation" else [])
@@ -223,7 +236,10 @@ def distill_loss(teacher: nn.Module, layer_map: list[int], cfg: DistillConfig):
             with torch.no_grad():
                 t_out = teacher.to(ids.device)(input_ids=ids, attention_mask=mask, output_hidden_states=bool(w.hidden))
             t_logits = t_out.logits
-        loss = logits_loss(out.logits, t_logits, batch["labels"], w.logits, w.hard, cfg.temperature)
+        if embedding:
+            loss = embedding_loss(out.logits, t_logits, cfg.embedding)
+        else:
+            loss = logits_loss(out.logits, t_logits, batch["labels"], w.logits, w.hard, cfg.temperature)
         if w.hidden:
             pairs = [(0, 0)] + [(i + 1, j + 1) for i, j in enumerate(layer_map)]
             parts = [hidden_loss(distiller.proj[k](out.hidden_states[i]), t_out.hidden_states[j], mask) for k, (i, j) in enumerate(pairs)]
@@ -264,11 +280,16 @@ def distill(model, cfg: DistillConfig, ctx):
     if cfg.init == "teacher_layers":  # RNN students share only the token embeddings with the teacher
         target = student if n_student else student.embeddings
         copied = init_from_teacher_(target, teacher if n_student else teacher.embeddings.tok, layer_map)
+    if is_embedding(teacher) and cfg.losses.hard:
+        raise RecipeError(f"distill {cfg.name!r}: the teacher is a sentence-embedding model and the task has no labels: set "
+                          "losses.hard: 0 (the student learns the teacher's embeddings: the `embedding:` loss)")
     split, added = transfer_set(ctx, teacher, cfg, f"distill {cfg.name}")
     distiller = Distiller(student, teacher, layer_map, cfg)
     loss_fn = distill_loss(teacher, layer_map, cfg)
     try:
-        distiller, curve = train(distiller, split, ctx.encoded["validation"], cfg, loss_fn, seed=ctx.recipe.seed, device=ctx.device, log=ctx.log, desc=f"distill {cfg.name}")
+        val = ctx.encoded["validation"]
+        distiller, curve = train(distiller, split, val, cfg, loss_fn, seed=ctx.recipe.seed, device=ctx.device, log=ctx.log,
+                                 desc=f"distill {cfg.name}", **validation(teacher, val))
     finally:
         for captured in (loss_fn.captured, distiller.captured):
             if captured is not None:
@@ -276,7 +297,8 @@ def distill(model, cfg: DistillConfig, ctx):
         teacher.cpu()
     ctx.record("parent", ctx.teacher_stage)  # made from the teacher, not from the stage before it (a variant's first step)
     ctx.record("train_curve", curve)
-    ctx.record("val_accuracy", max(p["val_accuracy"] for p in curve))
+    key = score_key(teacher)
+    ctx.record(key, max(p[key] for p in curve))
     details = {"student": cfg.student.kind, "layer_map": layer_map, "init": copied, **added}
     ctx.record("distill", details)
     return distiller.student.eval()

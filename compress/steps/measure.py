@@ -6,6 +6,13 @@ stage's predictions (an ONNX-only int8 stage: with its fp32 parent's; no torch a
 Every accuracy gets its Wilson 95% interval, and the difference to the baseline stage a paired
 bootstrap interval over the same test texts (eval/intervals.py), from the saved per-example logits
 (`stages/<name>/test_logits.npy`).
+In an embedding task (compress/data/embedding.py) `evaluate` measures the sentence embeddings
+instead (`evaluate_embeddings`, eval/embedding.py): the stage's artifact embeds the reverse
+dictionary's corpus (every gloss) and queries (the held-out synsets' lemma names); recall@1/@10
+and MRR of each query's gloss, the cosine with the baseline stage's (the teacher's) embeddings of
+the held-out texts and the overlap of their 10 nearest neighbours, each with its interval and,
+against the teacher, paired ones. The embeddings, ranks and neighbours are saved beside the stage
+(`test_logits.npy`, `test_ranks.npy`, `test_neighbours.npy`) for the next stages to pair with.
 `bench` times the ONNX artifact (and eager torch) over the recipe's `bench:` grid,
 measures peak memory in a fresh process, and (`bench.traffic`) serves the first test texts the
 way a user does, tokenization included (eval/traffic.py). Both are thin: the measuring code
@@ -58,6 +65,8 @@ def baseline_path(cfg: EvaluateConfig, ctx):
 def reference_inputs(cfg: EvaluateConfig, ctx) -> dict:
     """What `evaluate` reads besides its own stage, for its fingerprint: a new baseline, or new
     baseline logits, re-runs it (else its `agreement` and `accuracy_delta` would be stale)."""
+    if getattr(type(ctx.recipe.task), "embeds", False):
+        return embedding_inputs(cfg, ctx)
     path, base = reference_path(cfg, ctx), baseline_path(cfg, ctx)
     return {"baseline": ctx.baseline_stage, "reference": file_digest(path) if path else None,
             "baseline_logits": file_digest(base) if base else None}
@@ -80,10 +89,14 @@ def parent_logits(ctx, split: str, batch_size: int) -> np.ndarray:
     return predict_onnx(ctx.onnx_dir(parent) / ONNX_FILE, data["input_ids"], data["attention_mask"], batch_size=batch_size, threads=ctx.recipe.bench.threads)
 
 
-@register_step("evaluate", EvaluateConfig, measures=True, code=("eval.accuracy", "eval.intervals"), inputs=reference_inputs)
+@register_step("evaluate", EvaluateConfig, measures=True, code=("eval.accuracy", "eval.intervals", "eval.embedding"),
+               inputs=reference_inputs)
 @main_process_only  # several processes: the main one exports/measures, the others wait
 def evaluate(model, cfg: EvaluateConfig, ctx):
     from eval.accuracy import classification_metrics, predict_onnx, predict_torch
+
+    if getattr(type(ctx.recipe.task), "embeds", False):
+        return evaluate_embeddings(model, cfg, ctx)
 
     split = ctx.encoded[cfg.split]
     ids, mask, labels = split["input_ids"], split["attention_mask"], split["labels"].numpy()
@@ -124,6 +137,65 @@ def evaluate(model, cfg: EvaluateConfig, ctx):
         ctx.record(f"{cfg.split}_accuracy", metrics["accuracy"])
     ctx.log(event="evaluate", split=cfg.split, **{k: v for k, v in metrics.items() if v is not None})
     return model
+
+
+def evaluate_embeddings(model, cfg: EvaluateConfig, ctx):
+    """`evaluate` in an embedding task: retrieval and fidelity of the stage's sentence embeddings (module docstring)."""
+    from compress.data import encode
+    from compress.data.embedding import retrieval_set
+    from compress.training.batches import predict
+    from eval.embedding import embed_onnx, fidelity, neighbours, ranks, retrieval_deltas, retrieval_metrics
+
+    if cfg.split != "test":
+        raise RecipeError(f"evaluate {cfg.name!r}: an embedding task is measured on its held-out synsets: set split: test")
+    task, seq_len = ctx.recipe.task, ctx.recipe.task.seq_len
+    found = retrieval_set(task, task.seed if task.seed is not None else ctx.recipe.seed)
+    onnx_path = ctx.onnx_dir() / ONNX_FILE
+    threads = ctx.recipe.bench.threads
+
+    def embed(texts: list[str]) -> np.ndarray:
+        enc = encode(ctx.tokenizer, texts, seq_len)
+        if onnx_path.is_file():
+            return embed_onnx(onnx_path, enc["input_ids"].numpy(), enc["attention_mask"].numpy(), cfg.batch_size, threads)
+        return predict(model, enc, batch_size=cfg.batch_size).numpy()  # no artifact yet: torch, said in the record
+
+    corpus, queries = embed(found.corpus), embed(found.queries)  # (n_docs, D), (n_queries, D)
+    held_out = corpus[found.held_out]  # the held-out synsets' glosses
+    test = np.stack([held_out, queries], axis=1).reshape(-1, queries.shape[1])  # the test split: gloss, lemma names per synset
+    rank, nbrs = ranks(queries, corpus, found.answers), neighbours(held_out, 10)
+    stage_dir = ctx.stage_dir()
+    for name, array in (("test_logits", test.astype(np.float32)), ("test_ranks", rank), ("test_neighbours", nbrs)):
+        np.save(stage_dir / f"{name}.npy", array, allow_pickle=False)
+    base = ctx.baseline_stage
+    base_dir = ctx.stage_dir(base) if base is not None and base != ctx.stage else None
+    record = {"runtime": "onnxruntime" if onnx_path.is_file() else "torch", "n_corpus": len(found.corpus),
+              "n_queries": len(found.queries), "retrieval": retrieval_metrics(rank)}
+    if base_dir is not None and (base_dir / "test_logits.npy").is_file():
+        teacher = np.load(base_dir / "test_logits.npy", allow_pickle=False)
+        teacher_nbrs = np.load(base_dir / "test_neighbours.npy", allow_pickle=False)
+        if teacher.shape == test.shape:
+            record["fidelity"] = {"baseline": base, **fidelity(test, teacher, nbrs, teacher_nbrs)}
+        base_rank = np.load(base_dir / "test_ranks.npy", allow_pickle=False)
+        if len(base_rank) == len(rank):
+            record["retrieval_delta"] = retrieval_deltas(rank, base_rank, base)
+    elif base is None or base == ctx.stage:
+        record["fidelity"] = {"baseline": ctx.stage, **fidelity(test, test, nbrs, nbrs)}
+    ctx.record("embedding_eval", record)
+    ctx.record("n_test", len(found.queries))
+    summary = {k: record["retrieval"][k]["mean"] for k in ("recall@1", "recall@10", "mrr")}
+    if "fidelity" in record:
+        summary |= {"cosine": record["fidelity"]["cosine"]["mean"], "cosine_p5": record["fidelity"]["cosine_p5"]}
+    ctx.log(event="evaluate", split=cfg.split, **summary)
+    return model
+
+
+def embedding_inputs(cfg: EvaluateConfig, ctx) -> dict:
+    """An embedding evaluation reads the baseline stage's saved embeddings, ranks and neighbours: their digests."""
+    base = ctx.baseline_stage
+    if base is None or base == ctx.stage:
+        return {"baseline": base}
+    return {"baseline": base, **{name: file_digest(ctx.stage_dir(base) / f"test_{name}.npy")
+                                 for name in ("logits", "ranks", "neighbours")}}
 
 
 @register_step("bench", BenchStepConfig, uses=("bench",), measures=True,

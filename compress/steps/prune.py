@@ -38,6 +38,7 @@ from compress.run.config_base import NAME_PATTERN, ConfigBase, StepConfig
 from compress.distributed import broadcast_from_main
 from compress.errors import RecipeError
 from compress.models.shape import ModelShape
+from compress.training.embedding import score_key, val_score, validation
 from compress.training.importance import UNITS_OF, Gates, Scores, importance, n_units, scoring_batches
 from compress.training.recover import RecoverConfig as BaseRecoverConfig
 from compress.training.recover import recover_inputs, recovery
@@ -330,7 +331,7 @@ def round_counts(cfg: PruneConfig, original: dict[int, int], removed: dict[int, 
 
 
 def sensitivity(model: nn.Module, cfg: PruneConfig, layers: list[int], batches: list[dict], data: dict, seed: int,
-                split: str = "validation") -> dict:
+                split: str = "validation", score=accuracy) -> dict:
     """Accuracy on `data` with the lowest `fraction` of units masked (no recovery), per importance method.
 
     One random ranking can be lucky or very unlucky (5 seeds at 50% of heads: 68.7% to 76.4%),
@@ -348,7 +349,7 @@ def sensitivity(model: nn.Module, cfg: PruneConfig, layers: list[int], batches: 
                 plan = plan_removal(scores, round(fraction * total))
                 gates = {i: torch.ones(len(v)).index_fill_(0, torch.tensor(plan.get(i, []), dtype=torch.long), 0.0) for i, v in scores.items()}
                 with Gates(model, cfg.unit, layers, values=gates):
-                    runs[-1].append(accuracy(model, data))
+                    runs[-1].append(score(model, data))
         curves[method] = [sum(col) / len(col) for col in zip(*runs)]
         if len(runs) > 1:
             spread[method] = {"seeds": len(runs), "min": [min(col) for col in zip(*runs)], "max": [max(col) for col in zip(*runs)]}
@@ -374,9 +375,14 @@ def prune_stage(model: nn.Module, cfg: PruneConfig, ctx) -> nn.Module:
     batches = scoring_batches(ctx.encoded[cfg.score_split], cfg.score_batches, cfg.score_batch_size, seed)
     val = ctx.encoded["validation"]
     ctx.record("parent", parent)
+    teacher, key = ctx.teacher, score_key(ctx.teacher)  # embedding mode: the mean cosine with the teacher, not accuracy
+
+    def score(m, split):
+        return val_score(teacher, m, split)
+
     if cfg.sweep:  # on the split the scores did not see
         sweep_split = "test" if cfg.score_split == "validation" else "validation"
-        ctx.record("sensitivity", sensitivity(model, cfg, layers, batches, ctx.encoded[sweep_split], seed, sweep_split))
+        ctx.record("sensitivity", sensitivity(model, cfg, layers, batches, ctx.encoded[sweep_split], seed, sweep_split, score))
     alive = {i: list(range(n)) for i, n in original.items()}  # original index of each unit still there
     split, loss = recovery(ctx, cfg.recover) if cfg.recover.epochs else (None, None)
     rounds, score_maps, curve, floored = [], [], [], set()
@@ -394,15 +400,16 @@ def prune_stage(model: nn.Module, cfg: PruneConfig, ctx) -> nn.Module:
         removed = {i: [alive[i][k] for k in ks] for i, ks in plan.items()}
         PRUNE[unit](model, plan)
         alive = {i: [h for h in hs if h not in removed.get(i, [])] for i, hs in alive.items()}
-        before = accuracy(model, val)
-        entry = {"round": r, "n_removed": sum(map(len, removed.values())), "val_accuracy_before_recovery": before, "val_accuracy": before}
+        before = score(model, val)
+        entry = {"round": r, "n_removed": sum(map(len, removed.values())), f"{key}_before_recovery": before, key: before}
         if unit == "heads":  # which heads (original indices); neuron lists would be hundreds of numbers
             entry["removed"] = {str(i): hs for i, hs in removed.items()}
         if cfg.recover.epochs:
-            model, points = train(model, split, val, cfg.recover, loss, seed=seed + r - 1, device=ctx.device, log=ctx.log, desc=f"recover {cfg.name} {r}/{cfg.schedule.iterations}")
+            model, points = train(model, split, val, cfg.recover, loss, seed=seed + r - 1, device=ctx.device, log=ctx.log,
+                                  desc=f"recover {cfg.name} {r}/{cfg.schedule.iterations}", **validation(teacher, val))
             offset = curve[-1]["step"] if curve else 0
             curve += [{**p, "step": p["step"] + offset, "round": r} for p in points]
-            entry["val_accuracy"] = max(p["val_accuracy"] for p in points)
+            entry[key] = max(p[key] for p in points)
         rounds.append(entry)
         ctx.log(event=cfg.kind, **{k: v for k, v in entry.items() if k != "removed"})
     total, gone = sum(original.values()), sum(original[i] - len(alive[i]) for i in layers)
@@ -416,8 +423,8 @@ def prune_stage(model: nn.Module, cfg: PruneConfig, ctx) -> nn.Module:
     } | ({"removed": {str(i): sorted(set(range(original[i])) - set(alive[i])) for i in layers}} if unit == "heads" else {}))
     if unit == "heads":
         ctx.record("head_importance", {"method": cfg.importance, "normalized": cfg.normalize, "rounds": [{"round": r + 1, "scores": m} for r, m in enumerate(score_maps)]})
-    ctx.record("val_accuracy_before_recovery", rounds[-1]["val_accuracy_before_recovery"])
-    ctx.record("val_accuracy", rounds[-1]["val_accuracy"])
+    ctx.record(f"{key}_before_recovery", rounds[-1][f"{key}_before_recovery"])
+    ctx.record(key, rounds[-1][key])
     if curve:
         ctx.record("train_curve", curve)
     return model.eval()

@@ -43,6 +43,7 @@ from torch import nn
 from compress.run.config_base import NAME_PATTERN, StepConfig
 from compress.errors import RecipeError
 from compress.models.shape import ModelShape
+from compress.training.embedding import is_embedding, probe_loss, score_key, val_score, validation
 from compress.training.importance import scoring_batches
 from compress.training.recover import RecoverConfig, recover_inputs, recovery
 from compress.run.registry import register_step, stage_history
@@ -110,7 +111,8 @@ def expected_cuts(model: nn.Module) -> dict[str, str]:
             cuts |= {f"layers.{i}.norm2": "out", f"layers.{i}.mlp.up_proj": "in", f"layers.{i}.mlp.down_proj": "out"}
     if isinstance(model.norm, nn.LayerNorm):
         cuts["norm"] = "out"
-    cuts["classifier_dense" if model.classifier_dense is not None else "classifier"] = "in"
+    if model.classifier_dense is not None or model.classifier is not None:  # a sentence-embedding model may have no head
+        cuts["classifier_dense" if model.classifier_dense is not None else "classifier"] = "in"
     return cuts
 
 
@@ -169,9 +171,11 @@ def channel_scores(model: nn.Module, group, method: str, batches: list[dict]) ->
     model.zero_grad(set_to_none=True)
     device = next(model.parameters()).device
     with torch.enable_grad():
-        for batch in batches:
+        for i, batch in enumerate(batches):
             ids, mask, labels = (batch[k].to(device) for k in ("input_ids", "attention_mask", "labels"))
-            F.cross_entropy(model(input_ids=ids, attention_mask=mask).logits, labels).backward()
+            out = model(input_ids=ids, attention_mask=mask).logits
+            # a sentence-embedding model has no labels: its embedding along random directions (training/embedding.py)
+            (probe_loss(out, i) / len(ids) if is_embedding(model) else F.cross_entropy(out, labels)).backward()
     scores = tp.importance.GroupTaylorImportance()(group).float().cpu()
     model.zero_grad(set_to_none=True)
     model.train(was_training)
@@ -288,25 +292,28 @@ def prune_width(model, cfg: PruneWidthConfig, ctx):
     batches = scoring_batches(ctx.encoded[cfg.score_split], cfg.score_batches, cfg.score_batch_size, seed)
     example = {"input_ids": batches[0]["input_ids"][:2], "attention_mask": batches[0]["attention_mask"][:2]}
     val = ctx.encoded["validation"]
-    unpruned = accuracy(model, val)
+    teacher, key = ctx.teacher, score_key(ctx.teacher)  # embedding mode: the mean cosine with the teacher, not accuracy
+    unpruned = val_score(teacher, model, val)
+    model.add_projection_()  # an embedding model keeps its width: an identity projection, whose input side the cut narrows
     scores = channel_scores(model, residual_group(model, example), cfg.importance, batches)
     drop = sorted(torch.argsort(scores, stable=True)[: dim - width].tolist())  # the lowest scores
     prune_width_(model, drop, example)
     check_reload(model, example["input_ids"], example["attention_mask"])
-    before = accuracy(model, val)
+    before = val_score(teacher, model, val)
     ctx.record("parent", parent)
-    ctx.log(event="prune_width", dim=width, val_accuracy_before_recovery=before)
+    ctx.log(event="prune_width", dim=width, **{f"{key}_before_recovery": before})
     after = before
     if cfg.recover.epochs:
         split, loss = recovery(ctx, cfg.recover)
-        model, curve = train(model, split, val, cfg.recover, loss, seed=seed, device=ctx.device, log=ctx.log, desc=f"recover {cfg.name}")
+        model, curve = train(model, split, val, cfg.recover, loss, seed=seed, device=ctx.device, log=ctx.log,
+                             desc=f"recover {cfg.name}", **validation(teacher, val))
         ctx.record("train_curve", curve)
-        after = max(p["val_accuracy"] for p in curve)
+        after = max(p[key] for p in curve)
     ctx.record("width", {
         "dim_before": dim, "dim_after": width, "fraction_removed": round(1 - width / dim, 5), "round_to": cfg.round_to,
         "importance": cfg.importance, "score_split": cfg.score_split, "params_before": params, "params_after": n_params(model),
-        "embed_dim": model.config.embed_dim, "head_dim": model.config.head_dim, "val_accuracy_unpruned": unpruned,
+        "embed_dim": model.config.embed_dim, "head_dim": model.config.head_dim, f"{key}_unpruned": unpruned,
     })
-    ctx.record("val_accuracy_before_recovery", before)
-    ctx.record("val_accuracy", after)
+    ctx.record(f"{key}_before_recovery", before)
+    ctx.record(key, after)
     return model.eval()

@@ -57,6 +57,9 @@ def train_teacher(model, cfg: TrainConfig, ctx):
         model = SlimformerForSequenceClassification(config)
     if not cfg.fit:
         return measure_as_is(model, cfg, ctx)
+    if getattr(model.config, "embedding_dim", None) is not None:
+        raise RecipeError(f"train {cfg.name!r}: the teacher is a sentence-embedding model, used as it is (its students learn "
+                          "its embeddings; there are no labels to fine-tune on): set fit: false")
     if cfg.curriculum:
         model = train_curriculum(model, cfg.curriculum, cfg, cross_entropy_loss(cfg.label_smoothing), ctx, f"train {cfg.name}")
     model, curve = train(
@@ -78,6 +81,10 @@ def train_teacher(model, cfg: TrainConfig, ctx):
 def measure_as_is(model, cfg: TrainConfig, ctx):
     """`fit: false`: the imported checkpoint is the teacher as it is; its validation accuracy is recorded like a trained one's."""
     info = ctx.imported.info if ctx.imported is not None else {}
+    if info.get("head") == "embedding":  # a sentence-embedding model as it is: the teacher's own embeddings are the target
+        ctx.record("fit", False)
+        ctx.record("embedding", info.get("embedding"))
+        return model.eval()
     if ctx.imported is None or info.get("head") != "imported":
         why = info.get("head_reason", "the teacher is not imported (no teacher.from)")
         raise RecipeError(f"train {cfg.name!r}: fit: false keeps the teacher as it is, but it has no head for the task's labels "

@@ -5,7 +5,8 @@ Methods (the `importance` field of `prune_heads` / `prune_ffn`), registered in `
   Better than One?"): a gate xi_h multiplies each head's output; I_h = E_x |dL(x)/dxi_h| at
   xi = 1 over a few training batches, the first-order estimate of the loss change when the head
   is removed. For FFN neurons the gate sits on each neuron's activation (Molchanov et al. 2017's
-  Taylor criterion, per neuron).
+  Taylor criterion, per neuron). A sentence-embedding model has no labels: L is its embedding
+  projected on a seeded random direction per text (`compress/training/embedding.py: probe_loss`).
 - `magnitude`: L2 norm of a head's weights (its rows of q_proj/k_proj/v_proj and its columns of
   out_proj); for a neuron, its row of up_proj and column of down_proj.
 - `attention_entropy` (heads only): how far each head's attention softmax(Q K^T / sqrt(d)) is
@@ -29,6 +30,8 @@ from typing import Literal, Self
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from compress.training.embedding import is_embedding, probe_loss
 
 Unit = Literal["heads", "neurons"]
 Scores = dict[int, torch.Tensor]  # layer index -> (n_units,) one score per head / neuron of that layer
@@ -160,7 +163,11 @@ def taylor(model: nn.Module, unit: str, layers: list[int], batches: list[dict], 
         ids, mask, labels = (batch[k].to(device) for k in ("input_ids", "attention_mask", "labels"))
         ones = {i: torch.ones(len(ids), n_units(model, unit, i)) for i in layers}  # (B, n_units)
         with Gates(model, unit, layers, values=ones, requires_grad=True) as gates:
-            loss = F.cross_entropy(model(input_ids=ids, attention_mask=mask).logits, labels, reduction="sum")  # sum: per-example gradients
+            out = model(input_ids=ids, attention_mask=mask).logits
+            if is_embedding(model):  # no labels: the embedding's first-order change along a random direction per text
+                loss = probe_loss(out, seed * 1_000_003 + count)
+            else:
+                loss = F.cross_entropy(out, labels, reduction="sum")  # sum: per-example gradients
             grads = torch.autograd.grad(loss, [gates.gates[i] for i in layers])  # only the gates: parameters' .grad stay untouched
         for i, g in zip(layers, grads):
             scores[i] += g.detach().abs().sum(dim=0).cpu()

@@ -14,6 +14,11 @@ that: a cut model relearns the teacher's function, not only its labels, and the 
 alone is too small a sample of that function to recover a narrowed pretrained model (on
 recipes/minilm_vader.yaml, width 384 -> 192 cost 2 validation points recovered on labels).
 
+When the teacher is a sentence-embedding model (an embedding task), the objective is instead the
+embedding loss of `recover.embedding` (`compress/training/embedding.py`: MSE and/or cosine between
+the student's and the teacher's sentence embeddings), and the best epoch is the one whose
+validation embeddings are closest to the teacher's (`val_cosine`).
+
 `swap_attention` can add per-layer attention-output distillation (`attention_output` > 0): the
 MSE over real tokens between each layer's attention-block output (B, T, dim) in the student and
 in the teacher, averaged over layers, the attention counterpart of TinyBERT's hidden-state loss
@@ -30,6 +35,7 @@ import torch
 from pydantic import Field, model_validator
 from torch import nn
 
+from compress.training.embedding import EmbeddingLoss, embedding_distillation_loss, is_embedding
 from compress.training.losses import hidden_loss, logits_loss
 from compress.training.batches import predict
 from compress.training.loop import OptimConfig, cross_entropy_loss
@@ -45,6 +51,7 @@ class RecoverConfig(OptimConfig, TransferConfig):
     distill_from: Literal["teacher", "none"] = "teacher"  # teacher: soft targets from the teacher stage; none: labels only
     temperature: float = Field(2.0, gt=0, le=100)  # softens both distributions in the KL term
     alpha: float = Field(0.5, ge=0, le=1)  # weight of the KL term; (1 - alpha) goes to cross-entropy on the labels
+    embedding: EmbeddingLoss = Field(default_factory=EmbeddingLoss)  # the objective instead, when the teacher embeds sentences
 
     @model_validator(mode="after")
     def check_transfer(self):
@@ -123,6 +130,12 @@ def recovery(ctx, cfg: RecoverConfig, model: nn.Module | None = None, attention_
 
     `attention_output` > 0 (with the `model` that will train) adds per-layer attention-output
     distillation; call `loss_fn.remove()` after training to detach its hooks."""
+    embedding = is_embedding(ctx.teacher)
+    if embedding and (cfg.distill_from == "none" or attention_output):
+        from compress.errors import RecipeError
+
+        raise RecipeError(f"{name}: the teacher is a sentence-embedding model, so recovery distils its embeddings: set "
+                          "recover.distill_from: teacher (an embedding task has no labels) and no attention_output")
     if cfg.distill_from == "none":
         loss = cross_entropy_loss()
         loss.remove = lambda: None
@@ -133,4 +146,6 @@ def recovery(ctx, cfg: RecoverConfig, model: nn.Module | None = None, attention_
     else:
         split = dict(ctx.encoded["train"])
         split["teacher_logits"] = predict(ctx.teacher, split)  # once, not every epoch
+    if embedding:
+        return split, embedding_distillation_loss(ctx.teacher, cfg.embedding)
     return split, distillation_loss(ctx.teacher, cfg.temperature, cfg.alpha, attention_output, model)
