@@ -191,6 +191,21 @@ def train_tokenizer(texts: list[str], cfg: TokenizerConfig, seq_len: int) -> "Pr
     )
 
 
+def fit_to_length_(tokenizer: "PreTrainedTokenizerFast", seq_len: int) -> "PreTrainedTokenizerFast":
+    """Set the tokenizer to what the model is measured at, in place: truncate at `seq_len` tokens (special tokens
+    included) and pad on the right to the longest text of each batch, not to a fixed length. The settings live in
+    the backend, so the saved tokenizer.json carries them: a user who loads it with the `tokenizers` library alone
+    gets these lengths, whatever the imported checkpoint's file said (all-MiniLM-L6-v2's pads every text to 128)."""
+    tokenizer.model_max_length = seq_len
+    backend = tokenizer.backend_tokenizer
+    backend.enable_truncation(max_length=seq_len)
+    if tokenizer.pad_token_id is not None:
+        backend.enable_padding(direction="right", pad_id=tokenizer.pad_token_id, pad_token=tokenizer.pad_token)
+    else:
+        backend.no_padding()
+    return tokenizer
+
+
 def encode(tokenizer: "PreTrainedTokenizerFast", texts: list[str], seq_len: int) -> dict:
     """Encode `texts` to `input_ids` and `attention_mask`, both LongTensor (N, seq_len).
 

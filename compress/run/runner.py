@@ -49,19 +49,21 @@ def prepare_tokenizer(recipe, data, run_dir: Path, imported: ImportedTeacher | N
     from transformers import AutoTokenizer
 
     from compress.data import train_tokenizer
+    from compress.data.tokenizer import fit_to_length_
 
-    folder = run_dir / "tokenizer"
+    folder, seq_len = run_dir / "tokenizer", recipe.task.seq_len
     if imported is not None:
-        key = fingerprint("imported", imported.digest)
+        key = fingerprint("imported", imported.digest, seq_len)
     else:
         key = fingerprint(data.fingerprint, recipe.task.tokenizer.model_dump(), recipe.task.seq_len, code_version())
     stamp = folder / "fingerprint.txt"
     if stamp.is_file() and stamp.read_text() == key:
-        return AutoTokenizer.from_pretrained(folder)
+        return fit_to_length_(AutoTokenizer.from_pretrained(folder), seq_len)
     if imported is not None:
         tokenizer = imported.tokenizer
     else:
         tokenizer = train_tokenizer(data.texts["train"], recipe.task.tokenizer, recipe.task.seq_len)
+    fit_to_length_(tokenizer, seq_len)  # every stage saves it: truncating at seq_len, padding to the batch's longest
     with atomic_dir(folder) as tmp:
         tokenizer.save_pretrained(tmp)
         (tmp / "fingerprint.txt").write_text(key)

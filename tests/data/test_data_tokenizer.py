@@ -146,3 +146,21 @@ def test_encode_task_fills_truncation_stats():
         expected = sum(len(t.split()) + 2 > 24 for t in data.texts[split])  # one token per symbol
         assert data.stats["n_truncated"][split] == expected
     assert data.stats["n_truncated"]["train"] > 0
+
+
+def test_a_saved_tokenizer_truncates_at_seq_len_and_pads_to_the_batch_longest(tmp_path):
+    """With the `tokenizers` library alone, the saved tokenizer gives the lengths the model was measured at, whatever
+    the file said before (all-MiniLM-L6-v2's tokenizer.json pads every text to a fixed 128)."""
+    from tokenizers import Tokenizer
+
+    from compress.data.tokenizer import TokenizerConfig, fit_to_length_, train_tokenizer
+
+    texts = ["a b c d e f g h i j k l", "a b", "c d e"]
+    tokenizer = train_tokenizer(texts * 3, TokenizerConfig(kind="wordpiece", vocab_size=40), seq_len=8)
+    tokenizer.backend_tokenizer.enable_padding(length=128, pad_id=tokenizer.pad_token_id, pad_token=tokenizer.pad_token)
+    fit_to_length_(tokenizer, 8).save_pretrained(tmp_path)
+    loaded = Tokenizer.from_file(str(tmp_path / "tokenizer.json"))
+    batch = loaded.encode_batch(texts)
+    assert [len(e.ids) for e in batch] == [8, 8, 8]  # the longest is cut at 8, the others padded to it
+    assert [sum(e.attention_mask) for e in batch] == [8, 4, 5]  # [CLS] text [SEP], real tokens only
+    assert len(loaded.encode_batch(texts[1:])[0].ids) == 5  # padded to this batch's longest, not to a fixed length
