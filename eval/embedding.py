@@ -111,10 +111,10 @@ def ranks(queries: np.ndarray, corpus: np.ndarray, answers: np.ndarray, similari
     """(N,) 1-based rank of each query's right document: 1 + documents scored above it or tied with it."""
     if similarity == "cosine":
         queries, corpus = unit_rows(queries), unit_rows(corpus)
-    out = np.empty(len(queries), dtype=np.int64)
-    for start in range(0, len(queries), CHUNK):
-        scores = queries[start : start + CHUNK] @ corpus.T  # (c, n_docs)
-        scores = np.asarray(scores.todense()) if hasattr(scores, "todense") else scores
+    out = np.empty(queries.shape[0], dtype=np.int64)
+    for start in range(0, queries.shape[0], CHUNK):
+        scores = queries[start : start + CHUNK] @ corpus.T  # (c, n_docs); a sparse product for TF-IDF
+        scores = scores.toarray() if hasattr(scores, "toarray") else scores
         right = scores[np.arange(len(scores)), answers[start : start + len(scores)]][:, None]  # (c, 1)
         out[start : start + len(scores)] = (scores >= right).sum(axis=1)  # itself counted once: the 1 of the rank
     return out
@@ -143,10 +143,22 @@ def retrieval_deltas(rank: np.ndarray, base: np.ndarray, baseline: str, ks: tupl
     return out
 
 
+def tfidf_ranks(queries: list[str], corpus: list[str], answers: np.ndarray, ngram_max: int = 2, min_df: int = 1,
+                sublinear_tf: bool = True) -> tuple[np.ndarray, dict]:
+    """The classical reference: TF-IDF word n-grams (eval/baseline.py's vectorizer) fitted on the corpus, each query
+    ranking the documents by cosine (Salton & Buckley 1988). Returns (ranks, what was fitted)."""
+    from eval.baseline import vectorizer
+
+    tfidf = vectorizer(ngram_max, min_df, sublinear_tf)
+    docs = tfidf.fit_transform(corpus)  # rows L2-normalised: dot products are cosines
+    found = ranks(tfidf.transform(queries), docs, answers, similarity="dot")
+    return found, {"vocab_size": len(tfidf.vocabulary_), "ngram_max": ngram_max, "min_df": min_df, "sublinear_tf": sublinear_tf}
+
+
 def fidelity(student: np.ndarray, teacher: np.ndarray, student_nbrs: np.ndarray | None = None,
              teacher_nbrs: np.ndarray | None = None) -> dict:
     """Cosine with the teacher (mean with interval, 5th percentile) and, given both neighbour lists, their overlap."""
-    cos = cosines(student, teacher)
+    cos = np.clip(cosines(student, teacher), -1.0, 1.0)
     out = {"n": int(len(cos)), "cosine": mean_with_ci(cos), "cosine_p5": float(np.percentile(cos, 5))}
     if student_nbrs is not None and teacher_nbrs is not None:
         out["knn_overlap"] = {**mean_with_ci(overlap(student_nbrs, teacher_nbrs)), "k": int(teacher_nbrs.shape[1]),
@@ -154,4 +166,5 @@ def fidelity(student: np.ndarray, teacher: np.ndarray, student_nbrs: np.ndarray 
     return out
 
 
-__all__ = ["cosines", "embed_onnx", "fidelity", "neighbours", "overlap", "ranks", "retrieval_deltas", "retrieval_metrics"]
+__all__ = ["cosines", "embed_onnx", "fidelity", "neighbours", "overlap", "ranks", "retrieval_deltas", "retrieval_metrics",
+           "tfidf_ranks"]

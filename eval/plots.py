@@ -55,7 +55,7 @@ def pareto_front(costs: Sequence[float], gains: Sequence[float]) -> list[int]:
 
 
 def trade_off(names: list[str], costs: list[float], accuracies: list[float], xlabel: str, log_x: bool,
-              reference: Sequence[bool] | None = None) -> bytes | None:
+              reference: Sequence[bool] | None = None, ylabel: str = "accuracy (ONNX Runtime, %)") -> bytes | None:
     """Accuracy (%) against a cost, every stage labelled, the Pareto front drawn as a step line.
 
     Points flagged in `reference` (the classical baseline row) are grey diamonds, kept off the front:
@@ -84,7 +84,7 @@ def trade_off(names: list[str], costs: list[float], accuracies: list[float], xla
         ax.set_xscale("log")
         plain_log_ticks(ax.xaxis)
     ax.set_xlabel(xlabel)
-    ax.set_ylabel("accuracy (ONNX Runtime, %)")
+    ax.set_ylabel(ylabel)
     ax.grid(True, which="both", alpha=0.3)
     return figure_png(fig)
 
@@ -103,16 +103,16 @@ def label_offsets(xs: Sequence[float], ys: Sequence[float], log_x: bool, near: f
 
 
 def accuracy_vs_latency(names: list[str], p50_ms: list[float], accuracies: list[float], setting: str,
-                        reference: Sequence[bool] | None = None) -> bytes | None:
-    """Accuracy against p50 latency on a log axis, with the Pareto front (reference points apart)."""
-    return trade_off(names, p50_ms, accuracies, f"p50 latency, ms (log; {setting})", log_x=True, reference=reference)
+                        reference: Sequence[bool] | None = None, **kwargs) -> bytes | None:
+    """Accuracy (or `ylabel`'s measure) against p50 latency on a log axis, with the Pareto front (reference points apart)."""
+    return trade_off(names, p50_ms, accuracies, f"p50 latency, ms (log; {setting})", log_x=True, reference=reference, **kwargs)
 
 
 def accuracy_vs_size(names: list[str], size_mb: list[float], accuracies: list[float],
-                     reference: Sequence[bool] | None = None) -> bytes | None:
-    """Accuracy against file size (ONNX; a reference row's own files), with the Pareto front (reference points apart)."""
+                     reference: Sequence[bool] | None = None, **kwargs) -> bytes | None:
+    """Accuracy (or `ylabel`'s) against file size (ONNX; a reference row's own files), with the Pareto front."""
     xlabel = "size, MB (log; ONNX, a reference: its own files)" if reference and any(reference) else "ONNX size, MB (log)"
-    return trade_off(names, size_mb, accuracies, xlabel, log_x=True, reference=reference)
+    return trade_off(names, size_mb, accuracies, xlabel, log_x=True, reference=reference, **kwargs)
 
 
 def latency_curves(series: dict[str, list[tuple[int, float]]], xlabel: str, setting: str) -> bytes | None:
@@ -149,7 +149,7 @@ def training_curves(curves: dict[str, list[dict]]) -> bytes | None:
     fig = Figure(figsize=(10, 3.8), layout="constrained")
     loss_ax, acc_ax = fig.subplots(1, 2)
     for name, points in curves.items():
-        for ax, key, scale in ((loss_ax, "train_loss", 1), (acc_ax, "val_accuracy", 100)):
+        for ax, key, scale in ((loss_ax, "train_loss", 1), (acc_ax, "val_accuracy", 100), (acc_ax, "val_cosine", 100)):
             xy = [(p.get("step", i), p[key] * scale) for i, p in enumerate(points) if p.get(key) is not None]
             if xy:
                 ax.plot([x for x, _ in xy], [y for _, y in xy], marker=".", label=name)
@@ -157,7 +157,7 @@ def training_curves(curves: dict[str, list[dict]]) -> bytes | None:
         if masked:
             acc_ax.plot([x for x, _ in masked], [y for _, y in masked], marker=".", linestyle="--", label=f"{name} (masked tokens)")
     loss_ax.set_ylabel("training loss")
-    acc_ax.set_ylabel("validation accuracy, %  (dashed: masked tokens)")
+    acc_ax.set_ylabel("validation accuracy, %  (dashed: masked tokens; embeddings: cosine x 100)")
     for ax in (loss_ax, acc_ax):
         ax.set_xlabel("step")
         ax.grid(True, alpha=0.3)

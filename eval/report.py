@@ -15,6 +15,12 @@ task and kind, accuracy beside the teacher, a bag-of-embeddings student and the 
 agreement, latency and memory at the task's length, whether the kind is within 2 points of the
 teacher (or by how much not), and LRA's published numbers as a reference table.
 
+An embedding run (an embedding task: `embedding_eval` in its stages, eval/embedding.py) swaps the
+accuracy columns for the embedding ones: recall@10 and recall@1 of the reverse dictionary with their
+Wilson intervals, Δ recall@10 against the baseline row with its paired interval, MRR, the mean
+cosine with the teacher's embeddings (interval, 5th percentile) and the 10-nearest-neighbour
+overlap; its figures plot recall@10 against latency and size.
+
 A stage marked `reference: true` (the classical `baseline` step: TF-IDF + logistic regression)
 is a row for comparison, not a product of the pipeline: its Kind reads "(reference)", it is not
 ranked for the best value of a column, its size is that of its own saved files (it has no ONNX
@@ -285,6 +291,69 @@ def summary_columns(base: Row, setting: tuple[int, int] | None) -> list[Column]:
     ]
 
 
+ACCURACY_HEADERS = ("Accuracy % (ONNX)", "Δ pts", "Accuracy % (torch)", "Macro-F1", "Agreement %")
+
+
+def is_embedding_run(rows: list[Row]) -> bool:
+    return any(row.stage.get("embedding_eval") for row in rows)
+
+
+def recall10(row: Row) -> float | None:
+    return ((row.stage.get("embedding_eval") or {}).get("retrieval") or {}).get("recall@10", {}).get("mean")
+
+
+def embedding_columns(base: Row) -> list[Column]:
+    """The columns an embedding run shows in place of accuracy (module docstring)."""
+
+    def field(*path: str) -> Callable[[Row], dict | float | None]:
+        def get(row: Row):
+            value = row.stage.get("embedding_eval")
+            for key in path:
+                value = value.get(key) if isinstance(value, dict) else None
+            return value
+        return get
+
+    def mean_of(*path: str) -> Callable[[Row], float | None]:
+        return lambda row: (field(*path)(row) or {}).get("mean")
+
+    def with_ci(*path: str, scale: float = 100.0, digits: int = 2) -> Callable[[float, Row], str]:
+        def text(v: float, row: Row) -> str:
+            ci = (field(*path)(row) or {}).get("ci")
+            return f"{scale * v:.{digits}f}" + (f" [{scale * ci[0]:.{digits}f}, {scale * ci[1]:.{digits}f}]" if ci else "")
+        return text
+
+    def delta_r10(row: Row) -> float | None:
+        recorded = field("retrieval_delta", "recall@10")(row) or {}
+        return 100 * recorded["delta"] if recorded.get("baseline") == base.stage.get("name") and row is not base else None
+
+    def delta_text(v: float, row: Row) -> str:
+        ci = field("retrieval_delta", "recall@10")(row)["ci"]
+        return f"{v:+.2f} [{100 * ci[0]:+.2f}, {100 * ci[1]:+.2f}]" + (" n.s." if ci[0] <= 0 <= ci[1] else "")
+
+    def cosine_text(v: float, row: Row) -> str:
+        p5 = field("fidelity", "cosine_p5")(row)
+        return with_ci("fidelity", "cosine", scale=1.0, digits=4)(v, row) + (f", p5 {p5:.3f}" if p5 is not None else "")
+
+    return [
+        Column("Recall@10 %", mean_of("retrieval", "recall@10"), with_ci("retrieval", "recall@10"), max),
+        Column("Δ R@10 pts", delta_r10, delta_text),
+        Column("Recall@1 %", mean_of("retrieval", "recall@1"), with_ci("retrieval", "recall@1"), max),
+        Column("MRR", mean_of("retrieval", "mrr"), with_ci("retrieval", "mrr", scale=1.0, digits=3), max),
+        Column("Cosine w/ teacher", mean_of("fidelity", "cosine"), cosine_text, max),
+        Column("10-NN overlap %", mean_of("fidelity", "knn_overlap"), with_ci("fidelity", "knn_overlap", digits=1), max),
+    ]
+
+
+def columns_for(rows: list[Row], base: Row, setting: tuple[int, int] | None) -> list[Column]:
+    """The summary's columns: accuracy for a classification run, the embedding measures for an embedding run."""
+    columns = summary_columns(base, setting)
+    if not is_embedding_run(rows):
+        return columns
+    kept = [c for c in columns if c.header not in ACCURACY_HEADERS]
+    at = next(i for i, c in enumerate(kept) if c.header == "From") + 1
+    return kept[:at] + embedding_columns(base) + kept[at:]
+
+
 def with_ratio(text: str, value: float | None, suffix: str) -> str:
     return f"{text} ({value:.2f}{suffix})" if value is not None else text
 
@@ -458,7 +527,7 @@ def find_warnings(runs: dict[str, dict], rows: list[Row], base: Row) -> list[str
     if differing:
         warnings.append(f"runs were measured under different protocols ({', '.join(differing)}): "
                         "this comparison is not like with like.")
-    if base.stage.get("accuracy") is None:
+    if base.stage.get("accuracy") is None and not is_embedding_run(rows):
         warnings.append(f"baseline {base.name} has no ONNX accuracy, so the Δ column is empty.")
     return warnings
 
@@ -466,20 +535,23 @@ def find_warnings(runs: dict[str, dict], rows: list[Row], base: Row) -> list[str
 def make_figures(rows: list[Row], setting: tuple[int, int] | None) -> list[tuple[str, str, bytes]]:
     """The figures that have data: trade-offs, latency against batch, training curves."""
     label = f"CPU ONNX Runtime, batch {setting[0]}, seq_len {setting[1]}" if setting else ""
-    timed = [(r.name, latency_of(r, setting, "p50_ms"), r.stage.get("accuracy"), is_reference(r)) for r in rows]
+    quality = recall10 if is_embedding_run(rows) else (lambda r: r.stage.get("accuracy"))  # an embedding run: recall@10
+    timed = [(r.name, latency_of(r, setting, "p50_ms"), quality(r), is_reference(r)) for r in rows]
     timed = [t for t in timed if t[1] and t[2] is not None]
-    sized = [(r.name, size_bytes(r.stage), r.stage.get("accuracy"), is_reference(r)) for r in rows]
+    sized = [(r.name, size_bytes(r.stage), quality(r), is_reference(r)) for r in rows]
     sized = [(n, b / MB, a, ref) for n, b, a, ref in sized if b and a is not None]
     by_batch = {r.name: [(x["batch"], x["p50_ms"]) for x in r.stage.get("latency") or []
                          if is_headline_kind(x) and setting and x["seq_len"] == setting[1]] for r in rows}
     by_length = {r.name: [(x["seq_len"], x["p50_ms"]) for x in r.stage.get("latency") or []
                           if is_headline_kind(x) and setting and x["batch"] == setting[0]] for r in rows}
     curves = {r.name: r.stage.get("train_curve") or [] for r in rows}
+    measure = {"ylabel": "recall@10, % (reverse dictionary)"} if is_embedding_run(rows) else {}
+    what = "Recall@10" if measure else "Accuracy"
     candidates = [
-        ("Accuracy vs latency", "accuracy_vs_latency.png",
-         plots.accuracy_vs_latency(*columns_of(timed)[:3], label, reference=columns_of(timed)[3]) if timed else None),
-        ("Accuracy vs size", "accuracy_vs_size.png",
-         plots.accuracy_vs_size(*columns_of(sized)[:3], reference=columns_of(sized)[3]) if sized else None),
+        (f"{what} vs latency", "accuracy_vs_latency.png",
+         plots.accuracy_vs_latency(*columns_of(timed)[:3], label, reference=columns_of(timed)[3], **measure) if timed else None),
+        (f"{what} vs size", "accuracy_vs_size.png",
+         plots.accuracy_vs_size(*columns_of(sized)[:3], reference=columns_of(sized)[3], **measure) if sized else None),
         ("Latency vs batch size", "latency_vs_batch.png",
          plots.latency_curves(by_batch, "batch size", f"CPU ONNX Runtime, seq_len {setting[1]}") if setting else None),
         ("Latency vs sequence length", "latency_vs_length.png",
@@ -524,7 +596,7 @@ def build_report(runs: dict[str, dict], baseline: str | None) -> Report:
         commands=[results["command"] for results in runs.values() if results.get("command")],
         protocol=protocol_table(runs),
         caption=caption,
-        summary=summary_table(rows, summary_columns(base, setting)),
+        summary=summary_table(rows, columns_for(rows, base, setting)),
         warnings=find_warnings(runs, rows, base),
         figures=make_figures(rows, setting),
         latency=latency_table(rows),

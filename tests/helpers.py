@@ -85,6 +85,25 @@ def tiny_bert_folder(folder, n_labels: int | None = None, seed: int = 0, mlm: bo
     return folder
 
 
+def tiny_sentence_transformer(folder, pooling: str = "mean", normalize: bool = True, seed: int = 0):
+    """`tiny_bert_folder` laid out as a sentence-transformers model: modules.json (Transformer, Pooling, and Normalize
+    when `normalize`), 1_Pooling/config.json (mean or cls) and sentence_bert_config.json (max_seq_length 32)."""
+    import json
+
+    folder = tiny_bert_folder(folder, seed=seed)
+    st = "sentence_transformers.models"
+    modules = [{"idx": 0, "name": "0", "path": "", "type": f"{st}.Transformer"},
+               {"idx": 1, "name": "1", "path": "1_Pooling", "type": f"{st}.Pooling"}]
+    if normalize:
+        modules.append({"idx": 2, "name": "2", "path": "2_Normalize", "type": f"{st}.Normalize"})
+    (folder / "modules.json").write_text(json.dumps(modules))
+    (folder / "1_Pooling").mkdir()
+    (folder / "1_Pooling" / "config.json").write_text(json.dumps({"word_embedding_dimension": 32, "pooling_mode_mean_tokens":
+                                                                  pooling == "mean", "pooling_mode_cls_token": pooling == "cls"}))
+    (folder / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": 32, "do_lower_case": False}))
+    return folder
+
+
 POSITIVE, NEGATIVE = WORDS[:4], WORDS[4:8]
 
 

@@ -88,6 +88,10 @@ class SlimRNNForSequenceClassification(SlimRNNPreTrainedModel):
         self.drop = nn.Dropout(config.dropout)
         self.classifier = nn.Linear(out_dim, config.embedding_dim or config.num_labels)  # classes, or the embedding projection
         self.post_init()
+        if config.embedding_dim is not None and not self.classifier.weight.is_meta:  # starts as the identity (truncated)
+            with torch.no_grad():
+                self.classifier.weight.copy_(torch.eye(*self.classifier.weight.shape))
+                self.classifier.bias.zero_()
 
     def get_input_embeddings(self) -> nn.Embedding:
         return self.embeddings

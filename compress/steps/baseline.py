@@ -11,6 +11,11 @@ the Wilson 95% interval and, against the baseline stage's logits, the paired boo
 of the difference (eval/intervals.py), as `evaluate` gives every other row. The model and its measuring live in
 `eval/baseline.py`; this file only wires them to the run.
 
+In an embedding task (compress/data/embedding.py) the reference row is the classical retrieval
+instead: TF-IDF word n-grams fitted on the reverse dictionary's corpus, each query ranking the
+glosses by cosine (`eval/embedding.py: tfidf_ranks`), with recall@1/@10 and MRR beside the
+embedding models' and paired intervals against the teacher.
+
 It is a *reference* step (`compress/run/runner.py`): its row is recorded under its own stage name
 (`reference: true` in results.json; the report marks it and plots it apart), but it never
 becomes the current stage, a parent, the teacher or the default baseline, and it has no ONNX
@@ -75,15 +80,52 @@ def baseline_inputs(cfg: BaselineConfig, ctx) -> dict:
     return {"baseline": compared_stage(ctx), "reference": file_digest(path) if path else None}
 
 
+def retrieval_baseline(model, cfg: BaselineConfig, ctx):
+    """An embedding task's reference row: TF-IDF cosine retrieval on the reverse dictionary (module docstring)."""
+    from compress.data.embedding import retrieval_set
+    from eval.embedding import retrieval_deltas, retrieval_metrics, tfidf_ranks
+
+    task = ctx.recipe.task
+    found = retrieval_set(task, task.seed if task.seed is not None else ctx.recipe.seed)
+    started = time.time()
+    rank, fitted = tfidf_ranks(found.queries, found.corpus, found.answers, cfg.ngram_max, cfg.min_df, cfg.sublinear_tf)
+    ctx.stage_dir().mkdir(parents=True, exist_ok=True)
+    np.save(ctx.stage_dir() / "test_ranks.npy", rank, allow_pickle=False)
+    record = {"runtime": "sklearn", "n_corpus": len(found.corpus), "n_queries": len(found.queries),
+              "retrieval": retrieval_metrics(rank)}
+    stage = compared_stage(ctx)
+    base = ctx.stage_dir(stage) / "test_ranks.npy" if stage is not None and stage != ctx.stage else None
+    if base is not None and base.is_file():
+        record["retrieval_delta"] = retrieval_deltas(rank, np.load(base, allow_pickle=False), stage)
+    ctx.record("embedding_eval", record)
+    ctx.record("n_test", len(found.queries))
+    ctx.record("params", fitted["vocab_size"])
+    ctx.record("baseline", {"model": f"TF-IDF word 1-{cfg.ngram_max}-grams (sublinear tf), cosine retrieval (scikit-learn)",
+                            "fit_seconds": round(time.time() - started, 2), **fitted})
+    ctx.log(event="baseline", **{k: record["retrieval"][k]["mean"] for k in ("recall@1", "recall@10", "mrr")})
+    return model
+
+
+def retrieval_inputs(cfg: BaselineConfig, ctx) -> dict:
+    """The embedding task's reference row pairs with the baseline stage's ranks; the classifier's with its logits."""
+    if not getattr(type(ctx.recipe.task), "embeds", False):
+        return baseline_inputs(cfg, ctx)
+    stage = compared_stage(ctx)
+    path = ctx.stage_dir(stage) / "test_ranks.npy" if stage is not None and stage != ctx.stage else None
+    return {"baseline": stage, "ranks": file_digest(path) if path else None}
+
+
 @register_step("baseline", BaselineConfig, reference=True, uses=("bench",),
-               code=("eval.baseline", "eval.bench", "eval.accuracy", "eval.intervals"),
-               inputs=baseline_inputs)
+               code=("eval.baseline", "eval.bench", "eval.accuracy", "eval.intervals", "eval.embedding"),
+               inputs=retrieval_inputs)
 @main_process_only  # several processes: the main one fits and measures, the others wait
 def baseline(model, cfg: BaselineConfig, ctx):
     from eval.accuracy import classification_metrics
     from eval.baseline import bench_texts, fit_tfidf_logreg, save, size_bytes
     from eval.intervals import accuracy_fields, delta_fields
 
+    if getattr(type(ctx.recipe.task), "embeds", False):
+        return retrieval_baseline(model, cfg, ctx)
     data, protocol = ctx.data, ctx.recipe.bench
     started = time.time()
     fitted, tried = fit_tfidf_logreg(
