@@ -71,7 +71,7 @@ def test_a_search_killed_then_resumed_chooses_on_validation_and_best_yaml_rebuil
     import compress.data.files as files
     from compress.search.runner import Search
 
-    args = compress_args(task, "--max-drop", "40", "--minimize", "latency")
+    args = compress_args(task, "--max-drop", "40", "--minimize", "latency", trials=1)  # one cheap estimate, then its full recovery
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     search_dir = task / "runs" / "s"
     journal = search_dir / "trials.jsonl"
@@ -120,13 +120,14 @@ def test_a_search_killed_then_resumed_chooses_on_validation_and_best_yaml_rebuil
 
     # best.yaml is a plain recipe that rebuilds the chosen model: the same validation accuracy, bit for bit
     monkeypatch.setattr(files, "_read_rows", read_rows)
-    assert cli.main(["run", str(search_dir / "best.yaml"), "--runs-dir", str(task / "again")]) == 0
+    quick = ["bench.memory=false", "bench.traffic=false", "bench.repeats=2", "bench.warmup=1", "bench.interleave=false"]
+    assert cli.main(["run", str(search_dir / "best.yaml"), *quick, "--runs-dir", str(task / "again")]) == 0
     rebuilt = json.loads((task / "again" / "s-best" / "results.json").read_text())
     last = [s for s in rebuilt["stages"] if s.get("validation_accuracy") is not None][-1]
     assert last["validation_accuracy"] == result["chosen"]["val_accuracy"]
 
     # an impossible budget (as accurate as the teacher within a microsecond) ends with the nearest candidate, saying so
-    assert cli.main(compress_args(task, "--max-drop", "0", "--max-latency-ms", "0.000001")) == 0
+    assert cli.main(compress_args(task, "--max-drop", "0", "--max-latency-ms", "0.000001", trials=1)) == 0
     again = json.loads((search_dir / "search.json").read_text())
     assert again["chosen"]["trial"] is not None and not again["chosen"]["meets_budget"]
     assert {m["budget"] for m in again["chosen"]["missed"]} >= {"max_latency_ms"}
