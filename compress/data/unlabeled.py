@@ -48,14 +48,15 @@ def read_unlabeled(path: str, column: str = "text", base_dir: Path | None = None
     `max_chars`: texts are cut to this many characters (`compress/data/limits.py`); `counts`, when
     given, gets `dropped` (empty, null or non-text rows) and `cut` added to it."""
     file = unlabeled_path(path, base_dir)
+    role = column_field.removesuffix("_column")  # the field that names the file: unlabeled, corpus, extra_texts
     suffix = file.suffix.lower()
     if suffix not in SUFFIXES:
-        raise DataError(f"unlabeled file {file}: cannot tell its format from the extension; "
+        raise DataError(f"{role} file {file}: cannot tell its format from the extension; "
                         f"use one of {', '.join(SUFFIXES)} (.txt: one text a line)")
     if suffix != TEXT_SUFFIX:
-        rows, digest = _read_rows(file, EXTENSIONS[suffix], "unlabeled")
+        rows, digest = _read_rows(file, EXTENSIONS[suffix], role)
         if column not in rows.column_names:
-            raise DataError(f"unlabeled file {file} has no column {column!r}; columns found: {list(rows.column_names)}; "
+            raise DataError(f"{role} file {file} has no column {column!r}; columns found: {list(rows.column_names)}; "
                             f"set {column_field}: to the one with the texts")
         values = rows[column]
         del rows
@@ -65,12 +66,12 @@ def read_unlabeled(path: str, column: str = "text", base_dir: Path | None = None
     else:
         if not file.is_file():
             hint = "it is a folder; give a file" if file.is_dir() else "check the path (relative paths are resolved against the recipe's folder)"
-            raise DataError(f"unlabeled file {file} not found: {hint}")
+            raise DataError(f"{role} file {file} not found: {hint}")
         raw = file.read_bytes()
         try:
             text = raw.decode("utf-8-sig")
         except UnicodeDecodeError as e:
-            raise DataError(f"unlabeled file {file} is not UTF-8 (byte 0x{raw[e.start]:02x} at offset {e.start}); "
+            raise DataError(f"{role} file {file} is not UTF-8 (byte 0x{raw[e.start]:02x} at offset {e.start}); "
                             "re-save it as UTF-8") from None
         texts = [line.strip() for line in text.splitlines() if line.strip()]
         dropped = 0  # blank lines separate texts in a .txt file: not rows
@@ -84,6 +85,6 @@ def read_unlabeled(path: str, column: str = "text", base_dir: Path | None = None
         counts["dropped"] = counts.get("dropped", 0) + dropped
         counts["cut"] = counts.get("cut", 0) + n_cut
     if not texts:
-        raise DataError(f"unlabeled file {file} holds no text; give a file with one text a line (.txt) "
+        raise DataError(f"{role} file {file} holds no text; give a file with one text a line (.txt) "
                         f"or a {column!r} column with texts")
     return texts, digest

@@ -268,7 +268,7 @@ class PruneConfig(StepConfig, SelectConfig):
                 low = spans[i][0]
                 if floor and low and round(self.per_layer[i] * low) >= low:
                     raise ValueError(f"per_layer[{i}] = {self.per_layer[i]:g} removes all {low} {unit} of layer {i}, which "
-                                     f"leaves it none; give a fraction below {1 - 0.5 / low:.3g}, {empty}")
+                                     f"leaves it none; give a fraction of at most {(low - 1) / low:.6g}, {empty}")
             spans = [(lo - round(f * lo), hi - round(f * hi)) if i in layers else (lo, hi)
                      for i, ((lo, hi), f) in enumerate(zip(spans, self.per_layer))]
         else:
