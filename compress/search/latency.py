@@ -210,6 +210,7 @@ class Point:
     bytes: int = 0  # the ONNX file
     fusions: dict = field(default_factory=dict)  # of the fp32 export ({} when the fused graph failed parity)
     student: dict | None = None  # an RNN student instead of a shape
+    load: float = 0.0  # the machine's 1-minute load average when it was timed: above the cores, the time is not its own
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -436,7 +437,7 @@ def measure(shapes: list[Shape], teacher_config, batch: int, seq_len: int, threa
                                     shape.vocab_size, seed)
                 stats = time_graph(path, batch, seq_len, shape.vocab_size, threads, warmup, repeats)
                 point = Point(shape, batch, seq_len, threads, stats["p50_ms"], stats["p90_ms"], file_size(path),
-                              report["fusions"])
+                              report["fusions"], load=os.getloadavg()[0])
                 cache_point(key, point, cache_dir)
                 done[shape] = point
                 log(f"{shape.describe():<60} {point.ms:8.2f} ms")
@@ -480,7 +481,7 @@ def measure_student(kind: str, dim: int, hidden_dim: int, n_layers: int, bidirec
             quantize_random(work / "fp32" / ONNX_FILE, path, int8, ["*"], [], seq_len, config.vocab_size, seed)
         stats = time_graph(path, batch, seq_len, config.vocab_size, threads, warmup, repeats)
         point = Point(None, batch, seq_len, threads, stats["p50_ms"], stats["p90_ms"], file_size(path), report["fusions"],
-                      student)
+                      student, os.getloadavg()[0])
     finally:
         shutil.rmtree(work, ignore_errors=True)
     cache_point(key, point, cache_dir)
@@ -550,7 +551,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cache-dir", default=None, help="default $SLIMFORMER_CACHE/latency or ~/.cache/slimformer/latency")
     argv = sys.argv[1:] if argv is None else argv
     args = p.parse_args(argv)
-    started = time.monotonic()
+    started, load = time.monotonic(), os.getloadavg()[0]
     teacher = load_teacher_config(args.teacher_config)
     deadline = started + args.deadline_s if args.deadline_s is not None else None
     fit, draws = plan(teacher, args.fit, args.holdout, args.seed)
@@ -572,6 +573,7 @@ def main(argv: list[str] | None = None) -> int:
         model = LatencyModel.fit(fit_points, arch_of(teacher))
         out["model"], out["holdout"] = model.to_dict(), holdout_error(model, held)
     out["wall_s"] = time.monotonic() - started
+    out["load"] = {"start": load, "end": os.getloadavg()[0], "cores": os.cpu_count()}  # 1-minute load averages
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(out, indent=1))
     print_summary(out)
@@ -592,7 +594,8 @@ def print_summary(out: dict) -> None:
 
     print(f"fitted on {out['fit_points']} points (median fit error {pct(out['model']['fit_error'])}); held back "
           f"{out['holdout_measured']} of {out['holdout_requested']}: median |error| fp32 {pct(held['fp32'])}, "
-          f"int8 {pct(held['int8'])} (dynamic {pct(held['dynamic'])}, static {pct(held['static'])}); {out['wall_s']:.0f} s")
+          f"int8 {pct(held['int8'])} (dynamic {pct(held['dynamic'])}, static {pct(held['static'])}); {out['wall_s']:.0f} s, "
+          f"1-min load {out['load']['start']:.1f} -> {out['load']['end']:.1f} on {out['load']['cores']} cores")
 
 
 if __name__ == "__main__":
