@@ -6,7 +6,9 @@ data_files=...)`, offline, in memory, with its cache in a temporary folder that 
 afterwards (nothing is written under ~/.cache). Files are parsed, never unpickled.
 
 - One example per row: the text in `text_column` (optionally a second text in
-  `text_pair_column`, joined as `text [SEP] pair`) and its class in `label_column`.
+  `text_pair_column`: a pair, carried as `text [SEP] pair` and encoded by the tokenizer's own pair
+  template, `compress/data/tokenizer.py: encode`; an imported BERT-family teacher then reads its
+  second text with segment embeddings of type 1) and its class in `label_column`.
 - Labels may be strings or integers. `label_names` are the distinct labels of the train file,
   sorted (numerically when all are integers, so labels 0..K-1 keep their ids); validation and
   test labels are mapped by name, and one the train file lacks is an error. A column that writes
@@ -44,6 +46,7 @@ from pydantic import Field, field_validator, model_validator
 from compress.data.limits import max_text_chars
 from compress.data.split import check_fractions, stratified_split
 from compress.data.task import SPLITS, TaskConfigBase, TaskData, make_task_data, register_task
+from compress.data.tokenizer import PAIR_SEPARATOR
 from compress.errors import DataError
 
 Format = Literal["csv", "tsv", "jsonl", "json", "parquet"]
@@ -56,7 +59,6 @@ _BUILDERS: dict[str, tuple[str, dict[str, Any]]] = {
     "json": ("json", {}),
     "parquet": ("parquet", {}),
 }
-PAIR_SEPARATOR = " [SEP] "
 
 
 @register_task("files")

@@ -206,12 +206,17 @@ def fit_to_length_(tokenizer: "PreTrainedTokenizerFast", seq_len: int) -> "PreTr
     return tokenizer
 
 
+PAIR_SEPARATOR = " [SEP] "  # how a text pair travels as one string (the files task's `text_pair_column`)
+
+
 def encode(tokenizer: "PreTrainedTokenizerFast", texts: list[str], seq_len: int) -> dict:
     """Encode `texts` to `input_ids` and `attention_mask`, both LongTensor (N, seq_len).
 
     Texts are `[CLS] text [SEP]`, truncated to `seq_len` with `[SEP]` kept last and padded on
     the right with the pad id; `attention_mask` is 1 on real tokens. `n_truncated` counts the
-    texts that did not fit.
+    texts that did not fit. A text holding PAIR_SEPARATOR is a pair, split there and encoded by the
+    tokenizer's own pair template (BERT's `[CLS] A [SEP] B [SEP]`, RoBERTa's `<s> A </s></s> B </s>`),
+    the longer text truncated first.
     """
     import torch
 
@@ -221,7 +226,8 @@ def encode(tokenizer: "PreTrainedTokenizerFast", texts: list[str], seq_len: int)
     backend = Tokenizer.from_str(tokenizer.backend_tokenizer.to_str())
     backend.enable_truncation(max_length=seq_len)
     backend.enable_padding(length=seq_len, pad_id=tokenizer.pad_token_id, pad_token=tokenizer.pad_token)
-    encodings = backend.encode_batch_fast(list(texts), add_special_tokens=True)  # no char offsets
+    items = [tuple(t.split(PAIR_SEPARATOR, 1)) if PAIR_SEPARATOR in t else t for t in texts]  # pairs: (A, B)
+    encodings = backend.encode_batch_fast(items, add_special_tokens=True)  # no char offsets
     input_ids = np.array([e.ids for e in encodings], dtype=np.int64).reshape(-1, seq_len)  # (N, seq_len)
     attention_mask = np.array([e.attention_mask for e in encodings], dtype=np.int64).reshape(-1, seq_len)
     full = np.flatnonzero(attention_mask[:, -1] == 1)  # only texts that fill seq_len can overflow

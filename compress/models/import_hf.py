@@ -7,7 +7,10 @@ the same function once every weight is moved to its slimformer name. Each family
 table of those names; a checkpoint weight with no place, or a slimformer weight the checkpoint
 lacks, is an error that names it. Two tables are folded so the model needs no extra parts:
 row 0 of the token-type table is added to the position table (single-text input), and RoBERTa's
-positions, which start at padding_idx + 1, are sliced from there.
+positions, which start at padding_idx + 1, are sliced from there. With `pairs=True` (a task of
+text pairs) the token-type table is imported whole instead (`embeddings.typ`, the model deriving
+each token's type from the tokenizer's separator: compress/models/modeling_slimformer.py), so
+both segments compute what the checkpoint computes with BERT's token_type_ids.
 
 Weights are read with `safetensors` only (never pickle); the tokenizer is the folder's own,
 loaded offline with `AutoTokenizer`. The classification head is the checkpoint's when it has a
@@ -155,6 +158,7 @@ class CheckedCheckpoint:
 
 def check_pretrained(
     folder: str | Path, *, label_names: list[str] | None = None, pooling: str | None = None, embedding: bool = False,
+    pairs: bool = False,
 ) -> CheckedCheckpoint:
     """Every check of `import_pretrained`, without reading a tensor: config, architecture, activation, the
     safetensors files (headers, sizes, shards), every weight's name and shape against the config, the tokenizer.
@@ -198,17 +202,18 @@ def check_pretrained(
         initializer_range=hf.initializer_range, pad_token_id=hf.pad_token_id,
         id2label=dict(enumerate(head["labels"])), label2id={n: i for i, n in enumerate(head["labels"])},
         embedding_dim=shape["dim"] if embedding else None, normalize=head.get("normalize", False),
+        **segment_table(family, hf, tokenizer, pairs, folder),
     )
     with torch.device("meta"):  # the shapes every weight must have, without allocating them
         wanted = {k: tuple(v.shape) for k, v in SlimformerForSequenceClassification(config).state_dict().items()}
-    check_weights(headers, wanted, weight_map(family, config.n_layers, head), family, offset, set_aside, folder)
+    check_weights(headers, wanted, weight_map(family, config.n_layers, head, config), family, offset, set_aside, folder)
     return CheckedCheckpoint(folder, family, model_type, architecture, hf, config, head, files, headers, tokenizer, offset,
                              set_aside)
 
 
 def import_pretrained(
     folder: str | Path, *, label_names: list[str] | None = None, pooling: str | None = None, seed: int = 0,
-    checked: CheckedCheckpoint | None = None, embedding: bool = False,
+    checked: CheckedCheckpoint | None = None, embedding: bool = False, pairs: bool = False,
 ) -> ImportedModel:
     """Load a BERT/RoBERTa/XLM-R/DistilBERT/ELECTRA checkpoint folder as a slimformer model + tokenizer.
 
@@ -217,13 +222,13 @@ def import_pretrained(
     `1_Pooling/config.json`, else "cls". `seed` initialises a fresh head. `checked`: what
     `check_pretrained` returned for the same arguments (else it is called). Raises CheckpointError.
     """
-    c = checked or check_pretrained(folder, label_names=label_names, pooling=pooling, embedding=embedding)
+    c = checked or check_pretrained(folder, label_names=label_names, pooling=pooling, embedding=embedding, pairs=pairs)
     weights, dtypes = read_weights(c.files, c.family.prefix)
     register_auto_classes()  # save_pretrained writes the code beside the weights; Auto classes load it back
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = SlimformerForSequenceClassification(c.config)
-    load_weights_(model, weights, weight_map(c.family, c.config.n_layers, c.head), c.family, c.offset)
+    load_weights_(model, weights, weight_map(c.family, c.config.n_layers, c.head, c.config), c.family, c.offset)
     info = {
         "family": c.model_type, "architecture": c.architecture, "folder": str(c.folder),
         "head": c.head["head"], "head_reason": c.head["reason"], "pooling": c.head["pooling"],
@@ -242,7 +247,8 @@ def notes(folder: Path, family: Family, model_type: str, hf) -> list[str]:
     """What differs from the checkpoint run by transformers, in words (none of it at real tokens of one text)."""
     out = []
     if family.token_types is not None:
-        out.append("token type 0 is folded into the position table: one text per input, no token_type_ids for sentence pairs")
+        out.append("token type 0 is folded into the position table for single texts; a pair task imports the token-type "
+                   "table whole, types derived from the separator (no token_type_ids input)")
     if family.position_offset:
         out.append(f"positions count from the first column: right-pad inputs (as {model_type}'s tokenizer does); pad tokens get "
                    "other positions than in transformers, which changes only their own hidden states")
@@ -452,9 +458,22 @@ def read_weights(files: list[Path], prefix: str) -> tuple[dict[str, torch.Tensor
     return weights, dtypes
 
 
-def weight_map(family: Family, n_layers: int, head: dict) -> dict[str, str]:
-    """slimformer module -> checkpoint module, for every module with weights except the position table."""
+def segment_table(family: Family, hf, tokenizer, pairs: bool, folder: Path) -> dict:
+    """The config fields of the token-type table a pair task imports whole: type_vocab_size and sep_token_id ({} without)."""
+    if not pairs or family.token_types is None or getattr(hf, "type_vocab_size", 0) < 2:
+        return {}  # single texts, or a family without segments (RoBERTa's one row, DistilBERT): row 0 folded or nothing
+    if tokenizer.sep_token_id is None:
+        raise CheckpointError(f"{folder}: the tokenizer has no separator token, which ends a pair's first text; "
+                              "give a checkpoint whose tokenizer has one ([SEP])")
+    return {"type_vocab_size": hf.type_vocab_size, "sep_token_id": tokenizer.sep_token_id}
+
+
+def weight_map(family: Family, n_layers: int, head: dict, config=None) -> dict[str, str]:
+    """slimformer module -> checkpoint module, for every module with weights except the position table (and the
+    token-type table, unless `config` imports it whole)."""
     mapping = dict(family.embeddings)
+    if config is not None and config.type_vocab_size:
+        mapping["embeddings.typ"] = family.token_types
     for i in range(n_layers):
         mapping |= {f"layers.{i}.{ours}": family.layer.format(i=i) + theirs for ours, theirs in family.layer_map.items()}
     return mapping | head["modules"]
@@ -505,7 +524,7 @@ def load_weights_(model: nn.Module, weights: dict, mapping: dict[str, str], fami
     state = model.state_dict()
     new = {ours: weights[theirs] for ours, theirs in weight_sources(state, mapping).items()}
     pos = weights[family.positions + ".weight"][offset : offset + model.config.max_len]  # (max_len, embed_dim)
-    if family.token_types is not None:
+    if family.token_types is not None and not model.config.type_vocab_size:
         pos = pos + weights[family.token_types + ".weight"][0]  # single-text input: token type 0 everywhere
     new["embeddings.pos.weight"] = pos
     model.load_state_dict(state | new, strict=True)

@@ -59,7 +59,8 @@ def check_teacher(recipe, label_names: list[str] | None, base_dir: Path) -> Chec
             raise CheckpointError(f"teacher.from: {folder} is a slimformer {kinds[embedding]}; the {recipe.task.kind} task needs "
                                   f"a {kinds[not embedding]}: give a stage of such a run")
     else:
-        checked = check_pretrained(folder, label_names=label_names, pooling=pooling, embedding=embedding)
+        pairs = getattr(recipe.task, "text_pair_column", None) is not None  # the token-type table is imported whole
+        checked = check_pretrained(folder, label_names=label_names, pooling=pooling, embedding=embedding, pairs=pairs)
     max_len = checked.config.max_len
     if recipe.task.seq_len > max_len:
         raise RecipeError(f"task.seq_len {recipe.task.seq_len} exceeds the {max_len} positions of the imported "

@@ -22,6 +22,14 @@ the config, so a model whose heads were pruned, FFN narrowed or attention swappe
 reloads exactly with `from_pretrained`. Attention is built from a registry and injected into
 each block; all kinds obey the contract in `attention_registry.py`.
 
+Segment (token type) embeddings, for text pairs (BERT's sentence A / sentence B): with
+`type_vocab_size` > 0 the embeddings add a row of `typ` per token, its type derived from the ids
+themselves as BERT's pair encoding sets it, `[CLS] A [SEP]` type 0 and `B [SEP]` type 1: a token's
+type is the number of `sep_token_id` tokens before it (capped at the table's last row). The model
+takes no `token_type_ids` input, so an ONNX artifact, a server and a training batch carry
+`input_ids` and `attention_mask` only, and a pair gives the checkpoint's logits at every real token
+(padding gets type 1 instead of 0, which changes only the padding's own hidden states).
+
 A sentence-embedding model (`embedding_dim` set: Sentence-BERT, Reimers & Gurevych 2019) has no
 classifier: its output, in the `logits` field, is the pooled hidden state, projected to
 `embedding_dim` by `classifier` when the width differs (a width cut keeps the teacher's embedding
@@ -80,6 +88,8 @@ class SlimformerConfig(PreTrainedConfig):
     # dim differs (a student narrower than its teacher); None: a classifier into num_labels classes
     embedding_dim: int | None = None
     normalize: bool = False  # L2-normalise the sentence embedding (sentence-transformers' Normalize module)
+    type_vocab_size: int = 0  # segment embeddings for text pairs (BERT's token types); 0: none (single texts)
+    sep_token_id: int | None = None  # the separator whose count before a token is its type (with type_vocab_size > 0)
     dropout: float = 0.1
     attention_dropout: float = 0.0
     layer_norm_eps: float = 1e-5
@@ -114,6 +124,8 @@ class SlimformerConfig(PreTrainedConfig):
             raise ValueError(f"classifier_dim must be a positive width (or null for dim), got {self.classifier_dim}")
         if self.head_activation is not None and self.head_activation not in HEAD_ACTIVATIONS:
             raise ValueError(f"head_activation must be null or one of {sorted(HEAD_ACTIVATIONS)}, got {self.head_activation!r}")
+        if self.type_vocab_size and self.sep_token_id is None:
+            raise ValueError(f"type_vocab_size {self.type_vocab_size} needs sep_token_id: the separator that ends segment A")
         if self.embedding_dim is not None and (self.embedding_dim < 1 or self.head_activation is not None):
             raise ValueError(f"embedding_dim {self.embedding_dim}: a sentence-embedding model has a positive width and no "
                              "classification head (head_activation null)")
@@ -132,10 +144,20 @@ class Embeddings(nn.Module):
         self.norm = nn.LayerNorm(width, eps=config.layer_norm_eps)
         self.drop = nn.Dropout(config.dropout)
         self.proj = nn.Linear(width, config.dim) if config.embed_dim is not None else None
+        self.typ = nn.Embedding(config.type_vocab_size, width) if config.type_vocab_size else None
+        self.sep_token_id = config.sep_token_id
+
+    def token_types(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """(B, T) segment of each token: separators before it, capped at the last row ([CLS] A [SEP] -> 0, B [SEP] -> 1)."""
+        sep = (input_ids == self.sep_token_id).long()  # (B, T)
+        return (sep.cumsum(dim=1) - sep).clamp(max=self.typ.num_embeddings - 1)
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
         positions = torch.arange(input_ids.shape[1], device=input_ids.device)  # (T,)
-        x = self.drop(self.norm(self.tok(input_ids) + self.pos(positions)[None]))  # (B, T, embed_dim or dim)
+        x = self.tok(input_ids) + self.pos(positions)[None]  # (B, T, embed_dim or dim)
+        if self.typ is not None:
+            x = x + self.typ(self.token_types(input_ids))
+        x = self.drop(self.norm(x))
         return x if self.proj is None else self.proj(x)  # (B, T, dim)
 
 

@@ -108,7 +108,8 @@ class StudentConfig(ModelConfig):
             vocab_size=t.vocab_size, max_len=t.max_len, attention=self.attention or t.attention[0]["kind"], norm=self.norm or t.norm,
             pooling=self.pooling or t.pooling, activation=self.activation or t.activation, dropout=self.dropout,
             attention_dropout=self.attention_dropout, pad_token_id=t.pad_token_id, layer_norm_eps=t.layer_norm_eps,
-            head_activation=t.head_activation, embed_dim=embed_dim, **shape, **labels,
+            head_activation=t.head_activation, embed_dim=embed_dim, type_vocab_size=getattr(t, "type_vocab_size", 0),
+            sep_token_id=getattr(t, "sep_token_id", None), **shape, **labels,
         )
         return SlimformerForSequenceClassification(config)
 

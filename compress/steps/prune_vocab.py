@@ -274,6 +274,9 @@ def prune_vocab_(model: nn.Module, keep: list[int]) -> nn.Module:
     table.num_embeddings, table.padding_idx = len(keep), new_pad
     model.config.vocab_size = len(keep)
     model.config.pad_token_id = new_pad
+    sep = getattr(model.config, "sep_token_id", None)
+    if sep is not None:  # a pair model finds segment B after the separator: its new id (every special token is kept)
+        model.config.sep_token_id = model.embeddings.sep_token_id = keep.index(sep)
     return model
 
 

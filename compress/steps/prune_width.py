@@ -103,6 +103,8 @@ def expected_cuts(model: nn.Module) -> dict[str, str]:
         cuts["embeddings.proj"] = "out"
     else:
         cuts |= {"embeddings.tok": "out", "embeddings.pos": "out", "embeddings.norm": "out"}
+        if model.embeddings.typ is not None:  # the segment table of a pair model
+            cuts["embeddings.typ"] = "out"
     for i, block in enumerate(model.layers):
         if block.attn is not None:
             cuts |= {f"layers.{i}.norm1": "out", f"layers.{i}.attn.out_proj": "out"}
