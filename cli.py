@@ -212,6 +212,15 @@ def bench_run(args) -> int:
     return 0
 
 
+def cmd_embed(args) -> int:
+    """`slimformer embed ONNX_DIR --input FILE --output FILE.npy|.jsonl`: sentence embeddings of a file of texts."""
+    from compress.serve.embed import embed_file
+
+    n = embed_file(args.onnx_dir, args.input, args.output, args.text_column, args.batch_size, args.threads)
+    print(f"wrote {n} embeddings to {args.output}")
+    return 0
+
+
 def cmd_predict(args) -> int:
     """Classify texts with an exported ONNX folder (`compress/serve`): ONNX Runtime, the saved tokenizer, config.json.
 
@@ -412,6 +421,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--probabilities", action="store_true", help="also write every class's probability")
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="ONNX Runtime intra-op threads (default: all cores)")
     p.set_defaults(fn=cmd_predict)
+
+    p = sub.add_parser("embed", help="sentence embeddings of a file of texts with a sentence-embedding stage's ONNX folder")
+    p.add_argument("onnx_dir")
+    p.add_argument("--input", required=True, help="a file of texts: .txt (one per line), .csv, .tsv, .jsonl, .json or .parquet")
+    p.add_argument("--text-column", default="text", help="the column (csv, tsv, parquet) or field (jsonl) holding the text")
+    p.add_argument("--output", required=True, help="where the embeddings go, in input order: .npy (float32 (N, D)) or .jsonl")
+    p.add_argument("--batch-size", type=int, default=32, help="texts per model call (default 32)")
+    p.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="ONNX Runtime intra-op threads (default: all cores)")
+    p.set_defaults(fn=cmd_embed)
 
     p = sub.add_parser("serve", help="serve an exported ONNX folder over HTTP: POST /predict, GET /health")
     p.add_argument("onnx_dir")

@@ -138,6 +138,16 @@ def test_sentence_transformers_loads_a_pruned_stage_with_equal_embeddings(run):
     assert theirs.shape == (3, 32) and (ours - theirs).abs().max() <= 1e-5
 
 
+def test_embed_writes_a_files_embeddings_in_order(run, tmp_path):
+    texts = tmp_path / "texts.txt"
+    texts.write_text("the movie was good\n\nfine\n")
+    folder = run / "stages" / "kd.int8" / "onnx"
+    assert cli.main(["embed", str(folder), "--input", str(texts), "--output", str(tmp_path / "out.npy"), "--threads", "1"]) == 0
+    vectors = np.load(tmp_path / "out.npy", allow_pickle=False)
+    assert vectors.shape == (2, 32) and np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-4)  # the blank line dropped
+    assert cli.main(["embed", str(run / "stages" / "kd.int8" / "onnx"), "--input", str(texts), "--output", str(tmp_path / "x.csv")]) == 2
+
+
 def test_the_report_has_the_embedding_columns(run):
     report = (run / "report.md").read_text()
     assert "Recall@10 %" in report and "Cosine w/ teacher" in report and "Accuracy % (ONNX)" not in report
