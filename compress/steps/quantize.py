@@ -60,12 +60,16 @@ class QuantizeConfig(StepConfig, SelectConfig):
     @model_validator(mode="after")
     def check_modes(self):
         quantizer = QUANTIZERS[self.mode]
-        # a field set to null is unset: the resolved recipe (runs/<name>/recipe.yaml) writes every field, nulls included
-        own = {name: getattr(self, name) for name in OWNER if name in self.model_fields_set and getattr(self, name) is not None}
+        # a field set to null is the mode's default (calibration: null asks for none), and another mode's null field
+        # is unset: the resolved recipe (runs/<name>/recipe.yaml) writes every field
+        own = {name: getattr(self, name) for name in OWNER if name in self.model_fields_set
+               if getattr(self, name) is not None or (name == "calibration" and OWNER[name] == self.mode)}
         foreign = sorted(name for name in own if OWNER[name] != self.mode)
         if foreign:
             raise ValueError(f"{', '.join(foreign)} applies to mode: {OWNER[foreign[0]]} only; remove it, or set mode: {OWNER[foreign[0]]}")
         self._options = quantizer.options.model_validate(own)
+        for name in MODE_FIELDS[self.mode]:  # the mode's values, defaults included: what the resolved recipe records
+            self.__dict__[name] = getattr(self._options, name)
         if quantizer.calibrates and getattr(self._options, "calibration", None) is None:
             raise ValueError(f"mode: {self.mode} needs calibration data: set calibration: {{method: minmax, samples: 512}}, "
                              "or use mode: dynamic")
