@@ -30,7 +30,7 @@ variants:
     - {kind: evaluate}
     - {kind: quantize}
     - {kind: evaluate}
-bench: {batch_sizes: [1], repeats: 3, warmup: 1, memory: false, interleave: false}
+bench: {batch_sizes: [1], repeats: 3, warmup: 1, memory: false, interleave: false, threads: 1}
 """
 
 

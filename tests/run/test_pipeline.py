@@ -14,8 +14,9 @@ from compress.run.config import RECIPES_DIR, load_recipe
 from tests.helpers import tiny_bert_folder, write_task
 
 ROOT = Path(__file__).resolve().parents[2]
-# smoke-run by tests/run/test_embedding_recipe.py and tests/models/test_pair_import.py, on stand-ins of their own kind
-SHIPPED = sorted(p for p in RECIPES_DIR.glob("*.yaml") if p.stem not in ("minilm_embed", "minilm_pairs"))
+# smoke-run by tests/run/test_embedding_recipe.py and tests/models/test_pair_import.py, on stand-ins of their own kind;
+# quantize by tests/steps/test_quantize.py::test_pipeline_int8_stage, with this shrink and check_shipped_run (one run, not two)
+SHIPPED = sorted(p for p in RECIPES_DIR.glob("*.yaml") if p.stem not in ("minilm_embed", "minilm_pairs", "quantize"))
 
 SHRINK_MODEL = ["teacher.size=tiny", "teacher.dim=32", "teacher.n_heads=2", "teacher.ffn_dim=64", "teacher.n_layers=2"]
 SHRINK_BENCH = ["bench.batch_sizes=[1,2]", "bench.repeats=3", "bench.warmup=1", "bench.memory=false", "bench.traffic_texts=16",
@@ -71,7 +72,12 @@ def shrink(path: Path, tmp_path: Path) -> list[str]:
 @pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.stem)
 def test_shipped_recipe_smoke_runs(path, tmp_path, capsys):
     assert cli.main(["run", str(path), *shrink(path, tmp_path), "--runs-dir", str(tmp_path)]) == 0
-    run_dir = tmp_path / path.stem
+    check_shipped_run(tmp_path / path.stem, capsys.readouterr().out)
+
+
+def check_shipped_run(run_dir: Path, out: str) -> None:
+    """What a shipped recipe's smoke run leaves in `run_dir` and prints (`out`): results.json valid against its
+    schema with a measured teacher, the run's files and report, and a resolved recipe that re-validates as is."""
     results = json.loads((run_dir / "results.json").read_text())
     schema = json.loads((ROOT / "eval" / "results_schema.json").read_text())
     jsonschema.validate(results, schema)
@@ -84,7 +90,7 @@ def test_shipped_recipe_smoke_runs(path, tmp_path, capsys):
     assert {(r["batch"], r["device"]) for r in teacher["latency"]} >= {(1, "cpu"), (2, "cpu")}
     for name in ("report.md", "report.html", "recipe.yaml", "env.json", "metrics.jsonl"):
         assert (run_dir / name).is_file(), name
-    assert str(run_dir / "report.html") in capsys.readouterr().out
+    assert str(run_dir / "report.html") in out
     # the resolved recipe re-validates as is
     load_recipe(run_dir / "recipe.yaml")
 

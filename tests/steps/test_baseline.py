@@ -51,7 +51,7 @@ steps:
   - {kind: evaluate}                 # no export: its torch logits are what agreement compares with
   - {kind: distill, student: {n_layers: 1}, max_steps: 2, unlabeled: [more/extra.txt]}
   - {kind: baseline, name: baseline_late}
-bench: {batch_sizes: [1, 2], repeats: 3, warmup: 1, memory: false, torch: false}
+bench: {batch_sizes: [1, 2], repeats: 3, warmup: 1, memory: false, torch: false, threads: 1}
 """
 
 
@@ -166,7 +166,7 @@ steps:
   - kind: prune_ffn
     amount: 0.5
     recover: {max_steps: 2, unlabeled: [more/extra.txt], augment: {copies: 1}}
-bench: {batch_sizes: [1], repeats: 3, warmup: 1, memory: false, torch: false}
+bench: {batch_sizes: [1], repeats: 3, warmup: 1, memory: false, torch: false, threads: 1}
 """
 
 

@@ -173,7 +173,7 @@ def test_both_steps_through_the_cli_with_variants(tmp_path):
         "variants:\n"
         "  v: [{kind: prune_vocab, name: vocab}, {kind: export}, {kind: evaluate}, {kind: quantize}, {kind: evaluate}]\n"
         "  w: [{kind: prune_ffn, name: ffn, amount: 0.5, importance: magnitude, recover: {epochs: 0}}]\n"
-        "bench: {batch_sizes: [1], repeats: 3, warmup: 1, memory: false, interleave: false}\n"
+        "bench: {batch_sizes: [1], repeats: 3, warmup: 1, memory: false, interleave: false, threads: 1}\n"
     )
     assert cli.main(["run", str(recipe), "steps.teacher.max_steps=4", "steps.narrow.recover.max_steps=2",
                      "--runs-dir", str(tmp_path / "runs")]) == 0

@@ -221,15 +221,17 @@ def test_recipe_checks_name_the_fix():
     assert [s.kind for s in ok.steps] == ["train", "export", "quantize", "evaluate", "quantize"]
 
 
-def test_pipeline_int8_stage(tmp_path):
-    """The shipped recipe, shrunk: int8 stages are measured on ONNX only, against their fp32 parent, and cached."""
-    from test_pipeline import shrink
+def test_pipeline_int8_stage(tmp_path, capsys):
+    """The shipped recipe's smoke run (tests/run/test_pipeline.py leaves it here), shrunk: int8 stages are measured on
+    ONNX only, against their fp32 parent, and cached."""
+    from tests.run.test_pipeline import check_shipped_run, shrink
 
     import cli
 
     path = load_recipe("quantize")[1]
     args = ["run", str(path), *shrink(path, tmp_path), "--runs-dir", str(tmp_path)]
     assert cli.main(args) == 0
+    check_shipped_run(tmp_path / "quantize", capsys.readouterr().out)
     results = json.loads((tmp_path / "quantize" / "results.json").read_text())
     stages = {s["name"]: s for s in results["stages"]}
     quantized = [s for s in stages.values() if s["kind"] == "quantize"]

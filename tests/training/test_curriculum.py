@@ -61,7 +61,7 @@ steps:
     to: performer
     args: {{n_features: 8}}
     recover: {{max_steps: 2, batch_size: 16, curriculum: [{{min_length: 8, max_length: 12, n_train: 24}}]}}
-bench: {{batch_sizes: [1], repeats: 3, warmup: 1, memory: false, torch: false}}
+bench: {{batch_sizes: [1], repeats: 3, warmup: 1, memory: false, torch: false, threads: 1}}
 """
 
 
