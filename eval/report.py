@@ -444,6 +444,16 @@ def accuracy_caption(runs: dict[str, dict]) -> str:
             "no per-text record); n.s.: the interval holds zero, so the difference is within noise.")
 
 
+def embedding_caption(rows: list[Row]) -> str:
+    """What an embedding run's columns measure, and on what (eval/embedding.py)."""
+    record = next((r.stage["embedding_eval"] for r in rows if r.stage.get("embedding_eval")), {})
+    return (f"Retrieval: a reverse dictionary, {record.get('n_queries', '?'):,} queries (held-out synsets' lemma names) "
+            f"over {record.get('n_corpus', '?'):,} glosses; ties count against a query. Cosine: with the teacher's embedding "
+            "of each held-out text (mean, then its 5th percentile); 10-NN overlap: the share of each held-out gloss's "
+            "10 nearest neighbours under the teacher that the row finds too. Brackets hold 95% intervals: Wilson's for a "
+            "recall, a bootstrap for a mean; Δ R@10 a paired bootstrap over the same queries (n.s.: it holds zero).")
+
+
 def traffic_caption(runs: dict[str, dict]) -> str:
     """Which texts and settings the traffic table's numbers come from (the protocol's `traffic`)."""
     settings = [(run, (results.get("protocol") or {}).get("traffic") or {}) for run, results in runs.items()]
@@ -590,7 +600,7 @@ def build_report(runs: dict[str, dict], baseline: str | None) -> Report:
     if any(is_reference(row) for row in rows):
         caption += (" Rows marked (reference) are classical models fitted on the same split, timed on raw text in "
                     "their own runtime, sized by their own files; they are shown for comparison and not ranked.")
-    caption += " " + accuracy_caption(runs)
+    caption += " " + (embedding_caption(rows) if is_embedding_run(rows) else accuracy_caption(runs))
     return Report(
         title=" vs ".join(runs),
         commands=[results["command"] for results in runs.values() if results.get("command")],
