@@ -104,7 +104,7 @@ def neighbours(x: np.ndarray, k: int = 10) -> np.ndarray:
 
 def overlap(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """(N,) share of row i's neighbours in `b` that are also among its neighbours in `a`."""
-    return np.array([len(set(x) & set(y)) / max(len(y), 1) for x, y in zip(a.tolist(), b.tolist())])
+    return np.array([len(set(x) & set(y)) / max(len(y), 1) for x, y in zip(a.tolist(), b.tolist(), strict=True)])
 
 
 def ranks(queries: np.ndarray, corpus: np.ndarray, answers: np.ndarray, similarity: str = "cosine") -> np.ndarray:

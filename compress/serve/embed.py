@@ -43,7 +43,8 @@ def embed_file(folder: str | Path, source: str | Path, output: str | Path, text_
         raise DataError(f"{folder / ONNX_FILE} is a classifier (its output is not {EMBEDDING_OUTPUT!r}); use "
                         "`slimformer predict` for it, or give the ONNX folder of a sentence-embedding stage")
     tokenizer = AutoTokenizer.from_pretrained(folder)
-    seq_len = min(tokenizer_max_length(folder), json.loads((folder / "config.json").read_text(encoding="utf-8")).get("max_len", 512))
+    positions = json.loads((folder / "config.json").read_text(encoding="utf-8")).get("max_len", 512)
+    seq_len = min(tokenizer_max_length(folder), positions)
     texts, _ = read_unlabeled(str(source), text_column, Path.cwd(), column_field="text_column", max_chars=max_text_chars(seq_len))
     enc = encode(tokenizer, texts, seq_len)
     vectors = embed_onnx(folder / ONNX_FILE, enc["input_ids"].numpy(), enc["attention_mask"].numpy(), batch_size, threads)
@@ -52,7 +53,8 @@ def embed_file(folder: str | Path, source: str | Path, output: str | Path, text_
         np.save(buffer, vectors.astype(np.float32), allow_pickle=False)
         atomic_write_bytes(output, buffer.getvalue())
     else:
-        lines = (json.dumps({"text": t, "embedding": [round(float(x), 7) for x in v]}, ensure_ascii=False) for t, v in zip(texts, vectors))
+        lines = (json.dumps({"text": t, "embedding": [round(float(x), 7) for x in v]}, ensure_ascii=False)
+                 for t, v in zip(texts, vectors, strict=True))
         atomic_write_bytes(output, ("\n".join(lines) + "\n").encode("utf-8"))
     return len(texts)
 

@@ -145,7 +145,7 @@ def test_embed_writes_a_files_embeddings_in_order(run, tmp_path):
     assert cli.main(["embed", str(folder), "--input", str(texts), "--output", str(tmp_path / "out.npy"), "--threads", "1"]) == 0
     vectors = np.load(tmp_path / "out.npy", allow_pickle=False)
     assert vectors.shape == (2, 32) and np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-4)  # the blank line dropped
-    assert cli.main(["embed", str(run / "stages" / "kd.int8" / "onnx"), "--input", str(texts), "--output", str(tmp_path / "x.csv")]) == 2
+    assert cli.main(["embed", str(folder), "--input", str(texts), "--output", str(tmp_path / "x.csv")]) == 2
 
 
 def test_the_report_has_the_embedding_columns(run):
