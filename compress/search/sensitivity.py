@@ -83,6 +83,9 @@ def width_drops(teacher: nn.Module, ctx, base: float) -> dict:
     spec, drops = STEPS["prune_width"], []
     for f in WIDTHS:
         dim = max(8, int(round(f * teacher.config.dim / 8)) * 8)
+        if dim >= teacher.config.dim:  # too narrow a teacher to cut this little in multiples of 8
+            drops.append(0.0)
+            continue
         cfg = spec.config(name="sensitivity-width", dim=dim, recover={"epochs": 0})
         with scratch_stage(ctx, cfg):
             model = spec.fn(copy.deepcopy(teacher), cfg, ctx)
