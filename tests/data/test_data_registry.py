@@ -27,7 +27,7 @@ TINY = {
 
 
 def test_registry_holds_every_task():
-    assert set(TASKS) == {"listops", "lookup", "wordnet", "files"}
+    assert set(TASKS) == {"listops", "lookup", "wordnet", "files", "embedding"}
     for kind, cls in TASKS.items():
         assert issubclass(cls, TaskConfigBase)
         assert cls.model_config.get("extra") == "forbid"

@@ -119,7 +119,7 @@ def test_builder_on_a_tiny_wordnet(tmp_path):
         (tmp_path / name).write_text(header + "\n".join(rows) + "\n")
     out = tmp_path / "out"
     counts = build(tmp_path, out)
-    assert counts == {"read": 7, "written": 4, "duplicates_merged": 1, "conflicting_dropped": 2}
+    assert counts == {"read": 7, "written": 4, "duplicates_merged": 1, "conflicting_dropped": 2, "lemma_rows": 7}
     rows = read_glosses.__wrapped__(out / "glosses.tsv.xz")[0]
     assert rows == (
         ("00001740", "noun", "noun.Tops", "that which exists"),

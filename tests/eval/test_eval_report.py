@@ -209,7 +209,7 @@ def test_corrupt_or_misshapen_results_name_the_path(tmp_path: Path):
     with pytest.raises(SlimformerError, match=f"{path}.*not valid JSON"):
         load_results(tmp_path)
     path.write_text(json.dumps({"schema_version": 1, "stages": [{"name": "a"}]}))
-    with pytest.raises(SlimformerError, match=f"{path}.*'kind'"):
+    with pytest.raises(SlimformerError, match=f"{path}.*lacks kind"):
         load_results(tmp_path)
 
 

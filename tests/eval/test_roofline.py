@@ -73,7 +73,7 @@ def test_latency_table_gives_every_cpu_record_its_roofline(make_run, make_result
     results = make_results()
     results["protocol"]["peak"] = {"fp32": {"precision": "fp32", "flops_per_s": 100e9, "size": 256, "threads": 2}}
     stage = results["stages"][0]
-    stage["flops"] = [{"batch": r["batch"], "seq_len": r["seq_len"], "flops": 1e9 * r["batch"]} for r in stage["latency"]]
+    stage["flops"] = [{"batch": r["batch"], "seq_len": r["seq_len"], "flops": 10**9 * r["batch"]} for r in stage["latency"]]
     report = build_report(load_runs([make_run(results=results)]), None)
     header = report.latency.headers
     checked = 0
