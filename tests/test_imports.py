@@ -118,3 +118,7 @@ def test_steps_never_import_each_other_and_the_report_imports_no_step():
         others = graph[module] & (step_modules - {module})
         assert not others, f"{module} imports other steps {sorted(others)}: move what they share down a layer"
     assert not graph["eval.report"] & step_modules
+    # only the registry's package (compress/steps/__init__.py, which registers them) imports a step module: the runner,
+    # the search and the CLI reach a step through STEPS by its kind, never by importing it
+    importers = sorted(m for m, targets in graph.items() if targets & step_modules and m not in step_modules | {"compress.steps"})
+    assert not importers, f"{importers} import a step module: reach steps through compress.run.registry.STEPS"
