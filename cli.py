@@ -25,8 +25,8 @@ EXIT_CHECK_FAILED = 1  # `report --check`: a stage broke a limit (CI fails); 2 s
 
 
 def cmd_run(args) -> int:
-    from compress.run.config import load_recipe
     from compress.distributed import is_main_process, join
+    from compress.run.config import load_recipe
     from compress.run.runner import resolve_device, run_recipe
     from eval.report import write_report
 
@@ -46,7 +46,6 @@ def cmd_run(args) -> int:
 
 def cmd_validate(args) -> int:
     from compress.run.config import dump_recipe, load_recipe
-
     from compress.run.preflight import preflight
 
     recipe, path = load_recipe(args.recipe, args.overrides)
@@ -70,9 +69,9 @@ def cmd_validate(args) -> int:
 def cmd_ls(args) -> int:
     from rich.table import Table
 
-    from compress.run.config import RECIPES_DIR
     from compress.data import TASKS
     from compress.models import ATTENTION
+    from compress.run.config import RECIPES_DIR
     from compress.steps import STEPS
 
     table = Table(title="shipped recipes (slimformer run NAME)")
@@ -94,8 +93,8 @@ def cmd_ls(args) -> int:
 
 
 def cmd_cp(args) -> int:
-    from compress.run.config import resolve_recipe_path
     from compress.errors import RecipeError
+    from compress.run.config import resolve_recipe_path
 
     source = resolve_recipe_path(args.recipe)
     dest = Path(args.dest)
@@ -178,9 +177,8 @@ def load_saved_model(folder: Path):
     """A stage's saved torch model (`stages/<name>/model`), for re-timing eager torch beside ONNX Runtime."""
     from transformers import AutoModelForSequenceClassification
 
-    from compress.models import register_auto_classes
-
     from compress.errors import SlimformerError
+    from compress.models import register_auto_classes
 
     register_auto_classes()
     try:

@@ -7,8 +7,9 @@ throw-away folder), so every file has one writer.
 
 import contextlib
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from compress.distributed import is_main_process
 from eval import io as files

@@ -23,9 +23,10 @@ its own runtime (what the report's row shows).
 """
 
 import difflib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Literal
+from typing import Literal
 
 import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator

@@ -9,7 +9,7 @@ import importlib.metadata
 import os
 import platform
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 # distribution names whose versions are recorded; a missing one is recorded as null
@@ -100,7 +100,7 @@ def ort_providers() -> list[str]:
 def collect_env(threads: int) -> dict:
     """Versions, CPU, cores, threads, providers and GPUs, with a UTC timestamp; `threads` is the benchmark setting."""
     return {
-        "timestamp_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "timestamp_utc": datetime.now(UTC).isoformat(timespec="seconds"),
         "python": platform.python_version(),
         "python_implementation": platform.python_implementation(),
         "platform": platform.platform(),

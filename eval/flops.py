@@ -15,7 +15,7 @@ imports nothing of the library (eval never imports compress). Dispatch is by `mo
 """
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 from eval.errors import SlimformerError
 

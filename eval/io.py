@@ -12,8 +12,9 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any, BinaryIO, Iterator
+from typing import IO, Any, BinaryIO
 
 
 def umask() -> int:

@@ -7,10 +7,9 @@ Each function returns None when it has nothing worth drawing.
 
 import io
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
-
 from matplotlib.axis import Axis
 from matplotlib.figure import Figure
 from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter

@@ -29,17 +29,17 @@ marker of its own, off the Pareto front.
 """
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from eval import plots
-from eval.render import Report, Table, render_html, render_markdown
-from eval.verdict import build_verdict
 from eval.errors import SlimformerError
 from eval.intervals import RESAMPLES, newcombe_interval, wilson_interval
 from eval.io import atomic_dir, atomic_write_bytes, atomic_write_text
+from eval.render import Report, Table, render_html, render_markdown
 from eval.results import load_results
+from eval.verdict import build_verdict
 
 HEADLINE_BATCH = 8  # the batch the summary quotes latency at, when benchmarked; else the largest
 CPU_RUNTIMES = ("onnxruntime", "sklearn")  # headline CPU records: ONNX Runtime, or a reference row's own (eval/baseline.py)

@@ -19,8 +19,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from compress.onnx.export import ExportOptions, export_stage  # noqa: E402
 from compress.models import SlimformerConfig, SlimformerForSequenceClassification  # noqa: E402
+from compress.onnx.export import ExportOptions, export_stage  # noqa: E402
 from eval.bench import make_inputs, ort_runner, ort_session  # noqa: E402
 from eval.interleave import time_in_rounds, torch_runner  # noqa: E402
 

@@ -23,9 +23,10 @@ came from (`compress/onnx/quantize_graph.py`); the graph may be fused further by
 import contextlib
 import io
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch

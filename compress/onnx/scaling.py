@@ -10,8 +10,8 @@ from pathlib import Path
 import torch
 
 from compress.errors import RecipeError
-from compress.onnx.export import check_parity, export_onnx
 from compress.models import ATTENTION, SlimformerConfig, SlimformerForSequenceClassification
+from compress.onnx.export import check_parity, export_onnx
 
 
 def check_kinds(kinds: list[str]) -> None:

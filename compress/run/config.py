@@ -16,12 +16,12 @@ import yaml
 from pydantic import BaseModel, Field, ValidationError, create_model, model_validator
 
 import compress.steps  # noqa: F401  (fills the step registry: the recipe's `steps:` union is built from it)
-from compress.run.config_base import NAME_PATTERN, BenchConfig, ConfigBase, ReportConfig, TeacherConfig
-from compress.training.curriculum import check_curricula
 from compress.data import TASKS, TaskConfig
 from compress.errors import RecipeError
-from compress.run.resolved import PATH_FIELDS, dump_recipe  # noqa: F401  (dump_recipe: the CLI's)
+from compress.run.config_base import NAME_PATTERN, BenchConfig, ConfigBase, ReportConfig, TeacherConfig
 from compress.run.registry import STEPS, lineages
+from compress.run.resolved import PATH_FIELDS, dump_recipe  # noqa: F401  (dump_recipe: the CLI's)
+from compress.training.curriculum import check_curricula
 from eval.schema import StrictLoader, validation_message, yaml_lines
 
 RECIPES_DIR = Path(__file__).resolve().parents[2] / "recipes"
@@ -30,7 +30,8 @@ RECIPES_DIR = Path(__file__).resolve().parents[2] / "recipes"
 @cache
 def recipe_model() -> type[BaseModel]:
     """The Recipe model, with `steps:` a union of every registered step config."""
-    step_union = Annotated[Union[tuple(s.config for s in STEPS.values())], Field(discriminator="kind")]
+    configs = tuple(s.config for s in STEPS.values())
+    step_union = Annotated[Union[configs], Field(discriminator="kind")]  # noqa: UP007 (a run-time tuple has no X | Y form)
     return create_model(
         "Recipe",
         __base__=RecipeBase,

@@ -171,9 +171,8 @@ class RunContext:
 
         With several processes the main one writes and the others wait, so all can then load it.
         """
-        from compress.models.sentence_transformers import write_modules
-
         from compress.data.tokenizer import fit_to_length_
+        from compress.models.sentence_transformers import write_modules
 
         with atomic_dir(self.model_dir(stage)) as tmp:
             model.save_pretrained(tmp)

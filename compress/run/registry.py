@@ -14,9 +14,10 @@ keyed by (`code_version`, `file_digest`, `fingerprint`).
 
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from pydantic import BaseModel
 

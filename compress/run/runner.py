@@ -279,7 +279,8 @@ def write_results(ctx: RunContext, command: str, env: dict, interleaved: bool = 
     """results.json (eval/results.py, eval/results_schema.json): one entry per stage, the protocol, the baseline.
     Only the main process writes it."""
     from eval.bench import timing_settings
-    from eval.results import build_protocol, write_results as write
+    from eval.results import build_protocol
+    from eval.results import write_results as write
 
     if not is_main_process():
         return None

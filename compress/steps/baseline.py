@@ -30,9 +30,9 @@ from typing import Literal
 import numpy as np
 from pydantic import Field, field_validator
 
-from compress.run.config_base import NAME_PATTERN, StepConfig
 from compress.distributed import main_process_only
 from compress.io import atomic_write_bytes
+from compress.run.config_base import NAME_PATTERN, StepConfig
 from compress.run.registry import file_digest, register_step, stage_history, teaches
 
 ARTIFACT = "sklearn"  # the stage's folder holding model.json + weights.npz

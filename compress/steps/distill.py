@@ -26,13 +26,13 @@ import torch
 from pydantic import Field, model_validator
 from torch import nn
 
-from compress.run.config_base import NAME_PATTERN, ConfigBase, ModelConfig, StepConfig
 from compress.errors import RecipeError
 from compress.models.shape import ModelShape, check_head_split
-from compress.training.embedding import EmbeddingLoss, embedding_loss, is_embedding, score_key, validation
-from compress.training.losses import hidden_loss, logits_loss, relation_heads, relation_loss
+from compress.run.config_base import NAME_PATTERN, ConfigBase, ModelConfig, StepConfig
 from compress.run.registry import register_step
+from compress.training.embedding import EmbeddingLoss, embedding_loss, is_embedding, score_key, validation
 from compress.training.loop import OptimConfig, train
+from compress.training.losses import hidden_loss, logits_loss, relation_heads, relation_loss
 from compress.training.transfer import TransferConfig, transfer_set, unlabeled_inputs
 
 

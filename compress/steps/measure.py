@@ -25,9 +25,9 @@ import numpy as np
 import torch
 from pydantic import Field
 
-from compress.run.config_base import StepConfig
 from compress.distributed import main_process_only
 from compress.errors import RecipeError
+from compress.run.config_base import StepConfig
 from compress.run.registry import STEPS, file_digest, register_step
 from eval.bench import ONNX_FILE
 

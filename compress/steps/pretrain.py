@@ -36,8 +36,8 @@ import torch.nn.functional as F
 from pydantic import Field, model_validator
 from torch import nn
 
-from compress.run.config_base import NAME_PATTERN, StepConfig
 from compress.errors import CheckpointError, RecipeError
+from compress.run.config_base import NAME_PATTERN, StepConfig
 from compress.run.registry import STEPS, file_digest, register_step
 from compress.training.batches import trim
 from compress.training.loop import OptimConfig, train

@@ -34,18 +34,18 @@ import torch
 from pydantic import Field, model_validator
 from torch import nn
 
-from compress.run.config_base import NAME_PATTERN, ConfigBase, StepConfig
 from compress.distributed import broadcast_from_main
 from compress.errors import RecipeError
 from compress.models.shape import ModelShape
-from compress.training.embedding import score_key, val_score, validation
-from compress.training.importance import UNITS_OF, Gates, Scores, importance, n_units, scoring_batches
-from compress.training.recover import RecoverConfig as BaseRecoverConfig
-from compress.training.recover import recover_inputs, recovery
+from compress.run.config_base import NAME_PATTERN, ConfigBase, StepConfig
 from compress.run.registry import register_step, stage_history
 from compress.select import SelectConfig, select_names
 from compress.training.batches import predict
+from compress.training.embedding import score_key, val_score, validation
+from compress.training.importance import UNITS_OF, Gates, Scores, importance, n_units, scoring_batches
 from compress.training.loop import train
+from compress.training.recover import RecoverConfig as BaseRecoverConfig
+from compress.training.recover import recover_inputs, recovery
 
 METHODS = ("taylor", "magnitude", "random", "attention_entropy")
 

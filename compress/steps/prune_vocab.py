@@ -37,8 +37,8 @@ from pydantic import Field, model_validator
 from torch import nn
 
 from compress.data.limits import max_text_chars
-from compress.run.config_base import StepConfig
 from compress.errors import RecipeError
+from compress.run.config_base import StepConfig
 from compress.run.registry import STEPS, file_digest, register_step
 from compress.training.batches import predict
 

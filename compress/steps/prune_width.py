@@ -40,15 +40,15 @@ import torch.nn.functional as F
 from pydantic import Field, model_validator
 from torch import nn
 
-from compress.run.config_base import NAME_PATTERN, StepConfig
 from compress.errors import RecipeError
 from compress.models.shape import ModelShape
-from compress.training.embedding import is_embedding, probe_loss, score_key, val_score, validation
-from compress.training.importance import scoring_batches
-from compress.training.recover import RecoverConfig, recover_inputs, recovery
+from compress.run.config_base import NAME_PATTERN, StepConfig
 from compress.run.registry import register_step, stage_history
 from compress.training.batches import predict
+from compress.training.embedding import is_embedding, probe_loss, score_key, val_score, validation
+from compress.training.importance import scoring_batches
 from compress.training.loop import train
+from compress.training.recover import RecoverConfig, recover_inputs, recovery
 
 METHODS = ("taylor", "magnitude")
 

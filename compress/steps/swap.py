@@ -42,16 +42,16 @@ from typing import Any, Literal
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
-from compress.run.config_base import NAME_PATTERN, StepConfig
-from compress.training.curriculum import CurriculumPhase
 from compress.errors import RecipeError
 from compress.models import ATTENTION, build_attention
 from compress.models.shape import ModelShape
-from compress.training.recover import RecoverConfig, recover_inputs, recovery
+from compress.run.config_base import NAME_PATTERN, StepConfig
 from compress.run.registry import register_step
 from compress.select import select_names
 from compress.training.batches import predict
+from compress.training.curriculum import CurriculumPhase
 from compress.training.loop import train, train_curriculum
+from compress.training.recover import RecoverConfig, recover_inputs, recovery
 
 PROJECTIONS = ("q_proj", "k_proj", "v_proj", "out_proj")
 CONTRACT_ARGS = ("dim", "n_heads", "head_dim", "dropout")  # every kind's constructor takes these; the model supplies them

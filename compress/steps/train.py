@@ -12,8 +12,8 @@ from typing import Literal
 import torch
 from pydantic import Field
 
-from compress.run.config_base import NAME_PATTERN, StepConfig
 from compress.errors import RecipeError
+from compress.run.config_base import NAME_PATTERN, StepConfig
 from compress.run.registry import STEPS, register_step
 from compress.training.batches import predict
 from compress.training.curriculum import CurriculumPhase

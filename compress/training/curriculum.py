@@ -27,8 +27,8 @@ from pathlib import Path
 
 from pydantic import Field, ValidationError, model_validator
 
-from compress.run.config_base import ConfigBase
 from compress.data import encode_task, load_task
+from compress.run.config_base import ConfigBase
 
 LENGTH_FIELDS = ("min_length", "max_length")
 
@@ -42,7 +42,7 @@ class CurriculumPhase(ConfigBase):
     n_train: int | None = Field(None, ge=1)  # training examples of the phase; None = the task's n_train
 
     @model_validator(mode="after")
-    def check_window(self) -> "CurriculumPhase":
+    def check_window(self) -> CurriculumPhase:
         if self.min_length > self.max_length:
             raise ValueError(f"min_length ({self.min_length}) > max_length ({self.max_length}); make min_length <= max_length")
         return self

@@ -14,7 +14,7 @@ another with its own validation metrics (`evaluate`, `monitor`: lower MLM loss i
 
 import copy
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -23,10 +23,10 @@ from accelerate.utils import set_seed
 from pydantic import Field
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from compress.run.config_base import ConfigBase
-from compress.training.curriculum import CurriculumPhase, held_out_texts, phase_splits, phase_summary
 from compress.errors import TrainingError
+from compress.run.config_base import ConfigBase
 from compress.training.batches import make_loader, predict
+from compress.training.curriculum import CurriculumPhase, held_out_texts, phase_splits, phase_summary
 
 LossFn = Callable[[torch.nn.Module, dict], tuple[torch.Tensor, torch.Tensor]]
 EvalFn = Callable[[torch.nn.Module, Accelerator], dict[str, float]]  # validation metrics, the same in every process

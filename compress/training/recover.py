@@ -35,10 +35,10 @@ import torch
 from pydantic import Field, model_validator
 from torch import nn
 
-from compress.training.embedding import EmbeddingLoss, embedding_distillation_loss, is_embedding
-from compress.training.losses import hidden_loss, logits_loss
 from compress.training.batches import predict
+from compress.training.embedding import EmbeddingLoss, embedding_distillation_loss, is_embedding
 from compress.training.loop import OptimConfig, cross_entropy_loss
+from compress.training.losses import hidden_loss, logits_loss
 from compress.training.transfer import TransferConfig, transfer_set, unlabeled_inputs
 
 

@@ -26,8 +26,8 @@ import numpy as np
 import torch
 from pydantic import Field, model_validator
 
-from compress.run.config_base import ConfigBase
 from compress.io import atomic_write_bytes
+from compress.run.config_base import ConfigBase
 from compress.run.registry import file_digest, fingerprint
 from compress.training.batches import predict
 

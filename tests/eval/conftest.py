@@ -5,8 +5,8 @@ several test folders have a conftest.py or pytest runs with --import-mode=import
 """
 
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import pytest
 import torch

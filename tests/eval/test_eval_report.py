@@ -2,9 +2,9 @@
 
 import base64
 import json
+from collections.abc import Callable
 from html.parser import HTMLParser
 from pathlib import Path
-from typing import Callable
 
 import pytest
 

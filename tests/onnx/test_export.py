@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from compress.errors import ExportError
-from compress.onnx.export import ExportOptions, check_parity, export_stage
 from compress.models import SlimformerConfig, SlimformerForSequenceClassification
+from compress.onnx.export import ExportOptions, check_parity, export_stage
 from tests.helpers import FakeTokenizer
 
 

@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from compress.errors import ExportError
+from compress.models import SlimformerConfig, SlimformerForSequenceClassification
 from compress.onnx.export import ExportOptions, export_stage
 from compress.onnx.fp16 import export_fp16_stage
-from compress.models import SlimformerConfig, SlimformerForSequenceClassification
 from tests.helpers import FakeTokenizer
 
 

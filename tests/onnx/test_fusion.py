@@ -8,12 +8,12 @@ import pytest
 import torch
 from onnx import helper
 
+from compress.models import SlimformerConfig, SlimformerForSequenceClassification
 from compress.onnx.export import ExportOptions, export_stage
 from compress.onnx.fuse_graph import FLASH_MIN_LEN, fused_ops, unpack_attention_
-from compress.models import SlimformerConfig, SlimformerForSequenceClassification
 from compress.onnx.quantize import quantize_onnx
-from compress.steps.quantize import QuantizeConfig
 from compress.onnx.quantize_graph import module_of
+from compress.steps.quantize import QuantizeConfig
 from tests.helpers import FakeTokenizer
 from tests.steps.test_quantize import ATOL, MIN_AGREEMENT, RTOL, batch, calibration
 

@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from compress.run.config import RECIPES_DIR, apply_overrides, load_recipe, recipe_schema
 from compress.errors import RecipeError
+from compress.run.config import RECIPES_DIR, apply_overrides, load_recipe, recipe_schema
 
 SHIPPED = sorted(RECIPES_DIR.glob("*.yaml"))
 

@@ -10,8 +10,8 @@ import json
 import pytest
 
 import cli
-from compress.run.config import load_recipe
 from compress.errors import RecipeError
+from compress.run.config import load_recipe
 from tests.helpers import WORDS, tiny_bert_folder, write_task
 
 RECIPE = """\

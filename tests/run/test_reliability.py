@@ -20,8 +20,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import cli
-from compress.run.config import parse_yaml, validate_recipe
 from compress.errors import RecipeError, TrainingError
+from compress.run.config import parse_yaml, validate_recipe
 
 ROOT = Path(__file__).resolve().parents[2]
 

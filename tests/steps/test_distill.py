@@ -6,11 +6,11 @@ import copy
 import pytest
 import torch
 
-from compress.steps.distill import Capture, DistillConfig, Distiller, default_layer_map, distill_loss, init_from_teacher_
-from compress.training.transfer import augment
-from compress.onnx.export import ExportOptions, export_stage
-from compress.training.losses import hidden_loss, logits_loss, relation_loss, soft_target_loss
 from compress.models import SlimformerConfig, SlimformerForSequenceClassification, SlimRNNConfig, SlimRNNForSequenceClassification
+from compress.onnx.export import ExportOptions, export_stage
+from compress.steps.distill import Capture, DistillConfig, Distiller, default_layer_map, distill_loss, init_from_teacher_
+from compress.training.losses import hidden_loss, logits_loss, relation_loss, soft_target_loss
+from compress.training.transfer import augment
 from tests.helpers import FakeTokenizer
 
 

@@ -8,14 +8,22 @@ import pytest
 import torch
 from transformers import AutoModelForSequenceClassification
 
-from compress.run.config import validate_recipe
 from compress.errors import RecipeError
-from compress.onnx.export import ExportOptions, export_stage
-from compress.training.importance import IMPORTANCE, Gates, importance, n_units, scoring_batches
 from compress.models import ATTENTION, SlimformerConfig, SlimformerForSequenceClassification
-from compress.steps.prune import PruneFfnConfig, PruneHeadsConfig, plan_removal, prune_ffn_, prune_heads_, prune_stage, round_counts
+from compress.onnx.export import ExportOptions, export_stage
+from compress.run.config import validate_recipe
 from compress.select import SelectConfig, is_selected, select_modules
+from compress.steps.prune import (
+    PruneFfnConfig,
+    PruneHeadsConfig,
+    plan_removal,
+    prune_ffn_,
+    prune_heads_,
+    prune_stage,
+    round_counts,
+)
 from compress.steps.train import TrainConfig
+from compress.training.importance import IMPORTANCE, Gates, importance, n_units, scoring_batches
 from tests.helpers import logits, padded_batch
 
 DIM, HEAD_DIM, FFN = 32, 8, 64

@@ -14,12 +14,12 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, 
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
 import cli
-from compress.run.config import validate_recipe
 from compress.data import TokenizerConfig, encode_task, load_task, train_tokenizer
 from compress.data.wordnet import WordNetConfig
 from compress.errors import RecipeError
 from compress.models import SlimformerConfig, SlimformerForSequenceClassification
 from compress.models.modeling_rnn import SlimRNNConfig, SlimRNNForSequenceClassification
+from compress.run.config import validate_recipe
 from compress.steps.prune_vocab import kept_ids, prune_vocab_, rebuild_tokenizer
 from tests.helpers import logits
 

@@ -9,13 +9,13 @@ import pytest
 import torch
 from pydantic import ValidationError
 
-from compress.run.config import load_recipe, validate_recipe
 from compress.errors import RecipeError
-from compress.onnx.export import ExportOptions, export_stage
 from compress.models import SlimformerConfig, SlimformerForSequenceClassification
+from compress.onnx.export import ExportOptions, export_stage
 from compress.onnx.quantize import quantize_onnx, quantize_stage
-from compress.steps.quantize import QuantizeConfig
 from compress.onnx.quantize_graph import is_node_selected, module_of
+from compress.run.config import load_recipe, validate_recipe
+from compress.steps.quantize import QuantizeConfig
 from tests.helpers import FakeTokenizer
 
 # int8 error budget on logits: |int8 - fp32| <= ATOL + RTOL * max|fp32 logits|
@@ -224,9 +224,8 @@ def test_recipe_checks_name_the_fix():
 def test_pipeline_int8_stage(tmp_path, capsys):
     """The shipped recipe's smoke run (tests/run/test_pipeline.py leaves it here), shrunk: int8 stages are measured on
     ONNX only, against their fp32 parent, and cached."""
-    from tests.run.test_pipeline import check_shipped_run, shrink
-
     import cli
+    from tests.run.test_pipeline import check_shipped_run, shrink
 
     path = load_recipe("quantize")[1]
     args = ["run", str(path), *shrink(path, tmp_path), "--runs-dir", str(tmp_path)]

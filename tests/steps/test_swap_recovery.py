@@ -10,9 +10,9 @@ from pydantic import ValidationError
 
 from compress.models import ATTENTION, SlimformerConfig, SlimformerForSequenceClassification
 from compress.models.attention_linformer import default_k
-from compress.training.recover import AttentionOutputs, attention_output_loss, distillation_loss
 from compress.steps.swap import SwapAttentionConfig, swap_attention_
 from compress.training.loop import OptimConfig, train
+from compress.training.recover import AttentionOutputs, attention_output_loss, distillation_loss
 from tests.helpers import logits, padded_batch
 
 LONG = 4096

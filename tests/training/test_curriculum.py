@@ -6,9 +6,9 @@ import json
 import pytest
 
 import cli
+from compress.data import LookupConfig, encode_task, load_task, train_tokenizer
 from compress.run.config import validate_recipe
 from compress.training.curriculum import CurriculumPhase, held_out_texts, phase_splits, phase_task
-from compress.data import LookupConfig, encode_task, load_task, train_tokenizer
 
 TASK = dict(n_train=120, n_validation=20, n_test=20, n_keys=6, key_len=1, min_pairs=3, max_pairs=5,
             min_length=60, max_length=80, seq_len=82, joined=True,
