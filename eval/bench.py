@@ -232,7 +232,7 @@ def bench_torch(
             for seq_len in seq_lens:
                 feeds = {k: torch.from_numpy(v).to(device) for k, v in make_inputs(batch, seq_len, vocab_size).items()}
                 with torch.inference_mode():
-                    stats = time_callable(lambda: model(**feeds), warmup=warmup, repeats=repeats, sync=sync)
+                    stats = time_callable(lambda feeds=feeds: model(**feeds), warmup=warmup, repeats=repeats, sync=sync)
                 device_kind = torch.device(device).type
                 records.append(latency_record(device_kind, "torch", precision, batch, seq_len, threads, stats))
     finally:

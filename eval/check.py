@@ -242,7 +242,7 @@ def run_checks(run_dirs: list[Path], thresholds: ThresholdsConfig, baseline: str
         raise SlimformerError(f"{source}: stages.{unknown[0]}: no such stage{hint}; stages: {names} "
                               f"(or run/stage, e.g. {run}/{stage}), or * for every stage")
     checks, problems = [], []
-    for row, (run, stage) in zip(rows, owners):
+    for row, (run, stage) in zip(rows, owners, strict=True):
         chosen: dict[str, tuple[str, StageThresholds]] = {}
         for selector, entry in entries_for(run, stage, thresholds, reference=is_reference(row)):
             chosen.update({key: (selector, entry) for key in METRICS if getattr(entry, key) is not None})

@@ -69,7 +69,7 @@ def transformer_flops(config: dict, batch: int, seq_len: int) -> int:
     specs = [{"kind": a} if isinstance(a, str) else a for a in per_layer(config.get("attention") or "full", L)]
     head_dim = config.get("head_dim") or dim // max(heads[0], 1)
     total = linear(B * T, config["embed_dim"], dim) if config.get("embed_dim") else 0
-    for h, f, spec in zip(heads, ffn, specs):
+    for h, f, spec in zip(heads, ffn, specs, strict=True):
         if h:
             inner = h * head_dim
             total += 3 * linear(B * T, dim, inner) + linear(B * T, inner, dim)  # q, k, v, out

@@ -71,7 +71,7 @@ def trade_off(names: list[str], costs: list[float], accuracies: list[float], xla
     if refs:
         ax.scatter([costs[i] for i in refs], [percent[i] for i in refs], s=60, marker="D", facecolors="none",
                    edgecolors="#555555", linewidths=1.5, zorder=3, label="reference (not on the front)")
-    for name, x, y, dy in zip(names, costs, percent, label_offsets(costs, percent, log_x)):
+    for name, x, y, dy in zip(names, costs, percent, label_offsets(costs, percent, log_x), strict=True):
         ax.annotate(name, (x, y), textcoords="offset points", xytext=(5, dy), fontsize=8)
     front = [own[i] for i in pareto_front([costs[i] for i in own], [percent[i] for i in own])]
     if len(front) > 1:
@@ -175,7 +175,7 @@ def head_importance(rounds: list[dict], title: str) -> bytes | None:
     width = max(len(row or []) for r in panels for row in r["scores"])
     fig = Figure(figsize=(min(3.2 * len(panels) + 1.2, 12), 0.45 * len(panels[0]["scores"]) + 1.6), layout="constrained")
     axes = fig.subplots(1, len(panels), squeeze=False)[0]
-    for ax, r in zip(axes, panels):
+    for ax, r in zip(axes, panels, strict=True):
         grid = np.full((len(r["scores"]), width), np.nan)
         for i, row in enumerate(r["scores"]):
             for h, v in enumerate(row or []):

@@ -365,11 +365,11 @@ def summary_table(rows: list[Row], columns: list[Column]) -> Table:
     values = [[column.value(row) for column in columns] for row in rows]
     best = []
     for j, column in enumerate(columns):
-        present = [v[j] for row, v in zip(rows, values) if v[j] is not None and not is_reference(row)]
+        present = [v[j] for row, v in zip(rows, values, strict=True) if v[j] is not None and not is_reference(row)]
         best.append(column.best(present) if column.best and len(present) > 1 else None)
     table = Table([column.header for column in columns])
-    for row, row_values in zip(rows, values):
-        cells = zip(columns, row_values, best)
+    for row, row_values in zip(rows, values, strict=True):
+        cells = zip(columns, row_values, best, strict=True)
         ranked = not is_reference(row)
         table.rows.append([("—", False) if v is None else (c.text(v, row), ranked and v == b) for c, v, b in cells])
     return table
@@ -580,7 +580,7 @@ def make_figures(rows: list[Row], setting: tuple[int, int] | None) -> list[tuple
 
 
 def columns_of(triples: list[tuple]) -> tuple[list, ...]:
-    return tuple(map(list, zip(*triples)))
+    return tuple(map(list, zip(*triples, strict=True)))
 
 
 def build_report(runs: dict[str, dict], baseline: str | None) -> Report:

@@ -113,7 +113,7 @@ def crossover(lengths: list[int], full_ms: list[float], kind_ms: list[float]) ->
     status "crossed": interpolated length between two measured ones; "below_range": already
     faster at the shortest length; "not_reached": not faster at the longest length.
     """
-    ratios = [f / k for f, k in zip(full_ms, kind_ms)]
+    ratios = [f / k for f, k in zip(full_ms, kind_ms, strict=True)]
     slower = [i for i, r in enumerate(ratios) if r <= 1.0]
     if not slower:
         return {"length": lengths[0], "status": "below_range"}
@@ -169,7 +169,7 @@ def summarise(data: dict) -> dict:
             if not common:
                 continue
             entry = summary.setdefault(kind, {})
-            lengths, full_ms, kind_ms = map(list, zip(*common))
+            lengths, full_ms, kind_ms = map(list, zip(*common, strict=True))
             entry[f"{runtime}_{device}"] = {
                 "crossover": crossover(lengths, full_ms, kind_ms),
                 "speedup": {str(n): round(f / k, 3) for n, f, k in common},
@@ -313,8 +313,9 @@ def run_scaling(cfg: ScalingConfig, out_dir: Path, build_model: Callable, export
             say(f"{kind}: torch CUDA, lengths {cfg.gpu_lengths}")
             gpu, oom = gpu_sweep(
                 model, cfg,
-                lambda n: bench_torch(model, [1], [n], cfg.threads, cfg.vocab_size, warmup=cfg.warmup, repeats=cfg.repeats, device="cuda"),
-                lambda n: cuda_peak_bytes(model, n, cfg.vocab_size))
+                lambda n, model=model: bench_torch(model, [1], [n], cfg.threads, cfg.vocab_size, warmup=cfg.warmup,
+                                                   repeats=cfg.repeats, device="cuda"),
+                lambda n, model=model: cuda_peak_bytes(model, n, cfg.vocab_size))
             latency += [{"kind": kind, **record} for record in gpu]
             if oom is not None:
                 gpu_oom[kind] = oom

@@ -105,7 +105,7 @@ def check_parity(model: torch.nn.Module, onnx_path: Path, input_ids: torch.Tenso
     return report
 
 
-def export_stage(model, tokenizer, out_dir: Path, parity_inputs: tuple[torch.Tensor, torch.Tensor], cfg: ExportOptions = ExportOptions(),
+def export_stage(model, tokenizer, out_dir: Path, parity_inputs: tuple[torch.Tensor, torch.Tensor], cfg: ExportOptions | None = None,
                  seq_len: int | None = None) -> dict:
     """Export, fuse (`cfg.fuse`), check parity, and move `model.onnx` + config + tokenizer into `out_dir` atomically.
 
@@ -117,6 +117,7 @@ def export_stage(model, tokenizer, out_dir: Path, parity_inputs: tuple[torch.Ten
     """
     from compress.training.batches import trim
 
+    cfg = ExportOptions() if cfg is None else cfg
     input_ids, attention_mask = trim(*parity_inputs)
     with atomic_dir(out_dir) as tmp:
         raw = tmp / f".{ONNX_FILE}.unfused" if cfg.fuse else tmp / ONNX_FILE

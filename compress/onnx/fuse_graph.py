@@ -207,7 +207,7 @@ def unpack_attention_(proto, which: Callable[[str], bool] = lambda module: True)
         W, b = numpy_helper.to_array(weights[node.input[1]]), numpy_helper.to_array(weights[node.input[2]])
         sizes = list(attrs.pop("qkv_hidden_sizes", [W.shape[1] // 3] * 3))
         nodes, qkv, start = [], [], 0
-        for part, size in zip(("q_proj", "k_proj", "v_proj"), sizes):
+        for part, size in zip(("q_proj", "k_proj", "v_proj"), sizes, strict=True):
             name = f"{node.output[0]}_{part}"
             graph.initializer.extend([numpy_helper.from_array(np.ascontiguousarray(W[:, start : start + size]), f"{name}_weight"),
                                       numpy_helper.from_array(b[start : start + size].copy(), f"{name}_bias")])

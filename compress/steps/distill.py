@@ -176,7 +176,7 @@ def init_from_teacher_(student: nn.Module, teacher: nn.Module, layer_map: list[i
             i, rest = src.split(".", 2)[1:]
             src = f"layers.{layer_map[int(i)]}.{rest}"
         t = source.get(src)
-        if t is None or t.ndim != param.ndim or any(a < b for a, b in zip(t.shape, param.shape)):
+        if t is None or t.ndim != param.ndim or any(a < b for a, b in zip(t.shape, param.shape, strict=True)):
             counts["fresh"] += 1
             continue
         param.copy_(t[tuple(slice(0, n) for n in param.shape)])

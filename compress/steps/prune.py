@@ -270,7 +270,7 @@ class PruneConfig(StepConfig, SelectConfig):
                     raise ValueError(f"per_layer[{i}] = {self.per_layer[i]:g} removes all {low} {unit} of layer {i}, which "
                                      f"leaves it none; give a fraction of at most {(low - 1) / low:.6g}, {empty}")
             spans = [(lo - round(f * lo), hi - round(f * hi)) if i in layers else (lo, hi)
-                     for i, ((lo, hi), f) in enumerate(zip(spans, self.per_layer))]
+                     for i, ((lo, hi), f) in enumerate(zip(spans, self.per_layer, strict=True))]
         else:
             total = sum(spans[i][0] for i in layers)
             cut = round(self.amount * total)
@@ -350,9 +350,9 @@ def sensitivity(model: nn.Module, cfg: PruneConfig, layers: list[int], batches: 
                 gates = {i: torch.ones(len(v)).index_fill_(0, torch.tensor(plan.get(i, []), dtype=torch.long), 0.0) for i, v in scores.items()}
                 with Gates(model, cfg.unit, layers, values=gates):
                     runs[-1].append(score(model, data))
-        curves[method] = [sum(col) / len(col) for col in zip(*runs)]
+        curves[method] = [sum(col) / len(col) for col in zip(*runs, strict=True)]
         if len(runs) > 1:
-            spread[method] = {"seeds": len(runs), "min": [min(col) for col in zip(*runs)], "max": [max(col) for col in zip(*runs)]}
+            spread[method] = {"seeds": len(runs), "min": [min(col) for col in zip(*runs, strict=True)], "max": [max(col) for col in zip(*runs, strict=True)]}
     return {"unit": cfg.unit, "split": split, "n_units": total, "fractions": list(cfg.sweep_fractions), "accuracy": curves, "spread": spread}
 
 

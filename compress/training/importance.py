@@ -169,7 +169,7 @@ def taylor(model: nn.Module, unit: str, layers: list[int], batches: list[dict], 
             else:
                 loss = F.cross_entropy(out, labels, reduction="sum")  # sum: per-example gradients
             grads = torch.autograd.grad(loss, [gates.gates[i] for i in layers])  # only the gates: parameters' .grad stay untouched
-        for i, g in zip(layers, grads):
+        for i, g in zip(layers, grads, strict=True):
             scores[i] += g.detach().abs().sum(dim=0).cpu()
         count += len(ids)
     return {i: s / max(count, 1) for i, s in scores.items()}

@@ -199,7 +199,7 @@ def train_curriculum(model, phases: list[CurriculumPhase], cfg: OptimConfig, los
             loss_fn,
             seed=ctx.recipe.seed + 1 + i,  # each phase its own shuffling
             device=ctx.device,
-            log=lambda **m: ctx.log(phase=i, **m),
+            log=lambda phase=i, **m: ctx.log(phase=phase, **m),  # phase bound now, not read when called
             desc=f"{desc} {phase.min_length}-{phase.max_length} tokens",
         )
         done.append(phase_summary(phase, splits, curve))

@@ -63,7 +63,7 @@ class Collector(HTMLParser):
         """The rows, as header -> cell, of the one table whose headers start with `first_header` and include `header`."""
         found = [t for t in self.tables if t and t[0][:1] == [first_header] and header in t[0]]
         assert len(found) == 1, f"{len(found)} tables with headers {first_header!r} and {header!r}"
-        return [dict(zip(found[0][0], row)) for row in found[0][1:]]
+        return [dict(zip(found[0][0], row, strict=True)) for row in found[0][1:]]
 
 
 def parse(path: Path) -> Collector:
@@ -99,7 +99,7 @@ def test_single_run_writes_self_contained_html_and_markdown(make_run: Callable[.
 
 def test_latency_vs_length_figure_when_stages_have_two_lengths(make_run: Callable[..., Path], make_results, make_latency):
     results = make_results()
-    for stage, base in zip(results["stages"], (10.0, 2.5)):
+    for stage, base in zip(results["stages"], (10.0, 2.5), strict=True):
         stage["latency"] += [make_latency(8, base * 4, seq_len=256)]
     paths = write_report([make_run(results=results)])
     assert "latency_vs_length.png" in {p.name for p in paths["files"].iterdir()}

@@ -36,7 +36,7 @@ def results() -> dict:
 
 def test_verdict_rows_numbers_and_verdicts():
     verdict = build_verdict({"long_lookup": results()})
-    rows = {row[2]: dict(zip(verdict.headers, row)) for row in verdict.rows}
+    rows = {row[2]: dict(zip(verdict.headers, row, strict=True)) for row in verdict.rows}
     assert list(rows) == ["teacher", "bigbird", "performer", "linformer_l1"]
     big = rows["bigbird"]
     assert (big["Task"], big["seq_len"], big["Kind"], big["Layers"]) == ("lookup", "1024", "bigbird", "all")
@@ -56,7 +56,7 @@ def test_memory_measured_at_another_batch_is_shown_and_said():
     for stage in other["stages"]:
         for m in stage.get("peak_memory") or []:
             m["batch"] = 8  # the bench measures memory at its largest batch only
-    big = {row[2]: dict(zip(build_verdict({"r": other}).headers, row)) for row in build_verdict({"r": other}).rows}["bigbird"]
+    big = {row[2]: dict(zip(build_verdict({"r": other}).headers, row, strict=True)) for row in build_verdict({"r": other}).rows}["bigbird"]
     assert big["Peak MB"] == "300.0" and big["Timed"] == "cpu onnxruntime, batch 1 (memory: batch 8)"
 
 

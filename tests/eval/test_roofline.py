@@ -36,7 +36,7 @@ def test_report_shows_the_fraction_of_peak(make_run, make_results, fast_figures)
     text = write_report([make_run(results=results)])["md"].read_text()
     header = next(line for line in text.splitlines() if line.startswith("| Stage"))
     teacher = next(line for line in text.splitlines() if line.startswith("| teacher"))
-    cells = dict(zip([c.strip() for c in header.split("|")], [c.strip() for c in teacher.split("|")]))
+    cells = dict(zip([c.strip() for c in header.split("|")], [c.strip() for c in teacher.split("|")], strict=True))
     assert cells["GFLOP/call"] == "0.4"
     assert cells["GFLOP/s"] == "40"  # 0.4 GFLOP / 10 ms
     assert cells["% of peak"].strip("*") == "40.0"  # of the fp32 peak, 100 GFLOP/s
@@ -78,7 +78,7 @@ def test_latency_table_gives_every_cpu_record_its_roofline(make_run, make_result
     header = report.latency.headers
     checked = 0
     for row in report.latency.rows:
-        cells = dict(zip(header, [text for text, _ in row]))
+        cells = dict(zip(header, [text for text, _ in row], strict=True))
         if cells["Stage"] != stage["name"]:
             continue
         expected = 1e9 * int(cells["batch"]) / (float(cells["p50_ms"]) / 1000)

@@ -70,8 +70,8 @@ def test_pruning_nothing_is_the_identity():
     pruned = prune_ffn_(prune_heads_(copy.deepcopy(model), {0: [], 2: []}), {1: []})
     assert torch.equal(logits(model, ids, mask), logits(pruned, ids, mask))
     assert pruned.config.n_heads == [4, 4, 4] and pruned.config.ffn_dim == [FFN] * 3
-    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), pruned.state_dict().values()))
-    scores = importance(model, "heads", "taylor", [0, 1, 2], [dict(zip(("input_ids", "attention_mask"), batch()), labels=torch.tensor([0, 1, 2, 0]))])
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), pruned.state_dict().values(), strict=True))
+    scores = importance(model, "heads", "taylor", [0, 1, 2], [dict(zip(("input_ids", "attention_mask"), batch(), strict=True), labels=torch.tensor([0, 1, 2, 0]))])
     assert plan_removal(scores, 0) == {}
 
 
@@ -299,7 +299,7 @@ def test_prune_heads_step_rounds_recovery_sweep_and_records():
     assert len({tuple(v)[-1] for v in sweep["accuracy"].values()}) == 1, "fraction 1 masks every head whatever the method"
     assert sweep["split"] == "test", "scored on validation batches, so the sweep is measured on the test split"
     band = sweep["spread"]["random"]
-    assert band["seeds"] == 5 and all(lo <= mean <= hi for lo, mean, hi in zip(band["min"], sweep["accuracy"]["random"], band["max"]))
+    assert band["seeds"] == 5 and all(lo <= mean <= hi for lo, mean, hi in zip(band["min"], sweep["accuracy"]["random"], band["max"], strict=True))
     assert [p["round"] for p in rec["train_curve"]] == [1, 2] and rec["train_curve"][1]["step"] > rec["train_curve"][0]["step"]
 
 
