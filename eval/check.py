@@ -54,7 +54,8 @@ class StageThresholds(ConfigBase):
     max_p99_ms: float | None = Field(None, gt=0)  # 99th-percentile latency ceiling at the setting below
     batch_size: int | None = Field(None, ge=1)  # the setting latency ceilings apply to: one of bench.batch_sizes
     seq_len: int | None = Field(None, ge=1)  # ... and one of bench.seq_lens (default task.seq_len)
-    runtime: Literal["onnxruntime", "torch"] = "onnxruntime"  # the runtime the latency was measured in (a reference row: its own CPU runtime)
+    # the runtime the latency was measured in (a reference row: its own CPU runtime)
+    runtime: Literal["onnxruntime", "torch"] = "onnxruntime"
     device: Literal["cpu", "cuda"] = "cpu"  # the device the latency was measured on
 
     @field_validator("min_accuracy", "min_accuracy_lower", "max_accuracy_drop", "min_agreement")
@@ -180,7 +181,8 @@ METRICS: dict[str, Metric] = {
     "min_accuracy_lower": Metric(accuracy_lower, True, percent,
                                  lacks("accuracy with an interval (accuracy_ci, or n_test)", "add an evaluate step after it")),
     "max_accuracy_drop": Metric(accuracy_drop, False, points,
-                                lambda row, entry, base: f"no accuracy for it or for the baseline {base.name} (add evaluate steps)"),
+                                lambda row, entry, base: f"no accuracy for it or for the baseline {base.name} "
+                                                         "(add evaluate steps)"),
     "min_agreement": Metric(stage_value("agreement"), True, percent,
                             lacks("agreement", "add an evaluate step after it")),
     "max_params": Metric(stage_value("params"), False, lambda v: f"{v:,.0f}",
@@ -207,7 +209,8 @@ def load_thresholds(path: str | Path) -> ThresholdsConfig:
         where = f" line {mark.line + 1}, column {mark.column + 1}:" if mark else ""
         raise SlimformerError(f"{path}:{where} YAML syntax error: {getattr(e, 'problem', None) or e}") from None
     if not isinstance(data, dict):
-        raise SlimformerError(f"{path}: a thresholds file is a YAML mapping with one key, stages; see docs/thresholds.example.yaml")
+        raise SlimformerError(f"{path}: a thresholds file is a YAML mapping with one key, stages; "
+                              "see docs/thresholds.example.yaml")
     try:
         return ThresholdsConfig.model_validate(data)
     except ValidationError as e:
@@ -272,5 +275,6 @@ def check_table(checks: list[Check]):
     for c in checks:
         result = "[green]pass[/]" if c.passed else "[bold red]FAIL[/]"
         metric = METRICS[c.key]
-        table.add_row(c.stage, c.label, f"{'≥' if metric.floor else '≤'} {metric.text(c.limit)}", metric.text(c.value), result, c.selector)
+        table.add_row(c.stage, c.label, f"{'≥' if metric.floor else '≤'} {metric.text(c.limit)}", metric.text(c.value), result,
+                      c.selector)
     return table

@@ -108,7 +108,8 @@ def performer_flops(B: int, T: int, h: int, d: int, n_features: int = 128, **_) 
 
 
 @register(ATTENTION, "bigbird")
-def bigbird_flops(B: int, T: int, h: int, d: int, block: int = 64, window: int = 3, n_global: int = 1, n_random: int = 2, **_) -> int:
+def bigbird_flops(B: int, T: int, h: int, d: int, block: int = 64, window: int = 3, n_global: int = 1, n_random: int = 2,
+                  **_) -> int:
     """Per query block (nb = ceil(T / block), the last padded) a band of K * block keys, K = n_global +
     window + n_random: scores (B, h, nb, block, K block) and P V; then the n_global * block global
     queries against all T keys: (B, h, n, T) and P V."""

@@ -41,11 +41,13 @@ def latency_table(results: dict) -> list[str]:
     if not records:
         return ["(no latency records)"]
     seq_len = max(r["seq_len"] for r in records)
-    keys = sorted({(r["runtime"], r["device"], r.get("precision") or "fp32", r["batch"]) for r in records if r["seq_len"] == seq_len},
+    keys = sorted({(r["runtime"], r["device"], r.get("precision") or "fp32", r["batch"])
+                   for r in records if r["seq_len"] == seq_len},
                   key=lambda k: (k[1], k[0], k[2], k[3]))
     setting = headline_setting([Row(s["name"], s) for s in stages])
     header = [f"{rt} {dev} {prec} b{b}" for rt, dev, prec, b in keys]
-    lines = [f"p50 ms at seq_len {seq_len}; % of peak: the CPU ONNX Runtime artifact at batch {setting[0] if setting else '—'}.", "",
+    lines = [f"p50 ms at seq_len {seq_len}; % of peak: the CPU ONNX Runtime artifact at batch "
+             f"{setting[0] if setting else '—'}.", "",
              "| stage | accuracy | " + " | ".join(header) + " | % of peak | fp16 ONNX parity |",
              "|---|---:|" + "---:|" * len(keys) + "---:|---|"]
     protocol = results.get("protocol") or {}

@@ -215,7 +215,8 @@ def retime_run(run_dir: Path, repeats: int | None = None,
     stages = {s["name"]: s for s in results["stages"]}
     # the smallest vocabulary: ids every stage can read (prune_vocab shrinks a stage's)
     vocab_size = min((onnx_vocab_size(run_dir / s["onnx_dir"] / "config.json")
-                      for s in stages.values() if s.get("onnx_dir") and (run_dir / s["onnx_dir"] / "config.json").is_file()), default=None)
+                      for s in stages.values()
+                      if s.get("onnx_dir") and (run_dir / s["onnx_dir"] / "config.json").is_file()), default=None)
     if vocab_size is None:
         raise SlimformerError(f"{run_dir}: no stage has an ONNX folder with a config.json; nothing to time")
     folders = {name: run_dir / "stages" / name / "model" for name in stages}

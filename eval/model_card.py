@@ -42,12 +42,15 @@ def render_card(stage: str, results: dict, config: dict) -> str:
     stages = {s["name"]: s for s in results["stages"]}
     entry, protocol = stages[stage], results.get("protocol", {})
     labels = list((config.get("id2label") or {}).values())
-    meta = {"library_name": "transformers", "pipeline_tag": "text-classification", "tags": ["slimformer", "text-classification", entry.get("kind", "")]}
+    meta = {"library_name": "transformers", "pipeline_tag": "text-classification",
+            "tags": ["slimformer", "text-classification", entry.get("kind", "")]}
     if entry.get("accuracy") is not None:
         meta["model-index"] = [{"name": f"{results['run']}/{stage}", "results": [{
-            "task": {"type": "text-classification"}, "dataset": {"name": protocol.get("task", ""), "type": protocol.get("task", ""), "split": "test"},
+            "task": {"type": "text-classification"},
+            "dataset": {"name": protocol.get("task", ""), "type": protocol.get("task", ""), "split": "test"},
             "metrics": [{"type": "accuracy", "value": round(entry["accuracy"], 5)}] + (
-                [{"type": "f1", "name": "macro F1", "value": round(entry["macro_f1"], 5)}] if entry.get("macro_f1") is not None else [])}]}]
+                [{"type": "f1", "name": "macro F1", "value": round(entry["macro_f1"], 5)}]
+                if entry.get("macro_f1") is not None else [])}]}]
     steps = " <- ".join(f"{s} ({stages.get(s, {}).get('kind', '?')})" for s in lineage(stage, stages))
     shape = ", ".join(f"{k} {config[k]}" for k in ("dim", "n_layers", "n_heads", "ffn_dim", "cell", "hidden_dim") if k in config)
     latency = headline_latency(entry)

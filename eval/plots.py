@@ -152,9 +152,11 @@ def training_curves(curves: dict[str, list[dict]]) -> bytes | None:
             xy = [(p.get("step", i), p[key] * scale) for i, p in enumerate(points) if p.get(key) is not None]
             if xy:
                 ax.plot([x for x, _ in xy], [y for _, y in xy], marker=".", label=name)
-        masked = [(p.get("step", i), p["val_masked_accuracy"] * 100) for i, p in enumerate(points) if p.get("val_masked_accuracy") is not None]
+        masked = [(p.get("step", i), p["val_masked_accuracy"] * 100)
+                  for i, p in enumerate(points) if p.get("val_masked_accuracy") is not None]
         if masked:
-            acc_ax.plot([x for x, _ in masked], [y for _, y in masked], marker=".", linestyle="--", label=f"{name} (masked tokens)")
+            acc_ax.plot([x for x, _ in masked], [y for _, y in masked], marker=".", linestyle="--",
+                        label=f"{name} (masked tokens)")
     loss_ax.set_ylabel("training loss")
     acc_ax.set_ylabel("validation accuracy, %  (dashed: masked tokens; embeddings: cosine x 100)")
     for ax in (loss_ax, acc_ax):
@@ -204,7 +206,8 @@ def sensitivity(data: dict, title: str) -> bytes | None:
         label = f"{method} (mean of {spread['seeds']} seeds, band: min-max)" if spread else method
         line, = ax.plot(xs, [100 * a for a in acc], marker="o", label=label)
         if spread:
-            ax.fill_between(xs, [100 * a for a in spread["min"]], [100 * a for a in spread["max"]], color=line.get_color(), alpha=0.15)
+            ax.fill_between(xs, [100 * a for a in spread["min"]], [100 * a for a in spread["max"]],
+                            color=line.get_color(), alpha=0.15)
     ax.set_xlabel(f"{data.get('unit', 'units')} removed, % of {data.get('n_units', '?')}")
     ax.set_ylabel(f"{data.get('split', 'validation')} accuracy before recovery, %")
     ax.set_title(title, fontsize=10)

@@ -125,7 +125,8 @@ def render_html(report: Report) -> str:
     if report.verdict:
         verdict, lra = verdict_tables(report.verdict)
         parts += ["<h2>Efficient attention: verdict</h2>", f"<p>{html.escape(VERDICT_CAPTION)}</p>", html_table(verdict)]
-        parts += ["<ul>" + "".join(f"<li>{html.escape(n)}</li>" for n in report.verdict.notes) + "</ul>"] * bool(report.verdict.notes)
+        parts += ["<ul>" + "".join(f"<li>{html.escape(n)}</li>" for n in report.verdict.notes)
+                  + "</ul>"] * bool(report.verdict.notes)
         parts += [f"<p>{html.escape(LRA_CAPTION)}</p>", html_table(lra)]
     if report.figures:
         parts.append("<h2>Figures</h2>")

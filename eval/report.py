@@ -565,14 +565,16 @@ def make_figures(rows: list[Row], setting: tuple[int, int] | None) -> list[tuple
         ("Latency vs batch size", "latency_vs_batch.png",
          plots.latency_curves(by_batch, "batch size", f"CPU ONNX Runtime, seq_len {setting[1]}") if setting else None),
         ("Latency vs sequence length", "latency_vs_length.png",
-         plots.latency_curves(by_length, "sequence length (tokens)", f"CPU ONNX Runtime, batch {setting[0]}") if setting else None),
+         plots.latency_curves(by_length, "sequence length (tokens)", f"CPU ONNX Runtime, batch {setting[0]}")
+         if setting else None),
         ("Training curves", "training_curves.png", plots.training_curves(curves)),
     ]
     for r in rows:  # pruning stages: head importance per round, and the sensitivity sweep
         slug = "".join(c if c.isalnum() or c in "-_" else "_" for c in r.name)
         scores = r.stage.get("head_importance") or {}
         candidates.append((f"Head importance: {r.name} ({scores.get('method')})", f"head_importance_{slug}.png",
-                           plots.head_importance(scores.get("rounds") or [], f"{r.name}: {scores.get('method')} importance") if scores else None))
+                           plots.head_importance(scores.get("rounds") or [], f"{r.name}: {scores.get('method')} importance")
+                           if scores else None))
         sweep = r.stage.get("sensitivity")
         candidates.append((f"Pruning sensitivity: {r.name}", f"sensitivity_{slug}.png",
                            plots.sensitivity(sweep, f"parent of {r.name}, masked, no recovery") if sweep else None))

@@ -2,7 +2,8 @@
 
 `slimformer bench --scaling` takes one small untrained classifier per attention kind (same
 shape, same seed, `max_len` = the longest length; built and exported to ONNX with a parity check
-by `compress/onnx/scaling.py` and handed in by the CLI, so this package never imports the library), then at batch 1 and fixed threads times every length in
+by `compress/onnx/scaling.py` and handed in by the CLI, so this package never imports the library),
+then at batch 1 and fixed threads times every length in
 ONNX Runtime on CPU with `eval.bench.bench_onnx`, measures peak memory with
 `eval.bench.peak_memory` (a fresh process per point), and on a CUDA machine also times eager
 torch on the GPU. It writes `scaling.json`, log-log plots and `scaling.md` into one folder;
@@ -34,7 +35,8 @@ MB = 1e6
 class ScalingConfig(ConfigBase):
     """What the scaling benchmark measures; the CLI flags of `slimformer bench --scaling` set these fields."""
 
-    lengths: list[Annotated[int, Field(ge=8, le=65536)]] = Field(default_factory=lambda: [512, 1024, 2048, 4096, 8192])  # lengths timed
+    # lengths timed
+    lengths: list[Annotated[int, Field(ge=8, le=65536)]] = Field(default_factory=lambda: [512, 1024, 2048, 4096, 8192])
     # lengths timed in torch on a GPU (when one is present), up to where a kind runs out of GPU memory
     gpu_lengths: list[Annotated[int, Field(ge=8, le=65536)]] = Field(default_factory=lambda: [512, 1024, 2048, 4096, 8192, 16384])
     kinds: list[str] = Field(default_factory=lambda: list(KINDS))  # attention kinds compared; `full` is the reference
@@ -71,7 +73,8 @@ class ScalingConfig(ConfigBase):
         return spec
 
 
-def gpu_sweep(model, cfg: ScalingConfig, time_at: Callable[[int], list[dict]], peak_at: Callable[[int], int]) -> tuple[list[dict], int | None]:
+def gpu_sweep(model, cfg: ScalingConfig, time_at: Callable[[int], list[dict]],
+              peak_at: Callable[[int], int]) -> tuple[list[dict], int | None]:
     """Time `model` at each of `cfg.gpu_lengths` until it runs out of GPU memory.
 
     `time_at(n)` returns latency records at length n and `peak_at(n)` the peak GPU bytes
@@ -145,7 +148,8 @@ def trained_points(results: dict) -> list[dict]:
         if kind is None:
             continue
         for r in stage.get("latency") or []:
-            if (r.get("runtime"), r.get("device"), r.get("batch"), r.get("precision", "fp32")) != ("onnxruntime", "cpu", 1, "fp32"):
+            if ((r.get("runtime"), r.get("device"), r.get("batch"), r.get("precision", "fp32"))
+                    != ("onnxruntime", "cpu", 1, "fp32")):
                 continue
             memory = [m["peak_rss_bytes"] for m in stage.get("peak_memory") or []
                       if m.get("batch") == 1 and m.get("seq_len") == r["seq_len"] and m.get("peak_rss_bytes") is not None]
@@ -177,7 +181,8 @@ def summarise(data: dict) -> dict:
     full_memory = dict(memory.get("full", []))
     for kind, points in memory.items():
         if kind != "full" and full_memory:
-            summary.setdefault(kind, {})["memory_ratio"] = {str(n): round(b / full_memory[n], 4) for n, b in points if n in full_memory}
+            summary.setdefault(kind, {})["memory_ratio"] = {str(n): round(b / full_memory[n], 4)
+                                                            for n, b in points if n in full_memory}
     return summary
 
 
@@ -223,14 +228,15 @@ def figures(data: dict) -> list[tuple[str, str, bytes]]:
     trained_ms = [(t["stage"], t["seq_len"], t["p50_ms"]) for t in trained]
     trained_mb = [(t["stage"], t["seq_len"], t["peak_rss_bytes"] / MB) for t in trained if t.get("peak_rss_bytes")]
     candidates = [
-        (f"Latency vs length, ONNX Runtime CPU, {threads} threads (crossover: {crossing_text or 'n/a'})", "scaling_latency_cpu.png",
-         log_log(series(data["latency"], "p50_ms", runtime="onnxruntime", device="cpu"), "p50 latency, ms", f"ONNX Runtime CPU, {threads} threads",
-                 trained_ms)),
+        (f"Latency vs length, ONNX Runtime CPU, {threads} threads (crossover: {crossing_text or 'n/a'})",
+         "scaling_latency_cpu.png",
+         log_log(series(data["latency"], "p50_ms", runtime="onnxruntime", device="cpu"), "p50 latency, ms",
+                 f"ONNX Runtime CPU, {threads} threads", trained_ms)),
         ("Latency vs length, torch GPU", "scaling_latency_gpu.png",
          log_log(series(data["latency"], "p50_ms", runtime="torch", device="cuda"), "p50 latency, ms", "torch, CUDA")),
         ("Peak memory vs length, ONNX Runtime CPU (fresh process)", "scaling_memory.png",
-         log_log({k: [(n, b / MB) for n, b in v] for k, v in series(data["memory"], "peak_rss_bytes").items()}, "peak RSS, MB", "ONNX Runtime CPU",
-                 trained_mb)),
+         log_log({k: [(n, b / MB) for n, b in v] for k, v in series(data["memory"], "peak_rss_bytes").items()},
+                 "peak RSS, MB", "ONNX Runtime CPU", trained_mb)),
     ]
     return [(title, name, png) for title, name, png in candidates if png]
 
@@ -245,14 +251,16 @@ def markdown(data: dict, pngs: list[tuple[str, str, bytes]]) -> str:
     cpu = series(data["latency"], "p50_ms", runtime="onnxruntime", device="cpu")
     memory = series(data["memory"], "peak_rss_bytes")
     header = "| kind | args | " + " | ".join(f"{n}" for n in lengths) + " |"
-    for title, table, fmt in (("p50 latency, ms (ONNX Runtime, CPU)", cpu, "{:.1f}"), ("peak RSS, MB (fresh process)", memory, None)):
+    for title, table, fmt in (("p50 latency, ms (ONNX Runtime, CPU)", cpu, "{:.1f}"),
+                              ("peak RSS, MB (fresh process)", memory, None)):
         lines += [f"## {title}", "", header, "|" + "---|" * (len(lengths) + 2)]
         for kind in p["kinds"]:
             values = dict(table.get(kind, []))
             cells = [(fmt.format(values[n]) if fmt else f"{values[n] / MB:.0f}") if n in values else "—" for n in lengths]
             lines.append(f"| {kind} | `{p['attention'][kind]}` | " + " | ".join(cells) + " |")
         lines.append("")
-    lines += ["## Against full attention", "", "| kind | runtime | crossover length | speed-up at each length | peak memory / full |", "|---|---|---|---|---|"]
+    lines += ["## Against full attention", "",
+              "| kind | runtime | crossover length | speed-up at each length | peak memory / full |", "|---|---|---|---|---|"]
     for kind, entry in data["summary"].items():
         ratio = ", ".join(f"{n}: {r:.3f}" for n, r in entry.get("memory_ratio", {}).items())
         for key, value in entry.items():
@@ -262,7 +270,8 @@ def markdown(data: dict, pngs: list[tuple[str, str, bytes]]) -> str:
                 lines.append(f"| {kind} | {key} | {c['length'] or '—'} ({c['status']}) | {speedups} | {ratio} |")
     if data.get("trained"):
         lines += ["", "## This run's trained models (their own shape, at their task's length, batch 1)", "",
-                  "| stage | kind | layers swapped | tokens | p50 ms | peak RSS MB | test accuracy % |", "|---|---|---|---|---|---|---|"]
+                  "| stage | kind | layers swapped | tokens | p50 ms | peak RSS MB | test accuracy % |",
+                  "|---|---|---|---|---|---|---|"]
         for t in data["trained"]:
             mb = f"{t['peak_rss_bytes'] / MB:.0f}" if t.get("peak_rss_bytes") else "— (not at batch 1)"
             acc = f"{100 * t['accuracy']:.1f}" if t.get("accuracy") is not None else "—"
@@ -271,13 +280,16 @@ def markdown(data: dict, pngs: list[tuple[str, str, bytes]]) -> str:
     if p.get("gpu"):
         oom = data.get("gpu_oom") or {}
         lines += ["", f"## GPU ({p['gpu']}): where each kind ran out of memory", ""]
-        lines += [f"- {kind}: {f'out of memory at {oom[kind]} tokens' if kind in oom else 'ran every length'}" for kind in p["kinds"]]
+        lines += [f"- {kind}: {f'out of memory at {oom[kind]} tokens' if kind in oom else 'ran every length'}"
+                  for kind in p["kinds"]]
         peaks = series(data["latency"], "gpu_peak_bytes", device="cuda")
-        lines += ["", "| kind | " + " | ".join(str(n) for n in p.get("gpu_lengths", [])) + " |", "|" + "---|" * (len(p.get("gpu_lengths", [])) + 1)]
+        lines += ["", "| kind | " + " | ".join(str(n) for n in p.get("gpu_lengths", [])) + " |",
+                  "|" + "---|" * (len(p.get("gpu_lengths", [])) + 1)]
         for kind in p["kinds"]:
             values = dict(peaks.get(kind, []))
-            lines.append(f"| {kind} (peak GPU MB) | " + " | ".join(f"{values[n] / MB:.0f}" if n in values else "OOM" if kind in oom and n >= oom[kind] else "—"
-                                                               for n in p.get("gpu_lengths", [])) + " |")
+            lines.append(f"| {kind} (peak GPU MB) | "
+                         + " | ".join(f"{values[n] / MB:.0f}" if n in values else "OOM" if kind in oom and n >= oom[kind] else "—"
+                                      for n in p.get("gpu_lengths", [])) + " |")
     lines += [""] + [f"![{t}]({name})" for t, name, _ in pngs] + [""]
     return "\n".join(lines)
 
@@ -324,12 +336,15 @@ def run_scaling(cfg: ScalingConfig, out_dir: Path, build_model: Callable, export
         if cfg.memory:
             for n in cfg.lengths:
                 memory.append({"kind": kind, **peak_memory(path, 1, n, cfg.threads)})
-            say(f"{kind}: peak memory " + ", ".join(f"{m['seq_len']}: {m['peak_rss_bytes'] / MB:.0f} MB" for m in memory if m["kind"] == kind))
+            say(f"{kind}: peak memory "
+                + ", ".join(f"{m['seq_len']}: {m['peak_rss_bytes'] / MB:.0f} MB" for m in memory if m["kind"] == kind))
     data = {
         "command": command,
         "protocol": {
-            "lengths": cfg.lengths, "gpu_lengths": cfg.gpu_lengths if torch.cuda.is_available() else [], "kinds": cfg.kinds, "batch": 1, "threads": cfg.threads, "warmup": cfg.warmup, "repeats": cfg.repeats,
-            "model": f"dim {cfg.dim}, {cfg.n_layers} layers, {cfg.n_heads} heads, ffn {cfg.ffn_dim}, vocab {cfg.vocab_size}, untrained",
+            "lengths": cfg.lengths, "gpu_lengths": cfg.gpu_lengths if torch.cuda.is_available() else [], "kinds": cfg.kinds,
+            "batch": 1, "threads": cfg.threads, "warmup": cfg.warmup, "repeats": cfg.repeats,
+            "model": f"dim {cfg.dim}, {cfg.n_layers} layers, {cfg.n_heads} heads, ffn {cfg.ffn_dim}, vocab {cfg.vocab_size}, "
+                     "untrained",
             "attention": {kind: cfg.attention(kind) for kind in cfg.kinds},
             "cpu": f"{env.get('cpu')} ({env.get('n_cores_usable')} usable cores)",
             "gpu": ", ".join(env.get("cuda_devices") or []) or None,

@@ -46,7 +46,8 @@ class StrictLoader(yaml.SafeLoader):
         for key_node, _ in node.value:
             key = self.construct_object(key_node, deep=deep)
             if isinstance(key, (str, int, float, bool)) and key in seen:
-                raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}: keep one of them", key_node.start_mark)
+                raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}: keep one of them",
+                                                        key_node.start_mark)
             if isinstance(key, (str, int, float, bool)):
                 seen.add(key)
         return super().construct_mapping(node, deep=deep)
@@ -89,13 +90,15 @@ def clean_location(loc: tuple, tags: frozenset = frozenset()) -> tuple:
     `tags` are the discriminator values (task and step kinds) that may appear as a location part."""
     out: list = []
     for part in loc:
-        is_tag = isinstance(part, str) and part in tags and (out[-1:] == ["task"] or out[:1] == ["steps"] and len(out) == 2 or out[:1] == ["variants"] and len(out) == 3)
+        is_tag = isinstance(part, str) and part in tags and (out[-1:] == ["task"] or out[:1] == ["steps"] and len(out) == 2
+                                                             or out[:1] == ["variants"] and len(out) == 3)
         if not is_tag and not (isinstance(part, str) and "[" in part):
             out.append(part)
     return tuple(out)
 
 
-def validation_message(error: ValidationError, source: str, lines: dict[tuple, int], root: str = "recipe", tags: frozenset = frozenset()) -> str:
+def validation_message(error: ValidationError, source: str, lines: dict[tuple, int], root: str = "recipe",
+                       tags: frozenset = frozenset()) -> str:
     """`file:line: field: message` for each error (an unknown key's line is the key's own); `root` names the whole file."""
     parts = []
     for err in error.errors():

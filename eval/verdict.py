@@ -88,7 +88,8 @@ def timing(stage: dict | None, seq_len: int | None) -> tuple[float | None, float
             r = found[0]
             # peak memory at the timed batch, else at the batch the bench measured it (its largest), said in `what`
             memory = sorted((m for m in stage.get("peak_memory") or [] if m.get("seq_len") == seq_len
-                             and m.get("peak_rss_bytes") is not None), key=lambda m: (m.get("batch") != r["batch"], m.get("batch")))
+                             and m.get("peak_rss_bytes") is not None),
+                            key=lambda m: (m.get("batch") != r["batch"], m.get("batch")))
             what = f"{device} {runtime}, batch {r['batch']}"
             if memory and memory[0].get("batch") != r["batch"]:
                 what += f" (memory: batch {memory[0].get('batch')})"
@@ -153,15 +154,18 @@ def build_verdict(runs: dict[str, dict], margin: float = MARGIN) -> Verdict | No
                 "—" if is_teacher or delta is None else fmt(delta, "+.2f") + delta_interval_text(stage, teacher),
                 fmt(t_acc), fmt(boe_acc), fmt(ref_acc),
                 fmt(None if stage.get("agreement") is None else 100 * stage["agreement"]),
-                fmt(p50), fmt(ratio(t_p50, p50), ".2f", "×"), fmt(peak, ".1f"), fmt(ratio(peak, t_peak), ".2f", "×"), timed or "—",
+                fmt(p50), fmt(ratio(t_p50, p50), ".2f", "×"), fmt(peak, ".1f"), fmt(ratio(peak, t_peak), ".2f", "×"),
+                timed or "—",
                 "reference" if is_teacher else verdict_text(acc, t_acc, margin),
             ])
         if teacher is not None and results.get("baseline") not in (None, teacher["name"]):
-            verdict.notes.append(f"{task}: agreement is with the baseline stage {results['baseline']}, not the teacher {teacher['name']}.")
+            verdict.notes.append(f"{task}: agreement is with the baseline stage {results['baseline']}, "
+                                 f"not the teacher {teacher['name']}.")
         if t_acc is not None and boe_acc is not None:
             lead = t_acc - boe_acc
             verdict.notes.append(f"{task}: the teacher is {lead:.2f} points above the bag-of-embeddings student"
-                                 + ("." if lead >= 15 else " (under 15: the task may not need attention, so matching the teacher shows little)."))
+                                 + ("." if lead >= 15
+                                    else " (under 15: the task may not need attention, so matching the teacher shows little)."))
         elif t_acc is not None:
             verdict.notes.append(f"{task}: no bag-of-embeddings student in the run, so nothing shows the task needs attention.")
     if not verdict.rows:
