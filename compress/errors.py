@@ -7,7 +7,8 @@ code 2. Messages name the field or file at fault and say how to fix it.
 
 from eval.errors import ReportError, SlimformerError
 
-__all__ = ["SlimformerError", "ReportError", "RecipeError", "DataError", "ExportError", "TrainingError", "CheckpointError", "ArtifactError"]
+__all__ = ["SlimformerError", "ReportError", "RecipeError", "DataError", "ExportError", "TrainingError", "CheckpointError",
+           "ArtifactError"]
 
 
 class RecipeError(SlimformerError):

@@ -45,7 +45,8 @@ def matches(name: str, globs: Iterable[str]) -> bool:
     return any(fnmatch.fnmatchcase(n, g) for n in name_and_parents(name) for g in globs)
 
 
-def is_selected(name: str, include: Iterable[str] = ("*",), exclude: Iterable[str] = (), protect: Iterable[str] = PROTECTED) -> bool:
+def is_selected(name: str, include: Iterable[str] = ("*",), exclude: Iterable[str] = (),
+                protect: Iterable[str] = PROTECTED) -> bool:
     """The selection rule for one module name."""
     return matches(name, include) and not matches(name, exclude) and not matches(name, protect)
 
@@ -57,7 +58,8 @@ def select_names(names: Iterable[str], cfg: SelectConfig | None = None, **globs)
     return [n for n in names if is_selected(n, **rule)]
 
 
-def select_modules(model, cfg: SelectConfig | None = None, types: type | tuple[type, ...] | None = None, **globs) -> list[tuple[str, object]]:
+def select_modules(model, cfg: SelectConfig | None = None, types: type | tuple[type, ...] | None = None,
+                   **globs) -> list[tuple[str, object]]:
     """(name, module) pairs of `model` that are selected and, when `types` is given, of those types."""
     modules = dict(model.named_modules())
     names = [n for n, m in modules.items() if n and (types is None or isinstance(m, types))]

@@ -90,7 +90,8 @@ def export_onnx(model: torch.nn.Module, path: Path, sample: tuple[torch.Tensor, 
     return path
 
 
-def check_parity(model: torch.nn.Module, onnx_path: Path, input_ids: torch.Tensor, attention_mask: torch.Tensor, atol: float) -> dict:
+def check_parity(model: torch.nn.Module, onnx_path: Path, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                 atol: float) -> dict:
     """Run torch and ONNX Runtime on the same inputs; raise ExportError beyond `atol`."""
     import onnxruntime as ort
 
@@ -99,14 +100,16 @@ def check_parity(model: torch.nn.Module, onnx_path: Path, input_ids: torch.Tenso
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     got = session.run([output_of(model)], {"input_ids": input_ids.numpy(), "attention_mask": attention_mask.numpy()})[0]
     diff = float(np.abs(got - expected).max())
-    report = {"max_abs_diff": diff, "atol": atol, "n": int(input_ids.shape[0]), "argmax_agreement": float((got.argmax(-1) == expected.argmax(-1)).mean())}
+    report = {"max_abs_diff": diff, "atol": atol, "n": int(input_ids.shape[0]),
+              "argmax_agreement": float((got.argmax(-1) == expected.argmax(-1)).mean())}
     if not diff <= atol:
-        raise ExportError(f"ONNX parity failed for {onnx_path.parent.name}: max |onnx - torch| = {diff:.3g} > atol {atol:g} on {report['n']} inputs; nothing was written")
+        raise ExportError(f"ONNX parity failed for {onnx_path.parent.name}: max |onnx - torch| = {diff:.3g} > atol {atol:g} "
+                          f"on {report['n']} inputs; nothing was written")
     return report
 
 
-def export_stage(model, tokenizer, out_dir: Path, parity_inputs: tuple[torch.Tensor, torch.Tensor], cfg: ExportOptions | None = None,
-                 seq_len: int | None = None) -> dict:
+def export_stage(model, tokenizer, out_dir: Path, parity_inputs: tuple[torch.Tensor, torch.Tensor],
+                 cfg: ExportOptions | None = None, seq_len: int | None = None) -> dict:
     """Export, fuse (`cfg.fuse`), check parity, and move `model.onnx` + config + tokenizer into `out_dir` atomically.
 
     `seq_len`, the length of the task's inputs, decides the flash form when `cfg.flash_attention` is None.

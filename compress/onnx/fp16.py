@@ -38,7 +38,8 @@ def convert_fp16(src: Path, dst: Path) -> Path:
     return dst
 
 
-def fp16_parity(model: torch.nn.Module, onnx_path: Path, input_ids: torch.Tensor, attention_mask: torch.Tensor, atol: float) -> dict:
+def fp16_parity(model: torch.nn.Module, onnx_path: Path, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                atol: float) -> dict:
     """max |logits_fp16_onnx - logits_fp32_torch| over the inputs; ExportError beyond `atol`."""
     import onnxruntime as ort
 
@@ -57,7 +58,8 @@ def fp16_parity(model: torch.nn.Module, onnx_path: Path, input_ids: torch.Tensor
     return report
 
 
-def export_fp16_stage(model: torch.nn.Module, fp32_dir: Path, out_dir: Path, parity_inputs: tuple[torch.Tensor, torch.Tensor], atol: float) -> dict:
+def export_fp16_stage(model: torch.nn.Module, fp32_dir: Path, out_dir: Path, parity_inputs: tuple[torch.Tensor, torch.Tensor],
+                      atol: float) -> dict:
     """Convert `fp32_dir/model.onnx`, gate it, and move it with the fp32 folder's config and tokenizer into `out_dir`."""
     with atomic_dir(out_dir) as tmp:
         for path in fp32_dir.iterdir():  # config.json, tokenizer files, remote code: the folder loads the same way

@@ -58,7 +58,8 @@ FUSED_OPS = ("Attention", "MultiHeadAttention", "QAttention", "SkipLayerNormaliz
 
 def fused_ops(proto) -> dict[str, int]:
     """`{op_type: count}` of the fused ops (FUSED_OPS, com.microsoft domain) in an ONNX ModelProto."""
-    return dict(sorted(Counter(n.op_type for n in proto.graph.node if n.domain == "com.microsoft" and n.op_type in FUSED_OPS).items()))
+    return dict(sorted(Counter(n.op_type for n in proto.graph.node
+                               if n.domain == "com.microsoft" and n.op_type in FUSED_OPS).items()))
 
 
 def fuse_for_ort(src: Path, dst: Path, flash: bool = False) -> tuple[dict[str, int], int]:
@@ -134,7 +135,8 @@ def rewrite_each_(proto, rewrite: Callable) -> int:
 
 # --------------------------------------------------------------------------- packed attention
 
-MASK_OPS = {"Unsqueeze", "Cast", "Where", "Expand", "Concat", "Shape", "Slice", "Squeeze", "Reshape"}  # a padding mask's broadcast
+# a padding mask's broadcast
+MASK_OPS = {"Unsqueeze", "Cast", "Where", "Expand", "Concat", "Shape", "Slice", "Squeeze", "Reshape"}
 MASK_INPUT, MASK_INT32 = "attention_mask", "attention_mask_int32"
 
 
@@ -161,11 +163,13 @@ def pack_attention_(proto) -> int:
         b = np.concatenate([numpy_helper.to_array(weights[c]) for _, _, c in linears])  # (q + k + v,)
         sizes = [weights[w].dims[1] for _, w, _ in linears]
         prefix = node.name or node.output[0]
-        graph.initializer.extend([numpy_helper.from_array(W, f"{prefix}_qkv_weight"), numpy_helper.from_array(b, f"{prefix}_qkv_bias")])
+        graph.initializer.extend([numpy_helper.from_array(W, f"{prefix}_qkv_weight"),
+                                  numpy_helper.from_array(b, f"{prefix}_qkv_bias")])
         attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
         if len(set(sizes)) > 1:
             attrs["qkv_hidden_sizes"] = sizes
-        packed = helper.make_node("Attention", [linears[0][0], f"{prefix}_qkv_weight", f"{prefix}_qkv_bias"] + ([MASK_INT32] if bias else []),
+        packed = helper.make_node("Attention",
+                                  [linears[0][0], f"{prefix}_qkv_weight", f"{prefix}_qkv_bias"] + ([MASK_INT32] if bias else []),
                                   list(node.output), name=f"{prefix}_packed", domain="com.microsoft", **attrs)
         packed.metadata_props.extend(node.metadata_props)  # the module path, for quantize's selectors
         replaced[id(node)] = packed
@@ -173,7 +177,8 @@ def pack_attention_(proto) -> int:
         return 0
     nodes = [replaced.get(id(n), n) for n in graph.node]
     if any(MASK_INT32 in n.input for n in nodes):
-        nodes.insert(0, helper.make_node("Cast", [MASK_INPUT], [MASK_INT32], name="attention_mask_to_int32", to=TensorProto.INT32))
+        nodes.insert(0, helper.make_node("Cast", [MASK_INPUT], [MASK_INT32], name="attention_mask_to_int32",
+                                         to=TensorProto.INT32))
     replace_nodes_(proto, nodes)
     return len(replaced)
 

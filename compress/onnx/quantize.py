@@ -240,7 +240,8 @@ def quantize_onnx(src: Path, dst: Path, settings, calibration: list[dict] | None
             split_unsqueezes_(proto)
         onnx.save(proto, str(named))
         try:
-            fusions = optimize_graph(named, work / "optimized.onnx", attention=quantizer.keeps_attention) if settings.optimize else {}
+            fusions = (optimize_graph(named, work / "optimized.onnx", attention=quantizer.keeps_attention)
+                       if settings.optimize else {})
             with contextlib.chdir(work):  # a failed symbolic pass writes its partial model to the current folder
                 quant_pre_process(str(work / "optimized.onnx" if settings.optimize else named), str(prepared))
             excluded, nodes = quantize_prepared(prepared, dst, settings, calibration)

@@ -38,7 +38,8 @@ def recipe_model() -> type[BaseModel]:
         task=(TaskConfig, ...),
         steps=(list[step_union], Field(..., min_length=1)),
         # branches that each continue from the end of `steps` (same cached teacher), side by side in one report
-        variants=(dict[Annotated[str, Field(pattern=NAME_PATTERN)], Annotated[list[step_union], Field(min_length=1)]] | None, None),
+        variants=(dict[Annotated[str, Field(pattern=NAME_PATTERN)], Annotated[list[step_union], Field(min_length=1)]] | None,
+                  None),
     )
 
 

@@ -61,7 +61,8 @@ class RunContext:
     base_tokenizer: Any  # the run's transformers.PreTrainedTokenizerFast
     base_encoded: dict[str, dict]  # split -> {"input_ids": (N, T), "attention_mask": (N, T), "labels": (N,)} with it
     device: str
-    imported: Any = None  # compress.models.imported.ImportedTeacher: the checkpoint of `teacher.from`, when the recipe imports one
+    # compress.models.imported.ImportedTeacher: the checkpoint of `teacher.from`, when the recipe imports one
+    imported: Any = None
     base_dir: Path | None = None  # the recipe file's folder: relative paths in steps (distill's `unlabeled:`) start here
     teacher: Any = None  # the model of the lineage's teacher stage (`teacher_stage`), frozen
     stage: str | None = None  # the current stage's name

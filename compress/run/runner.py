@@ -106,7 +106,8 @@ def open_run(recipe, recipe_path: Path | None, runs_dir: Path) -> tuple[RunConte
     from compress.data import encode_task
     from eval.env import collect_env
 
-    hf_logging.disable_progress_bar()  # transformers' own bars ("Loading weights", "Writing model shards") would interleave with ours
+    # transformers' own bars ("Loading weights", "Writing model shards") would interleave with ours
+    hf_logging.disable_progress_bar()
     # everything that can fail on bad input runs before the first file is written: the checks `slimformer validate` runs
     base_dir = recipe_path.parent if recipe_path else Path.cwd()
     checked = preflight(recipe, base_dir)
@@ -117,7 +118,9 @@ def open_run(recipe, recipe_path: Path | None, runs_dir: Path) -> tuple[RunConte
     run_dir.mkdir(parents=True, exist_ok=True)
     if is_main_process():  # several processes (accelerate launch): only the main one writes (compress/distributed.py)
         remove_stale_temporaries(run_dir)
-    atomic_write_text(run_dir / "recipe.yaml", f"# resolved recipe; re-run with: slimformer run {run_dir / 'recipe.yaml'}\n" + dump_recipe(recipe, base_dir))
+    atomic_write_text(run_dir / "recipe.yaml",
+                      f"# resolved recipe; re-run with: slimformer run {run_dir / 'recipe.yaml'}\n"
+                      + dump_recipe(recipe, base_dir))
     torch.manual_seed(recipe.seed)
     with main_process_first():  # the others load the tokenizer the main process trained and saved
         tokenizer = prepare_tokenizer(recipe, data, run_dir, imported)

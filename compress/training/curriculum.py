@@ -73,7 +73,8 @@ def phase_task(task, phase: CurriculumPhase, where: str):
                          f"{reasons}") from None
 
 
-def phase_splits(task, phase: CurriculumPhase, seed: int, base_dir: Path | None, tokenizer, held_out: set[str]) -> dict[str, dict]:
+def phase_splits(task, phase: CurriculumPhase, seed: int, base_dir: Path | None, tokenizer,
+                 held_out: set[str]) -> dict[str, dict]:
     """The phase's train and validation splits, encoded with `tokenizer` at the task's seq_len.
 
     Returns {"train": {...}, "validation": {...}} as `encode_task` does; training texts in `held_out`

@@ -128,7 +128,8 @@ def normalize_per_layer(scores: Scores) -> Scores:
     return {i: s / s.norm().clamp(min=1e-12) for i, s in scores.items()}
 
 
-def importance(model: nn.Module, unit: str, method: str, layers: list[int], batches: list[dict], seed: int = 0, normalize: bool = True) -> Scores:
+def importance(model: nn.Module, unit: str, method: str, layers: list[int], batches: list[dict], seed: int = 0,
+               normalize: bool = True) -> Scores:
     """Scores of every remaining head (unit="heads") or FFN neuron ("neurons") of `layers`, as float32 on CPU."""
     if method not in IMPORTANCE:
         raise ValueError(f"unknown importance {method!r}; choose one of {sorted(IMPORTANCE)}")
@@ -168,7 +169,8 @@ def taylor(model: nn.Module, unit: str, layers: list[int], batches: list[dict], 
                 loss = probe_loss(out, seed * 1_000_003 + count)
             else:
                 loss = F.cross_entropy(out, labels, reduction="sum")  # sum: per-example gradients
-            grads = torch.autograd.grad(loss, [gates.gates[i] for i in layers])  # only the gates: parameters' .grad stay untouched
+            # only the gates: parameters' .grad stay untouched
+            grads = torch.autograd.grad(loss, [gates.gates[i] for i in layers])
         for i, g in zip(layers, grads, strict=True):
             scores[i] += g.detach().abs().sum(dim=0).cpu()
         count += len(ids)
@@ -184,7 +186,8 @@ def magnitude(model: nn.Module, unit: str, layers: list[int], batches: list[dict
         if unit == "heads":
             attn, n = block.attn, block.attn.n_heads
             rows = [p.weight.reshape(n, -1) for p in (attn.q_proj, attn.k_proj, attn.v_proj)]  # (H, head_dim * dim) each
-            cols = attn.out_proj.weight.reshape(attn.out_proj.out_features, n, -1).transpose(0, 1).reshape(n, -1)  # (H, dim * head_dim)
+            # (H, dim * head_dim)
+            cols = attn.out_proj.weight.reshape(attn.out_proj.out_features, n, -1).transpose(0, 1).reshape(n, -1)
             parts = rows + [cols]
         else:
             parts = [block.mlp.up_proj.weight, block.mlp.down_proj.weight.T]  # (ffn_dim, dim) each
@@ -209,7 +212,8 @@ def attention_entropy(model: nn.Module, unit: str, layers: list[int], batches: l
     for i in layers:
         attn = model.layers[i].attn
         for name in ("q_proj", "k_proj"):
-            handles.append(getattr(attn, name).register_forward_hook(lambda m, a, out, key=(i, name): captured.__setitem__(key, out)))
+            handles.append(getattr(attn, name).register_forward_hook(
+                lambda m, a, out, key=(i, name): captured.__setitem__(key, out)))
     totals = {i: torch.zeros(n_units(model, unit, i)) for i in layers}
     count = 0.0
     try:

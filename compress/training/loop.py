@@ -130,7 +130,8 @@ def train(
 
     sign = 1.0 if higher_is_better else -1.0  # compare sign * metric: larger is better
     best_score, best_state, curve, stale, step = -math.inf, None, [], 0, 0
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"), TimeRemainingColumn())
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
+               TimeRemainingColumn())
     with Progress(*columns, disable=not accelerator.is_main_process, transient=False) as progress:
         bar = progress.add_task(desc, total=total, info="")
         for epoch in range(1, cfg.epochs + 1):

@@ -28,7 +28,8 @@ def soft_target_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
     return F.kl_div(s, t, log_target=True, reduction="batchmean") * temperature**2
 
 
-def logits_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor | None, labels: torch.Tensor, w_logits: float, w_hard: float, temperature: float) -> torch.Tensor:
+def logits_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor | None, labels: torch.Tensor, w_logits: float,
+                w_hard: float, temperature: float) -> torch.Tensor:
     """w_logits * soft_target_loss + w_hard * CE(student, labels); a zero weight skips its term
     (so `teacher_logits` may be None when w_logits is 0)."""
     loss = student_logits.new_zeros(())
@@ -61,7 +62,8 @@ def relation_log_probs(a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor, n_r
     return F.log_softmax(scores, dim=-1)
 
 
-def relation_loss(student: tuple[torch.Tensor, torch.Tensor], teacher: tuple[torch.Tensor, torch.Tensor], mask: torch.Tensor, n_relations: int) -> torch.Tensor:
+def relation_loss(student: tuple[torch.Tensor, torch.Tensor], teacher: tuple[torch.Tensor, torch.Tensor], mask: torch.Tensor,
+                  n_relations: int) -> torch.Tensor:
     """KL(teacher relation || student relation), summed over keys, averaged over real queries and heads."""
     t = relation_log_probs(*teacher, mask, n_relations)
     s = relation_log_probs(*student, mask, n_relations)

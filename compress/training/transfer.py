@@ -55,7 +55,8 @@ class TransferConfig(ConfigBase):
         return self
 
     def check_files(self, base_dir: Path | None) -> None:
-        """Read every unlabelled file (the runner calls this before anything trains): a clear DataError if one is missing or empty."""
+        """Read every unlabelled file (the runner calls this before anything trains): a clear DataError if one is missing
+        or empty."""
         from compress.data.unlabeled import read_unlabeled
 
         for path in self.unlabeled:
@@ -113,7 +114,8 @@ def unlabeled_inputs(cfg: TransferConfig, ctx) -> dict | None:
 
     if not cfg.unlabeled:
         return None
-    return {"unlabeled": [file_digest(unlabeled_path(path, ctx.base_dir)) for path in cfg.unlabeled], "column": cfg.unlabeled_column}
+    return {"unlabeled": [file_digest(unlabeled_path(path, ctx.base_dir)) for path in cfg.unlabeled],
+            "column": cfg.unlabeled_column}
 
 
 def unlabeled_split(cfg: TransferConfig, ctx) -> dict | None:
@@ -140,8 +142,8 @@ def teacher_logits(ctx, teacher: torch.nn.Module, split: dict, cfg: TransferConf
     teacher_stage = ctx.teacher_stage
     weights = ctx.model_dir(teacher_stage) / "model.safetensors"
     stat = weights.stat() if weights.is_file() else None
-    key = fingerprint(stat.st_size if stat else None, stat.st_mtime_ns if stat else None, cfg.augment.model_dump(), ctx.recipe.seed,
-                      len(split["input_ids"]), unlabeled_inputs(cfg, ctx))
+    key = fingerprint(stat.st_size if stat else None, stat.st_mtime_ns if stat else None, cfg.augment.model_dump(),
+                      ctx.recipe.seed, len(split["input_ids"]), unlabeled_inputs(cfg, ctx))
     path = ctx.stage_dir(teacher_stage) / "cache" / f"train_logits-{key}.npy"
     if path.is_file():
         return torch.from_numpy(np.load(path, allow_pickle=False))
