@@ -44,7 +44,8 @@ class BaselineConfig(StepConfig):
     kind: Literal["baseline"] = "baseline"
     name: str | None = Field("baseline", pattern=NAME_PATTERN)  # the reference row's stage name
     ngram_max: int = Field(2, ge=1, le=3)  # n-grams of 1..ngram_max tokens
-    tokens: Literal["words", "symbols"] = "words"  # words: 2+ word characters (natural text); symbols: whitespace-separated (lookup, ListOps)
+    # words: 2+ word characters (natural text); symbols: whitespace-separated (lookup, ListOps)
+    tokens: Literal["words", "symbols"] = "words"
     min_df: int = Field(1, ge=1)  # keep terms found in at least this many training texts
     sublinear_tf: bool = True  # term frequency counted as 1 + log(tf)
     C: list[float] = Field([0.25, 1.0, 4.0, 16.0], min_length=1, max_length=20)  # inverse L2 strengths tried; best on validation
@@ -60,7 +61,8 @@ class BaselineConfig(StepConfig):
 
 def compared_stage(ctx) -> str | None:
     """The report's baseline stage, known even before it is made: report.baseline, else the lineage's teacher
-    (its first model-saving stage that is no pretrained encoder), so a baseline step placed before `train` finds the teacher's logits on the next run."""
+    (its first model-saving stage that is no pretrained encoder), so a baseline step placed before `train` finds the
+    teacher's logits on the next run."""
     model_stages = stage_history(ctx.steps, len(ctx.steps))[1]
     return ctx.recipe.report.baseline or next((s.name for s in ctx.steps if s.name in model_stages and teaches(s.kind)), None)
 
@@ -147,7 +149,8 @@ def baseline(model, cfg: BaselineConfig, ctx):
     labels = np.asarray(data.labels["test"])
     ctx.record("accuracy_ci", accuracy_fields(scores.argmax(1), labels)["accuracy_ci"])  # Wilson 95%
     if reference is not None and len(reference) == len(labels):  # paired bootstrap against the report's baseline stage
-        ctx.record("accuracy_delta", delta_fields(scores.argmax(1), reference.argmax(1), labels, compared_stage(ctx))["accuracy_delta"])
+        ctx.record("accuracy_delta",
+                   delta_fields(scores.argmax(1), reference.argmax(1), labels, compared_stage(ctx))["accuracy_delta"])
     ctx.record("macro_f1", metrics["macro_f1"])
     agreement = 1.0 if ctx.stage == compared_stage(ctx) else metrics["agreement"]
     if agreement is not None:  # the baseline stage has no test logits yet: the next run fills it in

@@ -99,13 +99,16 @@ class StudentConfig(ModelConfig):
                               "ffn_dim": t.ffn_dim[0]})
         if self.kind != "transformer":
             dim = shape["dim"]
-            config = SlimRNNConfig(vocab_size=t.vocab_size, max_len=t.max_len, pad_token_id=t.pad_token_id, cell=self.kind, dim=dim, hidden_dim=self.hidden_dim or dim, n_layers=self.n_layers or 1, bidirectional=self.bidirectional, dropout=self.dropout, **labels)
+            config = SlimRNNConfig(vocab_size=t.vocab_size, max_len=t.max_len, pad_token_id=t.pad_token_id, cell=self.kind,
+                                   dim=dim, hidden_dim=self.hidden_dim or dim, n_layers=self.n_layers or 1,
+                                   bidirectional=self.bidirectional, dropout=self.dropout, **labels)
             return SlimRNNForSequenceClassification(config)
         # what an imported teacher has beyond the shape (pad id, LayerNorm eps, its head, narrower embeddings) carries over,
         # so a student initialised from the teacher's layers computes what they computed
         embed_dim = t.embed_dim if t.embed_dim is not None and t.embed_dim < shape["dim"] else None
         config = type(t)(
-            vocab_size=t.vocab_size, max_len=t.max_len, attention=self.attention or t.attention[0]["kind"], norm=self.norm or t.norm,
+            vocab_size=t.vocab_size, max_len=t.max_len, attention=self.attention or t.attention[0]["kind"],
+            norm=self.norm or t.norm,
             pooling=self.pooling or t.pooling, activation=self.activation or t.activation, dropout=self.dropout,
             attention_dropout=self.attention_dropout, pad_token_id=t.pad_token_id, layer_norm_eps=t.layer_norm_eps,
             head_activation=t.head_activation, embed_dim=embed_dim, type_vocab_size=getattr(t, "type_vocab_size", 0),
@@ -148,7 +151,8 @@ class DistillConfig(StepConfig, OptimConfig, TransferConfig):
         if not (w.logits or w.hard or w.hidden or w.attention):
             raise ValueError("every loss weight is 0; give losses.logits (and/or hard, hidden, attention) a weight")
         if self.student.kind != "transformer" and (w.hidden or w.attention):
-            raise ValueError(f"losses.hidden and losses.attention need a transformer student; student.kind is {self.student.kind!r}")
+            raise ValueError("losses.hidden and losses.attention need a transformer student; "
+                             f"student.kind is {self.student.kind!r}")
         return self
 
 
@@ -243,7 +247,8 @@ def distill_loss(teacher: nn.Module, layer_map: list[int], cfg: DistillConfig):
             loss = logits_loss(out.logits, t_logits, batch["labels"], w.logits, w.hard, cfg.temperature)
         if w.hidden:
             pairs = [(0, 0)] + [(i + 1, j + 1) for i, j in enumerate(layer_map)]
-            parts = [hidden_loss(distiller.proj[k](out.hidden_states[i]), t_out.hidden_states[j], mask) for k, (i, j) in enumerate(pairs)]
+            parts = [hidden_loss(distiller.proj[k](out.hidden_states[i]), t_out.hidden_states[j], mask)
+                     for k, (i, j) in enumerate(pairs)]
             loss = loss + w.hidden * torch.stack(parts).mean()
         if w.attention:
             parts = []

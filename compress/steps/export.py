@@ -38,6 +38,7 @@ def export(model, cfg: ExportConfig, ctx):
         from compress.training.batches import trim
 
         out = ctx.stage_dir() / FP16_DIR
-        ctx.record("parity_fp16", export_fp16_stage(model, ctx.onnx_dir(), out, trim(val["input_ids"][:n], val["attention_mask"][:n]), cfg.fp16_atol))
+        ctx.record("parity_fp16", export_fp16_stage(model, ctx.onnx_dir(), out,
+                                                    trim(val["input_ids"][:n], val["attention_mask"][:n]), cfg.fp16_atol))
         ctx.record("onnx_fp16_dir", str(out.relative_to(ctx.run_dir)))
     return model

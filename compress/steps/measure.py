@@ -86,7 +86,8 @@ def parent_logits(ctx, split: str, batch_size: int) -> np.ndarray:
     if path.is_file():
         return np.load(path, allow_pickle=False)
     data = ctx.encoded[split]
-    return predict_onnx(ctx.onnx_dir(parent) / ONNX_FILE, data["input_ids"], data["attention_mask"], batch_size=batch_size, threads=ctx.recipe.bench.threads)
+    return predict_onnx(ctx.onnx_dir(parent) / ONNX_FILE, data["input_ids"], data["attention_mask"], batch_size=batch_size,
+                        threads=ctx.recipe.bench.threads)
 
 
 @register_step("evaluate", EvaluateConfig, measures=True, code=("eval.accuracy", "eval.intervals", "eval.embedding"),
@@ -123,7 +124,8 @@ def evaluate(model, cfg: EvaluateConfig, ctx):
         ctx.record("accuracy_torch_ci", None if quantized else accuracy_fields(torch_logits.argmax(1), labels)["accuracy_ci"])
         base = baseline_path(cfg, ctx)
         base_logits = np.load(base, allow_pickle=False) if base is not None and base.is_file() else None
-        if onnx_path.is_file() and base_logits is not None and len(base_logits) == len(labels):  # paired: the same texts, example by example
+        # paired: the same texts, example by example
+        if onnx_path.is_file() and base_logits is not None and len(base_logits) == len(labels):
             ctx.record("accuracy_delta", delta_fields(logits.argmax(1), base_logits.argmax(1), labels,
                                                       ctx.baseline_stage)["accuracy_delta"])
         ctx.record("macro_f1", metrics["macro_f1"])
@@ -211,7 +213,8 @@ def bench(model, cfg: BenchStepConfig, ctx):
     onnx_path = ctx.onnx_dir() / ONNX_FILE
     if not onnx_path.is_file():
         raise RecipeError(f"bench on stage {ctx.stage!r}: it has no ONNX artifact; put an `export` step before `bench`")
-    common = dict(batch_sizes=protocol.batch_sizes, seq_lens=seq_lens, threads=protocol.threads, vocab_size=vocab_size, warmup=protocol.warmup, repeats=protocol.repeats)
+    common = dict(batch_sizes=protocol.batch_sizes, seq_lens=seq_lens, threads=protocol.threads, vocab_size=vocab_size,
+                  warmup=protocol.warmup, repeats=protocol.repeats)
     precision = ctx.current.recorded.get("precision", "fp32")
     latency = bench_onnx(onnx_path, precision=precision, **common)
     if protocol.torch:

@@ -81,7 +81,8 @@ class PretrainConfig(StepConfig, OptimConfig):
         return self
 
     def check_files(self, base_dir: Path | None) -> None:
-        """Read every corpus file (the runner calls this before anything is written): a DataError naming a missing or empty one."""
+        """Read every corpus file (the runner calls this before anything is written): a DataError naming a missing or
+        empty one."""
         from compress.data.unlabeled import read_unlabeled
 
         for path in self.corpus:
@@ -90,8 +91,8 @@ class PretrainConfig(StepConfig, OptimConfig):
     def check_recipe(self, steps: list, index: int) -> None:
         later = [s for s in steps[index + 1 :] if STEPS[s.kind].makes_stage]
         if not later or later[0].kind != "train":
-            raise ValueError(f"steps[{index}] (pretrain) makes an encoder without a trained head: put a `train` step right after it "
-                             "(before any step that makes another stage)")
+            raise ValueError(f"steps[{index}] (pretrain) makes an encoder without a trained head: put a `train` step right "
+                             "after it (before any step that makes another stage)")
 
 
 def corpus_inputs(cfg: PretrainConfig, ctx) -> dict:
@@ -215,7 +216,8 @@ def mlm_loss(special: torch.Tensor, continues: torch.Tensor | None, mask_id: int
     generator = torch.Generator().manual_seed(seed)
 
     def loss_fn(model, batch):
-        masked, labels = mask_tokens(batch["input_ids"], batch["attention_mask"], special, continues, mask_id, mask_prob, generator)
+        masked, labels = mask_tokens(batch["input_ids"], batch["attention_mask"], special, continues, mask_id, mask_prob,
+                                     generator)
         logits = model(input_ids=masked, attention_mask=batch["attention_mask"], labels=labels)  # (M, V): the chosen tokens'
         return F.cross_entropy(logits, labels[labels != -100]), logits
 
@@ -259,7 +261,8 @@ def pretrain(model, cfg: PretrainConfig, ctx):
     recipe, seq_len = ctx.recipe, ctx.recipe.task.seq_len
     texts = pretraining_texts(cfg, ctx)
     if len(texts) < 2:
-        raise RecipeError(f"pretrain: {len(texts)} text(s) to pretrain on; give corpus: files, builtin: [wordnet] or use_task_texts: true")
+        raise RecipeError(f"pretrain: {len(texts)} text(s) to pretrain on; give corpus: files, builtin: [wordnet] "
+                          "or use_task_texts: true")
     if ctx.imported is not None:  # task-adaptive pretraining: the checkpoint's weights and vocabulary
         tokenizer = ctx.tokenizer
         if tokenizer.mask_token_id is None:

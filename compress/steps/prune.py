@@ -124,7 +124,8 @@ def prune_heads_(model: nn.Module, heads_to_prune: dict[int, list[int]]) -> nn.M
             model.config.n_heads[i] = 0
             continue
         d = attn.head_dim
-        rows = torch.tensor([h * d + c for h in keep for c in range(d)], device=attn.q_proj.weight.device)  # (len(keep) * head_dim,)
+        # (len(keep) * head_dim,)
+        rows = torch.tensor([h * d + c for h in keep for c in range(d)], device=attn.q_proj.weight.device)
         for proj in (attn.q_proj, attn.k_proj, attn.v_proj):
             slice_rows_(proj, rows)
         slice_columns_(attn.out_proj, rows)
@@ -221,7 +222,8 @@ class PruneConfig(StepConfig, SelectConfig):
     sweep_random_seeds: int = Field(5, ge=1, le=100)  # random's sweep curve is the mean over this many seeds
     sweep_fractions: list[float] = [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]  # fractions the sweep masks
     sweep_importance: list[Literal[METHODS]] | None = None  # methods the sweep compares; default: every one that fits
-    include: list[str] = Field(["layers.*"], min_length=1)  # module-name globs (layers.1, layers.*.attn); the classifier is protected
+    # module-name globs (layers.1, layers.*.attn); the classifier is protected
+    include: list[str] = Field(["layers.*"], min_length=1)
     # false: every layer keeps at least one head (neuron), and a cut that would empty one is refused; true: a layer may
     # lose them all, its attention (MLP) branch then skipped
     allow_empty_layers: bool = False
@@ -229,14 +231,16 @@ class PruneConfig(StepConfig, SelectConfig):
     @model_validator(mode="after")
     def check_amount(self):
         if (self.amount is None) == (self.per_layer is None):
-            raise ValueError("give exactly one of `amount` (fraction of all units removed, e.g. 0.5) or `per_layer` (one fraction per layer)")
+            raise ValueError("give exactly one of `amount` (fraction of all units removed, e.g. 0.5) "
+                             "or `per_layer` (one fraction per layer)")
         if self.per_layer is not None and not all(0 <= f <= 1 for f in self.per_layer):
             raise ValueError(f"per_layer fractions must be in [0, 1], got {self.per_layer}")
         if not all(0 <= f <= 1 for f in self.sweep_fractions):
             raise ValueError(f"sweep_fractions must be in [0, 1], got {self.sweep_fractions}")
         for method in [self.importance, *(self.sweep_importance or [])]:
             if self.unit not in UNITS_OF[method]:
-                raise ValueError(f"importance {method!r} scores attention heads only; for {self.kind} use taylor, magnitude or random")
+                raise ValueError(f"importance {method!r} scores attention heads only; "
+                                 f"for {self.kind} use taylor, magnitude or random")
         if self.sweep_importance is None:
             self.sweep_importance = [m for m in METHODS if self.unit in UNITS_OF[m]]
         return self
@@ -245,7 +249,8 @@ class PruneConfig(StepConfig, SelectConfig):
         """Called by the recipe validator: the parent is an earlier stage with a torch model."""
         parent, model_stages, _ = stage_history(steps, index, self.parent)
         if parent not in model_stages:
-            raise ValueError(f"steps[{index}] ({self.kind} {self.name!r}): parent {parent!r} is not an earlier stage with a torch model; choose one of {model_stages}")
+            raise ValueError(f"steps[{index}] ({self.kind} {self.name!r}): parent {parent!r} is not an earlier stage with "
+                             f"a torch model; choose one of {model_stages}")
 
     def check_shape(self, shape: ModelShape, teacher: ModelShape) -> ModelShape:
         """The shape of the parent it cuts -> the shape it makes (compress/run/preflight.py); ValueError naming the fix."""
@@ -347,13 +352,16 @@ def sensitivity(model: nn.Module, cfg: PruneConfig, layers: list[int], batches: 
             runs.append([])
             for fraction in cfg.sweep_fractions:
                 plan = plan_removal(scores, round(fraction * total))
-                gates = {i: torch.ones(len(v)).index_fill_(0, torch.tensor(plan.get(i, []), dtype=torch.long), 0.0) for i, v in scores.items()}
+                gates = {i: torch.ones(len(v)).index_fill_(0, torch.tensor(plan.get(i, []), dtype=torch.long), 0.0)
+                         for i, v in scores.items()}
                 with Gates(model, cfg.unit, layers, values=gates):
                     runs[-1].append(score(model, data))
         curves[method] = [sum(col) / len(col) for col in zip(*runs, strict=True)]
         if len(runs) > 1:
-            spread[method] = {"seeds": len(runs), "min": [min(col) for col in zip(*runs, strict=True)], "max": [max(col) for col in zip(*runs, strict=True)]}
-    return {"unit": cfg.unit, "split": split, "n_units": total, "fractions": list(cfg.sweep_fractions), "accuracy": curves, "spread": spread}
+            spread[method] = {"seeds": len(runs), "min": [min(col) for col in zip(*runs, strict=True)],
+                              "max": [max(col) for col in zip(*runs, strict=True)]}
+    return {"unit": cfg.unit, "split": split, "n_units": total, "fractions": list(cfg.sweep_fractions), "accuracy": curves,
+            "spread": spread}
 
 
 def parent_model(model: nn.Module, cfg: PruneConfig, ctx) -> tuple[str, nn.Module]:
@@ -370,7 +378,8 @@ def prune_stage(model: nn.Module, cfg: PruneConfig, ctx) -> nn.Module:
     layers = selected_layers(model, cfg)
     original = {i: n_units(model, unit, i) for i in layers}
     if not sum(original.values()):
-        raise RecipeError(f"{cfg.kind} {cfg.name!r}: include {cfg.include} / exclude {cfg.exclude} select no layer with {unit} left")
+        raise RecipeError(f"{cfg.kind} {cfg.name!r}: include {cfg.include} / exclude {cfg.exclude} select no layer "
+                          f"with {unit} left")
     seed = ctx.recipe.seed if cfg.seed is None else cfg.seed
     batches = scoring_batches(ctx.encoded[cfg.score_split], cfg.score_batches, cfg.score_batch_size, seed)
     val = ctx.encoded["validation"]
@@ -414,7 +423,8 @@ def prune_stage(model: nn.Module, cfg: PruneConfig, ctx) -> nn.Module:
         ctx.log(event=cfg.kind, **{k: v for k, v in entry.items() if k != "removed"})
     total, gone = sum(original.values()), sum(original[i] - len(alive[i]) for i in layers)
     ctx.record("pruning", {
-        "unit": unit, "importance": cfg.importance, "amount": cfg.amount, "per_layer": cfg.per_layer, "iterations": cfg.schedule.iterations,
+        "unit": unit, "importance": cfg.importance, "amount": cfg.amount, "per_layer": cfg.per_layer,
+        "iterations": cfg.schedule.iterations,
         "n_selected": total, "n_removed": gone, "fraction_removed": round(gone / total, 5),
         "n_removed_by_layer": {str(i): original[i] - len(alive[i]) for i in layers},
         "n_heads": list(model.config.n_heads), "ffn_dim": list(model.config.ffn_dim), "rounds": rounds,
@@ -422,7 +432,8 @@ def prune_stage(model: nn.Module, cfg: PruneConfig, ctx) -> nn.Module:
         "min_per_layer": 0 if cfg.allow_empty_layers else 1, "floored_layers": sorted(floored),
     } | ({"removed": {str(i): sorted(set(range(original[i])) - set(alive[i])) for i in layers}} if unit == "heads" else {}))
     if unit == "heads":
-        ctx.record("head_importance", {"method": cfg.importance, "normalized": cfg.normalize, "rounds": [{"round": r + 1, "scores": m} for r, m in enumerate(score_maps)]})
+        ctx.record("head_importance", {"method": cfg.importance, "normalized": cfg.normalize,
+                                       "rounds": [{"round": r + 1, "scores": m} for r, m in enumerate(score_maps)]})
     ctx.record(f"{key}_before_recovery", rounds[-1][f"{key}_before_recovery"])
     ctx.record(key, rounds[-1][key])
     if curve:

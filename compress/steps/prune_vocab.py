@@ -145,7 +145,8 @@ def words_of(backend, texts: list[str], added: list[str]) -> set[str]:
 
 def wordpiece_tried(model: dict, words: set[str]) -> set[str]:
     """Every piece WordPiece's greedy longest-match takes in `words`, including pieces of words that end as [UNK]."""
-    vocab, prefix, limit = model["vocab"], model.get("continuing_subword_prefix") or "", model.get("max_input_chars_per_word", 100)
+    vocab, prefix, limit = (model["vocab"], model.get("continuing_subword_prefix") or "",
+                            model.get("max_input_chars_per_word", 100))
     tried = set()
     for word in words:
         if len(word) > limit:
@@ -193,7 +194,8 @@ def kept_ids(tokenizer, texts: list[str], also: tuple[int, ...] = ()) -> list[in
     backend = plain_backend(tokenizer)
     model = json.loads(backend.to_str())["model"]
     if model["type"] not in SUPPORTED:
-        raise RecipeError(f"prune_vocab: the tokenizer's model is {model['type']}; prune_vocab rebuilds {', '.join(SUPPORTED)} tokenizers")
+        raise RecipeError(f"prune_vocab: the tokenizer's model is {model['type']}; "
+                          f"prune_vocab rebuilds {', '.join(SUPPORTED)} tokenizers")
     vocab = tokenizer.get_vocab()  # token -> id, added tokens included
     keep = {i for e in backend.encode_batch(list(texts), add_special_tokens=True) for i in e.ids}
     added = [t.content for t in tokenizer.added_tokens_decoder.values()]
@@ -238,7 +240,8 @@ def rebuild_tokenizer(tokenizer, keep: list[int]):
     if model["type"] == "Unigram":
         pieces = {p[0]: p for p in model["vocab"]}
         if any(new_vocab[t] != n for n, t in enumerate(t for t in new_vocab if t in pieces)):
-            raise RecipeError("prune_vocab: this Unigram tokenizer has added tokens between its pieces; it cannot be renumbered in order")
+            raise RecipeError("prune_vocab: this Unigram tokenizer has added tokens between its pieces; "
+                              "it cannot be renumbered in order")
         unk = model.get("unk_id")
         model["vocab"] = [pieces[t] for t in new_vocab if t in pieces]
         model["unk_id"] = None if unk is None else new_id[unk]
@@ -257,7 +260,8 @@ def rebuild_tokenizer(tokenizer, keep: list[int]):
     backend = Tokenizer.from_str(json.dumps(spec))
     return PreTrainedTokenizerFast(
         tokenizer_object=backend, model_max_length=tokenizer.model_max_length, padding_side=tokenizer.padding_side,
-        truncation_side=tokenizer.truncation_side, model_input_names=list(tokenizer.model_input_names), **tokenizer.special_tokens_map,
+        truncation_side=tokenizer.truncation_side, model_input_names=list(tokenizer.model_input_names),
+        **tokenizer.special_tokens_map,
     )
 
 
@@ -270,7 +274,8 @@ def prune_vocab_(model: nn.Module, keep: list[int]) -> nn.Module:
     pad = model.config.pad_token_id
     new_pad = keep.index(pad) if pad in keep else None
     rows = torch.tensor(keep, device=table.weight.device)
-    table.weight = nn.Parameter(table.weight.detach()[rows].clone(), requires_grad=table.weight.requires_grad)  # (len(keep), width)
+    # (len(keep), width)
+    table.weight = nn.Parameter(table.weight.detach()[rows].clone(), requires_grad=table.weight.requires_grad)
     table.num_embeddings, table.padding_idx = len(keep), new_pad
     model.config.vocab_size = len(keep)
     model.config.pad_token_id = new_pad
@@ -290,11 +295,12 @@ def check_same_tokens(encoded: dict, pruned: dict, keep: list[int], texts: dict[
         renumber = torch.full((max(keep[-1], top) + 1,), -1, dtype=torch.long)  # old id -> new id (-1: dropped)
         renumber[torch.tensor(keep)] = torch.arange(len(keep))
         new = pruned[split]
-        differs = (renumber[old["input_ids"]] != new["input_ids"]).any(dim=1) | (old["attention_mask"] != new["attention_mask"]).any(dim=1)
+        differs = ((renumber[old["input_ids"]] != new["input_ids"]).any(dim=1)
+                   | (old["attention_mask"] != new["attention_mask"]).any(dim=1))
         if differs.any():
             bad = int(differs.nonzero()[0, 0])
-            raise RecipeError(f"prune_vocab: the pruned tokenizer splits {split} text {bad} ({texts[split][bad][:80]!r}) differently; "
-                              "this is a bug: please report it with the tokenizer's tokenizer.json")
+            raise RecipeError(f"prune_vocab: the pruned tokenizer splits {split} text {bad} ({texts[split][bad][:80]!r}) "
+                              "differently; this is a bug: please report it with the tokenizer's tokenizer.json")
 
 
 def n_params(model: nn.Module) -> int:
@@ -332,7 +338,8 @@ def prune_vocab(model, cfg: PruneVocabConfig, ctx):
     check_same_tokens({split: encoded[split] for split in cfg.splits}, pruned, keep, ctx.data.texts)
     diff = float((predict(model, pruned["validation"]) - expected).abs().max()) if len(expected) else 0.0
     if not diff <= cfg.atol:
-        raise RecipeError(f"prune_vocab {cfg.name!r}: validation logits changed by {diff:.3g} > atol {cfg.atol:g}; nothing was saved")
+        raise RecipeError(f"prune_vocab {cfg.name!r}: validation logits changed by {diff:.3g} > atol {cfg.atol:g}; "
+                          "nothing was saved")
     ctx.set_tokenizer(pruned_tokenizer, pruned)
     ctx.record("vocab", {
         "vocab_size_before": before["vocab_size"], "vocab_size_after": len(keep), "tokenizer_before": before["tokenizer"],

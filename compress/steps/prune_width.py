@@ -71,7 +71,8 @@ class PruneWidthConfig(StepConfig):
     @model_validator(mode="after")
     def check_target(self):
         if (self.amount is None) == (self.dim is None):
-            raise ValueError("give exactly one of `amount` (fraction of the width removed, e.g. 0.25) or `dim` (the width kept, e.g. 256)")
+            raise ValueError("give exactly one of `amount` (fraction of the width removed, e.g. 0.25) "
+                             "or `dim` (the width kept, e.g. 256)")
         if self.dim is not None and self.dim % self.round_to:
             lower = self.dim // self.round_to * self.round_to
             raise ValueError(f"dim {self.dim} is not a multiple of round_to {self.round_to}; use {lower or self.round_to} or "
@@ -82,8 +83,8 @@ class PruneWidthConfig(StepConfig):
         """Called by the recipe validator: the parent is an earlier stage with a torch model."""
         parent, model_stages, _ = stage_history(steps, index, self.parent)
         if parent not in model_stages:
-            raise ValueError(f"steps[{index}] (prune_width {self.name!r}): parent {parent!r} is not an earlier stage with a torch model; "
-                             f"choose one of {model_stages}")
+            raise ValueError(f"steps[{index}] (prune_width {self.name!r}): parent {parent!r} is not an earlier stage with "
+                             f"a torch model; choose one of {model_stages}")
 
     def check_shape(self, shape: ModelShape, teacher: ModelShape) -> ModelShape:
         """The parent's shape -> the narrower one (compress/run/preflight.py); ValueError naming the fix."""
@@ -120,7 +121,8 @@ def expected_cuts(model: nn.Module) -> dict[str, str]:
 
 def dead_norms(model: nn.Module) -> list[nn.LayerNorm]:
     """LayerNorms of branches pruned away: not in the traced graph, but saved and rebuilt at width dim."""
-    return [block.norm1 for block in model.layers if block.attn is None] + [block.norm2 for block in model.layers if block.mlp is None]
+    return ([block.norm1 for block in model.layers if block.attn is None]
+            + [block.norm2 for block in model.layers if block.mlp is None])
 
 
 def kinds_of(model: nn.Module) -> list[str]:
@@ -150,7 +152,8 @@ def residual_group(model: nn.Module, example: dict):
         name = names.get(target) or params.get(target)
         if name is None:
             continue  # an operation (add, reshape, mean), not a tensor
-        side = {"prune_in_channels": "in", "prune_out_channels": "out"}.get(getattr(dep.handler, "__name__", ""), str(dep.handler))
+        side = {"prune_in_channels": "in", "prune_out_channels": "out"}.get(getattr(dep.handler, "__name__", ""),
+                                                                           str(dep.handler))
         found[name] = side
     expected = expected_cuts(model)
     extra = {n: s for n, s in found.items() if expected.get(n) != s}
@@ -258,7 +261,8 @@ def check_reload(model: nn.Module, ids: torch.Tensor, mask: torch.Tensor) -> flo
     with tempfile.TemporaryDirectory() as tmp, torch.no_grad():
         model.save_pretrained(tmp)
         again = type(model).from_pretrained(tmp).eval().to(next(model.parameters()).device)
-        diff = float((model(input_ids=ids, attention_mask=mask).logits - again(input_ids=ids, attention_mask=mask).logits).abs().max())
+        diff = float((model(input_ids=ids, attention_mask=mask).logits
+                      - again(input_ids=ids, attention_mask=mask).logits).abs().max())
     if diff > 0:
         raise AssertionError(f"prune_width: the pruned model reloads with different logits (max |diff| {diff:.3g})")
     return diff
@@ -283,7 +287,8 @@ def prune_width(model, cfg: PruneWidthConfig, ctx):
     parent = ctx.parent(cfg.parent)
     model = copy.deepcopy(model) if parent == ctx.parent() else ctx.load_model(parent)
     if not isinstance(model, SlimformerForSequenceClassification):
-        raise RecipeError(f"prune_width {cfg.name!r}: stage {parent!r} is a {type(model).__name__}; width pruning needs a Transformer stage")
+        raise RecipeError(f"prune_width {cfg.name!r}: stage {parent!r} is a {type(model).__name__}; "
+                          "width pruning needs a Transformer stage")
     model = model.cpu().eval()
     dim, params = model.config.dim, n_params(model)
     try:  # checked before the run (check_shape); here against the model itself

@@ -54,7 +54,8 @@ class QuantizeConfig(StepConfig, SelectConfig):
     format: Literal["qdq", "qoperator"] | None = None  # static: Q/DQ pairs around float ops, or QLinear* ops
     activation_type: Literal[tuple(QUANT_TYPES)] | None = None  # static: u8 activations x s8 weights is the fast CPU path
     activation_symmetric: bool | None = None  # static: symmetric activation ranges around 0
-    calibration: CalibrationConfig | None = None  # static: where activation ranges come from; unset: 512 training examples, minmax
+    # static: where activation ranges come from; unset: 512 training examples, minmax
+    calibration: CalibrationConfig | None = None
     _options: Any = PrivateAttr(None)
 
     @model_validator(mode="after")
@@ -66,7 +67,8 @@ class QuantizeConfig(StepConfig, SelectConfig):
                if getattr(self, name) is not None or (name == "calibration" and OWNER[name] == self.mode)}
         foreign = sorted(name for name in own if OWNER[name] != self.mode)
         if foreign:
-            raise ValueError(f"{', '.join(foreign)} applies to mode: {OWNER[foreign[0]]} only; remove it, or set mode: {OWNER[foreign[0]]}")
+            raise ValueError(f"{', '.join(foreign)} applies to mode: {OWNER[foreign[0]]} only; "
+                             f"remove it, or set mode: {OWNER[foreign[0]]}")
         self._options = quantizer.options.model_validate(own)
         for name in MODE_FIELDS[self.mode]:  # the mode's values, defaults included: what the resolved recipe records
             self.__dict__[name] = getattr(self._options, name)

@@ -79,7 +79,8 @@ class SwapAttentionConfig(StepConfig):
     kind: Literal["swap_attention"] = "swap_attention"
     to: str  # the attention kind to swap in: bigbird | linformer | performer | full
     args: dict[str, Any] = Field(default_factory=dict)  # that kind's arguments, e.g. {k: 128} for linformer
-    layers: list[str] = Field(default_factory=lambda: ["*"], min_length=1)  # module-name globs (compress/select.py): "*", "layers.1", "layers.*.attn"; 0 or "0" = "layers.0"
+    # module-name globs (compress/select.py): "*", "layers.1", "layers.*.attn"; 0 or "0" = "layers.0"
+    layers: list[str] = Field(default_factory=lambda: ["*"], min_length=1)
     source: Literal["current", "teacher"] = "current"  # swap the current stage's model, or a copy of the teacher
     max_len: int | None = Field(None, ge=1)  # extend the learned positions to this length before swapping; null = keep
     extend: Literal["copy", "interpolate"] = "copy"  # how new position rows start: repeat the trained table, or stretch it
@@ -104,7 +105,8 @@ class SwapAttentionConfig(StepConfig):
     def indices_as_globs(cls, layers):
         if isinstance(layers, (int, str)):
             layers = [layers]
-        return [str(g) if isinstance(g, int) and not isinstance(g, bool) else g for g in layers] if isinstance(layers, list) else layers
+        return ([str(g) if isinstance(g, int) and not isinstance(g, bool) else g for g in layers]
+                if isinstance(layers, list) else layers)
 
     @field_validator("layers")
     @classmethod
@@ -196,12 +198,14 @@ def swap_attention_(model, to: str, args: dict | None = None, layers: list[str] 
         if "seed" in takes:
             spec["seed"] = int(args.get("seed", 0)) + i
         weight = old.q_proj.weight
-        new = build_attention(spec, config.dim, old.n_heads, config.head_dim, config.attention_dropout).to(weight.device, weight.dtype)
+        new = build_attention(spec, config.dim, old.n_heads, config.head_dim, config.attention_dropout).to(weight.device,
+                                                                                                           weight.dtype)
         wanted = new.state_dict()
         state = {k: v for k, v in old.state_dict().items() if k in wanted and wanted[k].shape == v.shape}
         missing = new.load_state_dict(state, strict=False).missing_keys
         lost = [k for k in missing if k.split(".")[0] in PROJECTIONS]
-        assert not lost, f"layer {i}: {lost} did not carry over from {type(old).__name__}; only the new kind's extras may start fresh"
+        assert not lost, (f"layer {i}: {lost} did not carry over from {type(old).__name__}; "
+                          "only the new kind's extras may start fresh")
         new.train(old.training)
         model.layers[i].attn = new
         config.attention[i] = spec
@@ -235,7 +239,8 @@ def swap_attention(model, cfg: SwapAttentionConfig, ctx):
     try:
         if r.curriculum:  # phase batches carry no cached teacher logits: the loss runs the teacher on them
             model = train_curriculum(model, r.curriculum, r, loss, ctx, f"recover {cfg.name}")
-        model, curve = train(model, split, val, r, loss, seed=ctx.recipe.seed, device=ctx.device, log=ctx.log, desc=f"recover {cfg.name}")
+        model, curve = train(model, split, val, r, loss, seed=ctx.recipe.seed, device=ctx.device, log=ctx.log,
+                             desc=f"recover {cfg.name}")
     finally:
         loss.remove()  # the attention-output hooks on the student and the teacher
     ctx.record("train_curve", curve)
