@@ -120,7 +120,7 @@ def test_a_search_killed_then_resumed_chooses_on_validation_and_best_yaml_rebuil
 
     # best.yaml is a plain recipe that rebuilds the chosen model: the same validation accuracy, bit for bit
     monkeypatch.setattr(files, "_read_rows", read_rows)
-    quick = ["bench.memory=false", "bench.traffic=false", "bench.repeats=2", "bench.warmup=1", "bench.interleave=false"]
+    quick = ["bench.memory=false", "bench.traffic=false", "bench.repeats=3", "bench.warmup=1", "bench.interleave=false"]
     assert cli.main(["run", str(search_dir / "best.yaml"), *quick, "--runs-dir", str(task / "again")]) == 0
     rebuilt = json.loads((task / "again" / "s-best" / "results.json").read_text())
     last = [s for s in rebuilt["stages"] if s.get("validation_accuracy") is not None][-1]
