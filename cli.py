@@ -140,7 +140,8 @@ def cmd_report(args) -> int:
     failed = [c for c in checks if not c.passed]
     for c in failed:
         print(f"FAIL {c.describe()} (stages.{c.selector})", file=sys.stderr)
-    print(f"check: {len(checks) - len(failed)} of {len(checks)} passed" + (f", {len(failed)} failed" if failed else ""), file=sys.stderr)
+    print(f"check: {len(checks) - len(failed)} of {len(checks)} passed" + (f", {len(failed)} failed" if failed else ""),
+          file=sys.stderr)
     return EXIT_CHECK_FAILED if failed else 0
 
 
@@ -152,7 +153,8 @@ def cmd_bench(args) -> int:
 
     if not args.scaling:
         return bench_run(args)
-    fields = {"lengths": args.lengths, "gpu_lengths": args.gpu_lengths, "kinds": args.kinds, "threads": args.threads, "repeats": args.repeats, "warmup": args.warmup}
+    fields = {"lengths": args.lengths, "gpu_lengths": args.gpu_lengths, "kinds": args.kinds, "threads": args.threads,
+              "repeats": args.repeats, "warmup": args.warmup}
     from compress.onnx.scaling import build_model, check_kinds, export_model
     from eval.report import load_results, write_report
     from eval.scaling import ScalingConfig, run_scaling
@@ -160,7 +162,8 @@ def cmd_bench(args) -> int:
     try:
         cfg = ScalingConfig(**{k: v for k, v in fields.items() if v is not None}, memory=not args.no_memory)
     except ValidationError as e:
-        raise SlimformerError("bench --scaling: " + "; ".join(f"--{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors())) from None
+        raise SlimformerError("bench --scaling: " + "; ".join(f"--{'.'.join(map(str, err['loc']))}: {err['msg']}"
+                                                             for err in e.errors())) from None
     check_kinds(cfg.kinds)
     out = Path(args.out)
     # a run folder: its trained models join the plots, and its report gets them (read first: a bad file fails early)
@@ -185,7 +188,8 @@ def load_saved_model(folder: Path):
         return AutoModelForSequenceClassification.from_pretrained(folder).eval()
     except Exception as e:  # a damaged stage folder: transformers and safetensors raise many kinds
         raise SlimformerError(f"{folder} does not load ({type(e).__name__}: {str(e)[:200]}); it was edited or cut short: "
-                              f"re-run the recipe (`slimformer run {folder.parents[2] / 'recipe.yaml'}`) to make it again") from None
+                              f"re-run the recipe (`slimformer run {folder.parents[2] / 'recipe.yaml'}`) "
+                              "to make it again") from None
 
 
 def bench_run(args) -> int:
@@ -292,7 +296,8 @@ def cmd_serve(args) -> int:
 
 
 def cmd_compress(args) -> int:
-    """`slimformer compress MODEL_OR_RECIPE --max-drop ... --minimize ...`: search the compression for a budget (compress/search)."""
+    """`slimformer compress MODEL_OR_RECIPE --max-drop ... --minimize ...`: search the compression for a budget
+    (compress/search)."""
     from compress.search.front import Budget, parse_drop
     from compress.search.runner import SearchConfig, compress_search, parse_time
 
@@ -329,13 +334,15 @@ def console(quiet: bool = False):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="slimformer", description="Make Transformer text classifiers small and fast: train a teacher, compress it, export ONNX, benchmark, report.")
+    parser = argparse.ArgumentParser(prog="slimformer", description="Make Transformer text classifiers small and fast: "
+                                     "train a teacher, compress it, export ONNX, benchmark, report.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("run", help="run a recipe (a path or a shipped recipe's name) with key=value overrides")
     p.add_argument("recipe")
     p.add_argument("overrides", nargs="*", help="e.g. steps.teacher.epochs=1 task.max_examples=2000")
-    p.add_argument("--runs-dir", default=os.environ.get("SLIMFORMER_RUNS", "runs"), help="where runs/<name>/ goes (default: ./runs)")
+    p.add_argument("--runs-dir", default=os.environ.get("SLIMFORMER_RUNS", "runs"),
+                   help="where runs/<name>/ goes (default: ./runs)")
     p.set_defaults(fn=cmd_run)
 
     p = sub.add_parser("validate", help="check a recipe without running it")
@@ -366,17 +373,22 @@ def build_parser() -> argparse.ArgumentParser:
                    "exit 1 when one is broken (docs/thresholds.example.yaml)")
     p.set_defaults(fn=cmd_report)
 
-    p = sub.add_parser("bench", help="re-time a run's stages in interleaved rounds; or --scaling: latency and memory against length per attention kind")
-    p.add_argument("run_dir", nargs="?", help="a finished run folder: every stage re-timed in interleaved rounds, results.json and report rewritten")
+    p = sub.add_parser("bench", help="re-time a run's stages in interleaved rounds; "
+                                     "or --scaling: latency and memory against length per attention kind")
+    p.add_argument("run_dir", nargs="?", help="a finished run folder: every stage re-timed in interleaved rounds, "
+                                              "results.json and report rewritten")
     p.add_argument("--scaling", action="store_true", help="run the attention scaling benchmark")
     p.add_argument("--lengths", type=int, nargs="+", help="sequence lengths (default 512 1024 2048 4096 8192)")
     p.add_argument("--kinds", nargs="+", help="attention kinds (default: full bigbird linformer performer)")
-    p.add_argument("--gpu-lengths", type=int, nargs="+", help="lengths timed in torch on a GPU, until a kind runs out of memory (default 512 ... 16384)")
+    p.add_argument("--gpu-lengths", type=int, nargs="+",
+                   help="lengths timed in torch on a GPU, until a kind runs out of memory (default 512 ... 16384)")
     p.add_argument("--threads", type=int, help="intra-op threads (default 2)")
-    p.add_argument("--repeats", type=int, help="timed calls per length (default 5); with a run folder: rounds (default: the run's repeats)")
+    p.add_argument("--repeats", type=int,
+                   help="timed calls per length (default 5); with a run folder: rounds (default: the run's repeats)")
     p.add_argument("--warmup", type=int, help="untimed calls per length (default 1)")
     p.add_argument("--no-memory", action="store_true", help="skip the fresh-process peak-memory probes")
-    p.add_argument("--out", default="runs/scaling", help="output folder (default runs/scaling); a run folder gets the plots in its report")
+    p.add_argument("--out", default="runs/scaling",
+                   help="output folder (default runs/scaling); a run folder gets the plots in its report")
     p.set_defaults(fn=cmd_bench)
 
     p = sub.add_parser("compress", help="search the compression pipeline that meets a budget (accuracy, latency, size); "
@@ -390,7 +402,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--label-column", default="label")
     p.add_argument("--max-drop", help="accuracy the compressed model may lose: points (1.0) or percent of the teacher's (1%%)")
     p.add_argument("--minimize", choices=["latency", "size"], help="the cost to minimise under the accuracy constraint")
-    p.add_argument("--max-latency-ms", type=float, help="hard latency budget (ms at --batch-size x --seq-len); accuracy maximised")
+    p.add_argument("--max-latency-ms", type=float,
+                   help="hard latency budget (ms at --batch-size x --seq-len); accuracy maximised")
     p.add_argument("--max-mb", type=float, help="hard size budget (MB of the ONNX file); accuracy maximised")
     p.add_argument("--batch-size", type=int, default=8, help="the batch size latency is measured at (default 8)")
     p.add_argument("--seq-len", type=int, help="input length in tokens (default: the recipe's, else 128)")
@@ -438,7 +451,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-texts", type=int, help="texts per request (default 256)")
     p.add_argument("--max-body-bytes", type=int, help="bytes of a request body (default 1 MiB)")
     p.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads (default: all cores)")
-    p.add_argument("--shutdown-timeout-s", type=float, help="on Ctrl-C/SIGTERM, how long requests in flight may take (default 30)")
+    p.add_argument("--shutdown-timeout-s", type=float,
+                   help="on Ctrl-C/SIGTERM, how long requests in flight may take (default 30)")
     p.set_defaults(fn=cmd_serve)
     return parser
 

@@ -40,7 +40,8 @@ def run(tmp_path_factory) -> Path:
     done = slimformer("run", "quickstart", *SHRINK, "--runs-dir", str(work / "runs"), cwd=work)
     assert done.returncode == 0, done.stderr
     assert "report:" in done.stdout
-    assert "Loading weights" not in done.stderr and "Writing model shards" not in done.stderr, "transformers' own bars are silenced"
+    assert "Loading weights" not in done.stderr and "Writing model shards" not in done.stderr, (
+        "transformers' own bars are silenced")
     return work / "runs" / "quickstart"
 
 
@@ -75,8 +76,8 @@ def test_a_stage_loads_with_auto_classes_after_import_compress(run):
               "model = AutoModelForSequenceClassification.from_pretrained(folder)\n"
               "tok = AutoTokenizer.from_pretrained(folder)\n"
               "print(type(model).__module__, model(**tok(['a dog'], return_tensors='pt')).logits.shape[-1])\n")
-    done = subprocess.run([sys.executable, "-c", script, str(run / "stages" / "teacher" / "model")], capture_output=True, text=True,
-                          env={**os.environ, "HF_HUB_OFFLINE": "1"}, stdin=subprocess.DEVNULL, timeout=300)
+    done = subprocess.run([sys.executable, "-c", script, str(run / "stages" / "teacher" / "model")], capture_output=True,
+                          text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"}, stdin=subprocess.DEVNULL, timeout=300)
     assert done.returncode == 0, done.stderr
     module, n_classes = done.stdout.split()
     assert module.startswith("compress.models") and int(n_classes) == 26
@@ -113,8 +114,8 @@ def test_bench_retimes_a_run(run):
 
 
 def test_bench_scaling(tmp_path, capsys):
-    done = slimformer("bench", "--scaling", "--lengths", "16", "32", "--kinds", "full", "linformer", "--repeats", "1", "--warmup", "0",
-                      "--no-memory", "--out", str(tmp_path / "scaling"), cwd=tmp_path)
+    done = slimformer("bench", "--scaling", "--lengths", "16", "32", "--kinds", "full", "linformer", "--repeats", "1",
+                      "--warmup", "0", "--no-memory", "--out", str(tmp_path / "scaling"), cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     data = json.loads((tmp_path / "scaling" / "scaling.json").read_text())
     assert {r["kind"] for r in data["latency"]} == {"full", "linformer"}

@@ -103,7 +103,8 @@ def test_a_circle_would_be_found():
 
 def test_eval_never_imports_compress():
     graph = import_graph()
-    upward = sorted(f"{m} -> {t}" for m, targets in graph.items() if m.startswith("eval") for t in targets if t.startswith("compress"))
+    upward = sorted(f"{m} -> {t}" for m, targets in graph.items() if m.startswith("eval")
+                    for t in targets if t.startswith("compress"))
     assert not upward, "eval is the lower package; these imports point the wrong way: " + ", ".join(upward)
     assert any(t.startswith("eval") for m, targets in graph.items() if m.startswith("compress") for t in targets)
 

@@ -71,7 +71,8 @@ def results_fixture(run: str = "quickstart") -> dict:
     """A results.json with a trained teacher and a smaller distilled student."""
     protocol = {"task": "wordnet", "task_description": "hypernym <b>classes</b>", "split": "test", "n_test": 2000,
                 "seq_len": 64, "batch_sizes": [1, 8], "seq_lens": [64], "threads": 2, "warmup": 5, "repeats": 30,
-                "devices": ["cpu"], "cpu": "Intel(R) Xeon(R) Processor", "versions": {"torch": "2.13.0", "onnxruntime": "1.31.1", "transformers": "5.23.0"}}
+                "devices": ["cpu"], "cpu": "Intel(R) Xeon(R) Processor",
+                "versions": {"torch": "2.13.0", "onnxruntime": "1.31.1", "transformers": "5.23.0"}}
     teacher = {"name": "teacher", "kind": "train", "parent": None, "accuracy": 0.71, "accuracy_torch": 0.7105,
                "macro_f1": 0.6, "agreement": 1.0, "params": 1234567, "onnx_bytes": 4939212,
                "onnx_dir": "stages/teacher/onnx", "precision": "fp32",

@@ -49,7 +49,8 @@ def test_fit_save_load_predicts_as_sklearn_does(tmp_path, n_classes):
     assert size_bytes(tmp_path / "sk") == sum(p.stat().st_size for p in (tmp_path / "sk").iterdir())
     counts = model.counts()
     vocab = len(vec.vocabulary_)
-    assert counts["vocab_size"] == vocab and counts["params"] == np.count_nonzero(reference.coef_) + reference.intercept_.size + vocab
+    assert (counts["vocab_size"] == vocab
+            and counts["params"] == np.count_nonzero(reference.coef_) + reference.intercept_.size + vocab)
 
 
 def test_a_class_missing_from_training_scores_minus_infinity_and_timing_records():
@@ -66,8 +67,8 @@ def with_reference(results: dict, make_latency) -> dict:
     """The conftest results plus a reference row: faster and smaller than both stages, accuracy 70 %."""
     latency = [make_latency(1, 0.2, runtime="sklearn"), make_latency(8, 0.5, runtime="sklearn")]
     results["stages"].insert(0, {"name": "baseline", "kind": "baseline", "reference": True, "accuracy": 0.70, "macro_f1": 0.69,
-                                 "params": 5000, "model_bytes": 800_000, "artifact_dir": "stages/baseline/sklearn", "n_test": 2000,
-                                 "latency": latency})
+                                 "params": 5000, "model_bytes": 800_000, "artifact_dir": "stages/baseline/sklearn",
+                                 "n_test": 2000, "latency": latency})
     return results
 
 
@@ -96,7 +97,8 @@ def test_report_marks_the_reference_row_and_plots_it_off_the_front(make_run, mak
     assert plots.pareto_front([10.0, 2.5], [71.0, 69.25]) == [1, 0], "the front is the two pipeline stages'"
 
 
-def test_check_names_a_reference_row_explicitly_and_reads_its_own_size_and_runtime(make_run, make_results, make_latency, tmp_path):
+def test_check_names_a_reference_row_explicitly_and_reads_its_own_size_and_runtime(make_run, make_results, make_latency,
+                                                                                    tmp_path):
     run_dir = make_run(results=with_reference(make_results(), make_latency))
     path = tmp_path / "t.yaml"
     path.write_text('stages:\n  "*": {min_accuracy: 0.69, max_onnx_mb: 5.0}\n')

@@ -184,6 +184,7 @@ def test_timed_sessions_spin_only_within_a_call_and_the_protocol_says_so(tiny_on
     assert options.intra_op_num_threads == 2 and options.inter_op_num_threads == 1
     settings = timing_settings(2)
     assert settings["onnxruntime"] | {"session.intra_op.allow_spinning": "1", "session.inter_op.allow_spinning": "0",
-                                      "graph_optimization_level": "ORT_ENABLE_ALL", "intra_op_num_threads": 2} == settings["onnxruntime"]
+                                      "graph_optimization_level": "ORT_ENABLE_ALL",
+                                      "intra_op_num_threads": 2} == settings["onnxruntime"]
     assert settings["torch"]["threads"] == 2 and settings["torch"]["grad"] == "torch.inference_mode()"
     assert "no tokenization" in settings["timed_call"]

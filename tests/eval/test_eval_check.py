@@ -17,7 +17,8 @@ EXAMPLE = Path(__file__).resolve().parents[2] / "docs" / "thresholds.example.yam
 PASSING = """\
 stages:
   "*": {min_accuracy: 0.69, max_accuracy_drop: 0.0175}   # the student's drop is exactly 1.75 points
-  student: {max_p50_ms: 2.5, max_p99_ms: 4.0, batch_size: 8, seq_len: 64, max_onnx_mb: 1.2, max_params: 300000, min_agreement: 0.9}
+  student: {max_p50_ms: 2.5, max_p99_ms: 4.0, batch_size: 8, seq_len: 64, max_onnx_mb: 1.2, max_params: 300000,
+            min_agreement: 0.9}
   teacher: {max_p50_ms: 31.0, batch_size: 8, seq_len: 64, runtime: torch}
 """
 
@@ -92,28 +93,34 @@ stages:
     ("text", "message"),
     [
         ("stages:\n  studnet: {min_accuracy: 0.5}\n",
-         r"stages\.studnet: no such stage \(did you mean 'student'\?\); stages: teacher, student \(or run/stage, e\.g\. quickstart/teacher\)"),
+         r"stages\.studnet: no such stage \(did you mean 'student'\?\); stages: teacher, student "
+         r"\(or run/stage, e\.g\. quickstart/teacher\)"),
         ("stages:\n  student:\n    min_acuracy: 0.5\n",
-         r"thresholds\.yaml:3: stages\.student: unknown key 'min_acuracy' \(did you mean 'min_accuracy'\?\); valid keys: min_accuracy,"),
-        ("stage:\n  student: {min_accuracy: 0.5}\n", r"thresholds\.yaml:1: thresholds: unknown key 'stage' \(did you mean 'stages'\?\)"),
+         r"thresholds\.yaml:3: stages\.student: unknown key 'min_acuracy' \(did you mean 'min_accuracy'\?\); "
+         r"valid keys: min_accuracy,"),
+        ("stage:\n  student: {min_accuracy: 0.5}\n",
+         r"thresholds\.yaml:1: thresholds: unknown key 'stage' \(did you mean 'stages'\?\)"),
         ("stages:\n  student: {max_p50_ms: 3.0, batch_size: 32, seq_len: 64}\n",
          (r"stages\.student\.max_p50_ms for student: no latency record at batch 32, seq_len 64, onnxruntime cpu; "
           r"measured: batch 1, seq_len 64, onnxruntime cpu; batch 8, seq_len 64, onnxruntime cpu")),
         ("stages:\n  student: {max_p50_ms: 3.0, batch_size: 8, seq_len: 64, runtime: torch}\n",
          r"no latency record at batch 8, seq_len 64, torch cpu"),
-        ("stages:\n  student: {max_p50_ms: 3.0}\n", r"thresholds\.yaml:2: stages\.student: max_p50_ms needs batch_size and seq_len"),
+        ("stages:\n  student: {max_p50_ms: 3.0}\n",
+         r"thresholds\.yaml:2: stages\.student: max_p50_ms needs batch_size and seq_len"),
         ("stages:\n  student: {min_accuracy: 0.5, batch_size: 8}\n", r"batch_size only apply to max_p50_ms / max_p99_ms"),
-        ("stages:\n  student: {min_accuracy: 70}\n", r"stages\.student\.min_accuracy: 70\.0 is not a fraction in \[0, 1\]: write 0\.7"),
+        ("stages:\n  student: {min_accuracy: 70}\n",
+         r"stages\.student\.min_accuracy: 70\.0 is not a fraction in \[0, 1\]: write 0\.7"),
         ("stages:\n  student: {}\n", r"stages\.student: sets no limit; give at least one of min_accuracy"),
-        ("stages:\n  student: {runtime: ort, max_p50_ms: 3.0, batch_size: 8, seq_len: 64}\n", r"stages\.student\.runtime: .*'onnxruntime' or 'torch'"),
+        ("stages:\n  student: {runtime: ort, max_p50_ms: 3.0, batch_size: 8, seq_len: 64}\n",
+         r"stages\.student\.runtime: .*'onnxruntime' or 'torch'"),
         ("stages: {}\n", r"stages: .*at least 1 item"),
         ("- student\n", r"a thresholds file is a YAML mapping"),
         ("stages:\n  student: {min_accuracy: 0.5}\n  student: {max_params: 3}\n", r"duplicate key 'student'"),
         ("stages:\n  student: !!python/object/apply:os.system ['echo hi']\n", r"YAML syntax error"),
     ],
-    ids=["unknown stage", "unknown key", "unknown top-level key", "unmeasured batch", "unmeasured runtime", "ceiling without setting",
-         "setting without ceiling", "percent not fraction", "no limit", "bad runtime", "no stages", "not a mapping",
-         "duplicate key", "python tag"],
+    ids=["unknown stage", "unknown key", "unknown top-level key", "unmeasured batch", "unmeasured runtime",
+         "ceiling without setting", "setting without ceiling", "percent not fraction", "no limit", "bad runtime", "no stages",
+         "not a mapping", "duplicate key", "python tag"],
 )
 def test_bad_thresholds_exit_2_with_the_key_and_write_nothing(make_run, tmp_path, capsys, text, message):
     run_dir = make_run()

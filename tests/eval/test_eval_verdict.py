@@ -7,7 +7,8 @@ from eval.verdict import HEADERS, LRA_TABLE1, build_verdict, verdict_text
 
 
 def record(p50: float, seq_len: int = 1024, batch: int = 1, runtime: str = "onnxruntime") -> dict:
-    return {"device": "cpu", "runtime": runtime, "precision": "fp32", "batch": batch, "seq_len": seq_len, "threads": 2, "p50_ms": p50}
+    return {"device": "cpu", "runtime": runtime, "precision": "fp32", "batch": batch, "seq_len": seq_len, "threads": 2,
+            "p50_ms": p50}
 
 
 def memory(mb: float, seq_len: int = 1024, batch: int = 1) -> dict:
@@ -40,7 +41,8 @@ def test_verdict_rows_numbers_and_verdicts():
     assert list(rows) == ["teacher", "bigbird", "performer", "linformer_l1"]
     big = rows["bigbird"]
     assert (big["Task"], big["seq_len"], big["Kind"], big["Layers"]) == ("lookup", "1024", "bigbird", "all")
-    assert (big["Accuracy %"], big["Δ vs teacher (pts)"], big["Teacher %"], big["BoE %"], big["Baseline %"]) == ("59.50", "-0.50", "60.00", "40.00", "41.00")
+    assert ((big["Accuracy %"], big["Δ vs teacher (pts)"], big["Teacher %"], big["BoE %"], big["Baseline %"])
+            == ("59.50", "-0.50", "60.00", "40.00", "41.00"))
     assert (big["p50 ms"], big["Speed-up"], big["Peak MB"], big["Memory ×"]) == ("20.00", "5.00×", "300.0", "0.33×")
     assert big["Timed"] == "cpu onnxruntime, batch 1"  # the task's length, CPU ONNX Runtime, smallest batch
     assert big["Verdict"] == "within 2 points of the teacher"
@@ -56,7 +58,8 @@ def test_memory_measured_at_another_batch_is_shown_and_said():
     for stage in other["stages"]:
         for m in stage.get("peak_memory") or []:
             m["batch"] = 8  # the bench measures memory at its largest batch only
-    big = {row[2]: dict(zip(build_verdict({"r": other}).headers, row, strict=True)) for row in build_verdict({"r": other}).rows}["bigbird"]
+    big = {row[2]: dict(zip(build_verdict({"r": other}).headers, row, strict=True))
+           for row in build_verdict({"r": other}).rows}["bigbird"]
     assert big["Peak MB"] == "300.0" and big["Timed"] == "cpu onnxruntime, batch 1 (memory: batch 8)"
 
 

@@ -22,7 +22,8 @@ def run_script(*args: str, timeout: int = 900) -> subprocess.CompletedProcess:
 def test_smoke_runs_the_cpu_parts_and_skips_cuda(tmp_path):
     done = run_script("--smoke", "--out", str(tmp_path))
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    status = {fields[0]: fields[1:] for fields in (line.split("\t") for line in (tmp_path / "status.tsv").read_text().splitlines())}
+    status = {fields[0]: fields[1:]
+              for fields in (line.split("\t") for line in (tmp_path / "status.tsv").read_text().splitlines())}
     assert status["recipe"][0] == "0" and status["scaling"][0] == "0"
     if not torch.cuda.is_available():
         assert status["cuda"][:1] == ["skipped"] and "no CUDA" in status["cuda"][2]
@@ -58,6 +59,7 @@ def test_torch_cuda_columns_fp32_fp16_bf16(tiny_config):
 
     model = SlimformerForSequenceClassification(tiny_config).eval()
     records = [r for dtype in (torch.float32, torch.float16, torch.bfloat16)
-               for r in bench_torch(model, [1, 4], [16], threads=2, vocab_size=60, warmup=1, repeats=3, device="cuda", dtype=dtype)]
+               for r in bench_torch(model, [1, 4], [16], threads=2, vocab_size=60, warmup=1, repeats=3, device="cuda",
+                                    dtype=dtype)]
     assert {(r["device"], r["precision"]) for r in records} == {("cuda", "fp32"), ("cuda", "fp16"), ("cuda", "bf16")}
     assert all(r["p50_ms"] > 0 for r in records)

@@ -4,12 +4,14 @@ from eval.scaling import figures, markdown, trained_points
 
 
 def latency(p50: float, seq_len: int = 1024, batch: int = 1, runtime: str = "onnxruntime") -> dict:
-    return {"device": "cpu", "runtime": runtime, "precision": "fp32", "batch": batch, "seq_len": seq_len, "threads": 2, "p50_ms": p50}
+    return {"device": "cpu", "runtime": runtime, "precision": "fp32", "batch": batch, "seq_len": seq_len, "threads": 2,
+            "p50_ms": p50}
 
 
 RESULTS = {"stages": [
     {"name": "baseline", "kind": "baseline", "accuracy": 0.3},
-    {"name": "teacher", "kind": "train", "accuracy": 0.99, "latency": [latency(6.4), latency(50.0, batch=8), latency(9.0, runtime="torch")],
+    {"name": "teacher", "kind": "train", "accuracy": 0.99,
+     "latency": [latency(6.4), latency(50.0, batch=8), latency(9.0, runtime="torch")],
      "peak_memory": [{"batch": 8, "seq_len": 1024, "peak_rss_bytes": 160e6}]},
     {"name": "bigbird", "kind": "swap_attention", "swap": {"to": "bigbird", "layers": [0, 1]}, "accuracy": 0.98,
      "latency": [latency(6.1)], "peak_memory": [{"batch": 1, "seq_len": 1024, "peak_rss_bytes": 90e6}]},
@@ -27,8 +29,8 @@ def test_trained_points_are_the_runs_full_and_swapped_stages_at_batch_1():
 
 def test_the_plots_and_the_table_show_them():
     data = {
-        "protocol": {"threads": 2, "lengths": [512, 1024], "kinds": ["full", "bigbird"], "model": "dim 128, untrained", "warmup": 1,
-                     "repeats": 5, "attention": {"full": {"kind": "full"}, "bigbird": {"kind": "bigbird"}}},
+        "protocol": {"threads": 2, "lengths": [512, 1024], "kinds": ["full", "bigbird"], "model": "dim 128, untrained",
+                     "warmup": 1, "repeats": 5, "attention": {"full": {"kind": "full"}, "bigbird": {"kind": "bigbird"}}},
         "latency": [{"kind": k, **latency(ms, seq_len=n)} for k, n, ms in
                     (("full", 512, 2.0), ("full", 1024, 7.0), ("bigbird", 512, 2.5), ("bigbird", 1024, 5.0))],
         "memory": [], "summary": {}, "trained": trained_points(RESULTS),

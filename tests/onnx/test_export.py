@@ -24,7 +24,8 @@ def batch(n=6, seq_len=12, seed=0):
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
-    config = SlimformerConfig(vocab_size=60, max_len=24, dim=32, n_layers=2, n_heads=[4, 2], head_dim=8, ffn_dim=[64, 16], num_labels=3)
+    config = SlimformerConfig(vocab_size=60, max_len=24, dim=32, n_layers=2, n_heads=[4, 2], head_dim=8, ffn_dim=[64, 16],
+                              num_labels=3)
     torch.manual_seed(0)
     model = SlimformerForSequenceClassification(config).eval()
     out = tmp_path_factory.mktemp("export") / "onnx"

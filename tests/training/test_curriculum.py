@@ -66,14 +66,16 @@ bench: {{batch_sizes: [1], repeats: 3, warmup: 1, memory: false, torch: false, t
 
 
 def test_the_phases_run_in_order_before_the_task_and_are_recorded(tmp_path):
-    """The teacher's phases, then its training on the task; a swap's recovery phases (the teacher run live on them), then its recovery."""
+    """The teacher's phases, then its training on the task; a swap's recovery phases (the teacher run live on them),
+    then its recovery."""
     recipe = tmp_path / "cur.yaml"
     recipe.write_text(RECIPE)
     assert cli.main(["run", str(recipe), "--runs-dir", str(tmp_path / "runs")]) == 0
     run = tmp_path / "runs" / "cur"
     teacher = json.loads((run / "results.json").read_text())["stages"][0]
     # max_steps 2 holds in every phase: phase 1 stops after 2 steps (epoch 1), phase 2 after 2
-    assert [(p["min_length"], p["max_length"], p["n_train"], p["steps"]) for p in teacher["curriculum"]] == [(8, 12, 40, 2), (20, 30, 32, 2)]
+    assert ([(p["min_length"], p["max_length"], p["n_train"], p["steps"]) for p in teacher["curriculum"]]
+            == [(8, 12, 40, 2), (20, 30, 32, 2)])
     assert teacher["train_curve"][-1]["step"] == 2  # then the task itself, from the curriculum's model
     phases = [json.loads(line).get("phase") for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [p for p in phases if p is not None] == [0, 1, 0]  # one epoch line per phase (max_steps stops each after its first)
@@ -83,14 +85,17 @@ def test_the_phases_run_in_order_before_the_task_and_are_recorded(tmp_path):
 
 
 @pytest.mark.parametrize("change, message", [
-    ({"task": {"kind": "listops", "min_length": 5, "max_length": 30, "seq_len": 40}, "curriculum": [{"min_length": 5, "max_length": 50}]},
+    ({"task": {"kind": "listops", "min_length": 5, "max_length": 30, "seq_len": 40},
+      "curriculum": [{"min_length": 5, "max_length": 50}]},
      r"steps\[0\]\.curriculum\[0\]: max_length 50 does not fit task\.seq_len 40"),
     ({"curriculum": [{"min_length": 12, "max_length": 8}]}, r"min_length \(12\) > max_length \(8\)"),
     ({"curriculum": [{"min_length": 4, "max_length": 8}]},
-     r"steps\[0\]\.curriculum\[0\]: the task at min_length 4, max_length 8 is not valid: min_length \(4\) is shorter than 5 pairs"),
+     r"steps\[0\]\.curriculum\[0\]: the task at min_length 4, max_length 8 is not valid: "
+     r"min_length \(4\) is shorter than 5 pairs"),
     ({"task": {"kind": "lookup", "seq_len": 40}, "curriculum": [{"min_length": 8, "max_length": 12}]},
      r"steps\[0\]\.curriculum\[0\]: a length curriculum redraws .* task kind 'lookup' has no length window"),
-    ({"task": {"kind": "wordnet"}, "curriculum": [{"min_length": 8, "max_length": 12}]}, r"task kind 'wordnet' has no length window"),
+    ({"task": {"kind": "wordnet"}, "curriculum": [{"min_length": 8, "max_length": 12}]},
+     r"task kind 'wordnet' has no length window"),
 ])
 def test_a_curriculum_the_task_cannot_redraw_is_refused_with_its_place(change, message):
     step = {"kind": "train", "curriculum": change["curriculum"]}

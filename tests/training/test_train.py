@@ -16,7 +16,8 @@ def test_predict_batches_by_length_and_returns_the_split_order():
     got = predict(model.train(), {"input_ids": ids, "attention_mask": mask}, batch_size=8)
     assert model.training, "predict restores the mode it found"
     with torch.no_grad():
-        alone = torch.cat([model.eval()(input_ids=ids[i : i + 1, : lengths[i]], attention_mask=mask[i : i + 1, : lengths[i]]).logits
+        alone = torch.cat([model.eval()(input_ids=ids[i : i + 1, : lengths[i]],
+                                        attention_mask=mask[i : i + 1, : lengths[i]]).logits
                            for i in range(37)])
     torch.testing.assert_close(got, alone, atol=1e-5, rtol=1e-5)
 
