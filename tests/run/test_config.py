@@ -52,7 +52,8 @@ def test_defaults_are_filled(tmp_path):
 
 
 def test_overrides(tmp_path):
-    recipe, _ = load_recipe(write(tmp_path, GOOD), ["steps.teacher.epochs=3", "task.n_train=70", "steps.1.opset=17", "name=other"])
+    recipe, _ = load_recipe(write(tmp_path, GOOD),
+                            ["steps.teacher.epochs=3", "task.n_train=70", "steps.1.opset=17", "name=other"])
     assert recipe.steps[0].epochs == 3 and recipe.task.n_train == 70 and recipe.steps[1].opset == 17
     assert recipe.name == "other"
 
@@ -105,14 +106,17 @@ def test_variants_continue_from_the_trunk_with_prefixed_stage_names(tmp_path):
     pruned_int8 = lineages(recipe)[1][1][-1]
     assert pruned_int8.parent == "pruned.heads", "a parent naming the variant's own stage is prefixed too"
     assert recipe.variants["pruned"][2].parent == "heads", "the recipe as written is unchanged (dumps re-validate)"
-    assert load_recipe(write(tmp_path, VARIANTS + "report: {baseline: pruned.heads}\n", "b.yaml"))[0].report.baseline == "pruned.heads"
+    assert (load_recipe(write(tmp_path, VARIANTS + "report: {baseline: pruned.heads}\n", "b.yaml"))[0].report.baseline
+            == "pruned.heads")
 
 
 @pytest.mark.parametrize(
     "variants, expected",
     [
-        ("  a:\n    - {kind: export}\n    - {kind: quantize, parent: nope}\n", "variants.a[1] (quantize 'a.int8'): parent 'nope'"),
-        ("  a:\n    - {kind: prune_heads, name: heads, amount: 0.5}\n    - {kind: quantize}\n", "variants.a[1] (quantize 'a.int8'): stage 'a.heads' has no ONNX artifact"),
+        ("  a:\n    - {kind: export}\n    - {kind: quantize, parent: nope}\n",
+         "variants.a[1] (quantize 'a.int8'): parent 'nope'"),
+        ("  a:\n    - {kind: prune_heads, name: heads, amount: 0.5}\n    - {kind: quantize}\n",
+         "variants.a[1] (quantize 'a.int8'): stage 'a.heads' has no ONNX artifact"),
         ("  a:\n    - {kind: quantize}\n    - {kind: quantize}\n", "variants.a[1]: stage name 'a.int8' is used twice"),
         ("  a:\n    - {kind: quantize, epocs: 1}\n", "variants.a[0]: unknown key 'epocs'"),
         ("  a: []\n", "variants.a"),

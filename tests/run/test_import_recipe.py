@@ -82,7 +82,8 @@ def test_predict_reads_the_imported_tokenizer(run, capsys):
 
 @pytest.mark.parametrize(("extra", "message"), [
     ("teacher: {from: ckpt, dim: 64}", r"teacher.from imports the checkpoint's shape; remove teacher.dim"),
-    ("teacher: {from: ckpt}\ntask: {kind: files, train: train.csv, tokenizer: {kind: bpe}}", r"task.tokenizer: the imported teacher \(ckpt\) brings its own tokenizer"),
+    ("teacher: {from: ckpt}\ntask: {kind: files, train: train.csv, tokenizer: {kind: bpe}}",
+     r"task.tokenizer: the imported teacher \(ckpt\) brings its own tokenizer"),
 ])
 def test_recipe_mistakes_are_clear(tmp_path, extra, message):
     text = "name: x\ntask: {kind: files, train: train.csv}\nsteps: [{kind: train}]\n" + extra + "\n"
@@ -95,10 +96,12 @@ def test_recipe_mistakes_are_clear(tmp_path, extra, message):
 
 def test_a_missing_checkpoint_or_long_inputs_fail_before_anything_is_written(tmp_path, capsys):
     write_task(tmp_path)
-    (tmp_path / "r.yaml").write_text("name: x\ntask: {kind: files, train: train.csv}\nteacher: {from: nowhere}\nsteps: [{kind: train}]\n")
+    (tmp_path / "r.yaml").write_text("name: x\ntask: {kind: files, train: train.csv}\nteacher: {from: nowhere}\n"
+                                     "steps: [{kind: train}]\n")
     assert cli.main(["run", str(tmp_path / "r.yaml"), "--runs-dir", str(tmp_path / "runs")]) == 2
     assert "teacher.from" in capsys.readouterr().err and not (tmp_path / "runs").exists()
     tiny_bert_folder(tmp_path / "ckpt")
-    (tmp_path / "r.yaml").write_text("name: x\ntask: {kind: files, train: train.csv, seq_len: 64}\nteacher: {from: ckpt}\nsteps: [{kind: train}]\n")
+    (tmp_path / "r.yaml").write_text("name: x\ntask: {kind: files, train: train.csv, seq_len: 64}\nteacher: {from: ckpt}\n"
+                                     "steps: [{kind: train}]\n")
     assert cli.main(["run", str(tmp_path / "r.yaml"), "--runs-dir", str(tmp_path / "runs")]) == 2
     assert "task.seq_len 64 exceeds the 40 positions" in capsys.readouterr().err and not (tmp_path / "runs").exists()

@@ -50,7 +50,8 @@ def test_two_processes_train_like_one(tmp_path):
     recipe = tmp_path / "tiny.yaml"
     recipe.write_text(RECIPE)
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1"}
-    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--main_process_port", "0"]  # 0: any free port
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+              "--main_process_port", "0"]  # 0: any free port
     cmd = [*launch, str(ROOT / "cli.py"), "run", str(recipe), "--runs-dir", str(tmp_path / "two")]
     proc = subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]

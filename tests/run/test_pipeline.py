@@ -20,12 +20,17 @@ SHIPPED = sorted(p for p in RECIPES_DIR.glob("*.yaml") if p.stem not in ("minilm
 
 SHRINK_MODEL = ["teacher.size=tiny", "teacher.dim=32", "teacher.n_heads=2", "teacher.ffn_dim=64", "teacher.n_layers=2"]
 SHRINK_BENCH = ["bench.batch_sizes=[1,2]", "bench.repeats=3", "bench.warmup=1", "bench.memory=false", "bench.traffic_texts=16",
-                "bench.interleave=false",  # the end-of-run re-timing is generic, tested in tests/eval/test_eval_interleave.py and by the quickstart test
-                "bench.threads=1"]  # the worker's own torch threads (tests/conftest.py): 2 would rebuild torch's thread pool in every bench step and spin ONNX Runtime's (1-3 s a step on a busy 2-core machine)
+                # the end-of-run re-timing is generic, tested in tests/eval/test_eval_interleave.py and by the quickstart test
+                "bench.interleave=false",
+                # the worker's own torch threads (tests/conftest.py): 2 would rebuild torch's thread pool in every bench step
+                # and spin ONNX Runtime's (1-3 s a step on a busy 2-core machine)
+                "bench.threads=1"]
 SHRINK_TASK = {
     "wordnet": ["task.max_examples=400", "task.seq_len=24", "task.tokenizer.vocab_size=300"],
-    "listops": ["task.n_train=200", "task.n_validation=30", "task.n_test=30", "task.min_length=5", "task.max_length=30", "task.seq_len=40"],
-    "lookup": ["task.n_train=200", "task.n_validation=30", "task.n_test=30", "task.min_pairs=4", "task.max_pairs=8", "task.seq_len=24"],
+    "listops": ["task.n_train=200", "task.n_validation=30", "task.n_test=30", "task.min_length=5", "task.max_length=30",
+                "task.seq_len=40"],
+    "lookup": ["task.n_train=200", "task.n_validation=30", "task.n_test=30", "task.min_pairs=4", "task.max_pairs=8",
+               "task.seq_len=24"],
     "files": [],
 }
 
@@ -43,11 +48,15 @@ def shrink(path: Path, tmp_path: Path) -> list[str]:
     recipe, _ = load_recipe(path)
     lists = {"steps": recipe.steps, **{f"variants.{v}": vs for v, vs in (recipe.variants or {}).items()}}
     steps = [f"{key}.{i}.max_steps=3" for key, items in lists.items() for i, s in enumerate(items) if hasattr(s, "max_steps")]
-    steps += [f"{key}.{i}.recover.max_steps=3" for key, items in lists.items() for i, s in enumerate(items) if hasattr(s, "recover")]
-    steps += [f"{key}.{i}.max_texts=200" for key, items in lists.items() for i, s in enumerate(items) if getattr(s, "builtin", None)]
-    steps += [f"{key}.{i}.C=[1.0]" for key, items in lists.items() for i, s in enumerate(items) if s.kind == "baseline"]  # one fit; the C search: tests/eval/test_eval_baseline.py
-    steps += [f"{key}.{i}.student.n_layers=2" for key, items in lists.items() for i, s in enumerate(items)  # as deep as the shrunk teacher:
-              if (getattr(getattr(s, "student", None), "n_layers", None) or 0) > 2]  # every layer adds ~1 s to each of the stage's exports
+    steps += [f"{key}.{i}.recover.max_steps=3" for key, items in lists.items() for i, s in enumerate(items)
+              if hasattr(s, "recover")]
+    steps += [f"{key}.{i}.max_texts=200" for key, items in lists.items() for i, s in enumerate(items)
+              if getattr(s, "builtin", None)]
+    # one fit; the C search: tests/eval/test_eval_baseline.py
+    steps += [f"{key}.{i}.C=[1.0]" for key, items in lists.items() for i, s in enumerate(items) if s.kind == "baseline"]
+    # as deep as the shrunk teacher: every layer adds ~1 s to each of the stage's exports
+    steps += [f"{key}.{i}.student.n_layers=2" for key, items in lists.items() for i, s in enumerate(items)
+              if (getattr(getattr(s, "student", None), "n_layers", None) or 0) > 2]
     steps += [f"{key}.{i}{part}.curriculum=[{{min_length: 12, max_length: 20, n_train: 40}}]"  # one short phase
               for key, items in lists.items() for i, s in enumerate(items)
               for part, owner in (("", s), (".recover", getattr(s, "recover", None))) if getattr(owner, "curriculum", None)]
@@ -59,11 +68,13 @@ def shrink(path: Path, tmp_path: Path) -> list[str]:
         files = imported_stand_ins(tmp_path / "stand_ins")
         model = [f"teacher.from={files['from']}"] if recipe.teacher.from_ is not None else SHRINK_MODEL
         task = [f"task.{split}={files['train']}" for split in ("train", "validation", "test")]
-        task.append("task.seq_len=16" if recipe.teacher.from_ is not None else "task.seq_len=48")  # the tiny checkpoint has 40 positions
+        # the tiny checkpoint has 40 positions
+        task.append("task.seq_len=16" if recipe.teacher.from_ is not None else "task.seq_len=48")
         for key, items in lists.items():
             for i, s in enumerate(items):
                 for prefix, part in ((f"{key}.{i}", s), (f"{key}.{i}.recover", getattr(s, "recover", None))):
-                    steps += [f"{prefix}.{field}=[{files['unlabeled']}]" for field in ("unlabeled", "extra_texts", "corpus") if getattr(part, field, None)]
+                    steps += [f"{prefix}.{field}=[{files['unlabeled']}]" for field in ("unlabeled", "extra_texts", "corpus")
+                              if getattr(part, field, None)]
                 if getattr(s, "dim", None) and s.kind == "prune_width":
                     steps.append(f"{key}.{i}.dim=16")
     return task + model + SHRINK_BENCH + steps + ["bench.seq_lens=null"]
@@ -97,8 +108,8 @@ def check_shipped_run(run_dir: Path, out: str) -> None:
 
 def test_quickstart_end_to_end_and_resume(tmp_path):
     """The quickstart, shrunk: ONNX accuracy equals torch accuracy; a rerun retrains nothing."""
-    args = ["run", "quickstart", *SHRINK_TASK["wordnet"], *SHRINK_MODEL, "bench.batch_sizes=[1,2]", "bench.repeats=3", "bench.warmup=1",
-            "bench.threads=1", "steps.teacher.epochs=2", "--runs-dir", str(tmp_path)]
+    args = ["run", "quickstart", *SHRINK_TASK["wordnet"], *SHRINK_MODEL, "bench.batch_sizes=[1,2]", "bench.repeats=3",
+            "bench.warmup=1", "bench.threads=1", "steps.teacher.epochs=2", "--runs-dir", str(tmp_path)]
     assert cli.main(args) == 0
     run_dir = tmp_path / "quickstart"
     first = json.loads((run_dir / "results.json").read_text())
@@ -135,7 +146,8 @@ def test_cli_errors_exit_2_and_write_nothing(tmp_path, capsys):
     bad.write_text("name: bad\ntask: {kind: files, train: missing.csv}\nsteps:\n  - kind: train\n")
     runs = tmp_path / "runs"
     # a process, once: the exit status the shell sees is 2
-    done = subprocess.run([sys.executable, str(ROOT / "cli.py"), "run", str(bad), "--runs-dir", str(runs)], capture_output=True, text=True, timeout=300)
+    done = subprocess.run([sys.executable, str(ROOT / "cli.py"), "run", str(bad), "--runs-dir", str(runs)], capture_output=True,
+                          text=True, timeout=300)
     assert done.returncode == 2, done.stderr
     assert "missing.csv" in done.stderr and "Traceback" not in done.stderr
     assert not runs.exists(), "a run with bad data must write nothing"
@@ -249,9 +261,11 @@ def test_editing_eval_code_reruns_only_the_measuring_steps_that_use_it(stale_run
 
     real = compress.run.runner.code_version
     # eval/accuracy.py "edited": its source hash changes, nothing else does
-    monkeypatch.setattr(compress.run.runner, "code_version", lambda modules=(): real(modules) + ("-edited" if "eval.accuracy" in modules else ""))
+    monkeypatch.setattr(compress.run.runner, "code_version",
+                        lambda modules=(): real(modules) + ("-edited" if "eval.accuracy" in modules else ""))
     assert cli.main(args) == 0
-    assert finished_steps(run_dir)[len(first):] == ["teacher:evaluate", "student:evaluate"], "only evaluate reads eval/accuracy.py"
+    assert finished_steps(run_dir)[len(first):] == ["teacher:evaluate", "student:evaluate"], (
+        "only evaluate reads eval/accuracy.py")
 
 
 def test_a_new_baseline_reruns_evaluate_and_refreshes_agreement(stale_run, tmp_path):

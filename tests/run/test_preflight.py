@@ -160,7 +160,8 @@ FILES = {
     "corpus without its column": ({"corpus.csv": "sentence\na b\nc d\n"},
                                   "name: x\ntask: {kind: files, train: train.csv}\nsteps:\n"
                                   "  - {kind: pretrain, corpus: [corpus.csv]}\n"
-                                  "  - {kind: train}\n", r"corpus file .*corpus.csv has no column 'text'.*set corpus_column: to the one"),
+                                  "  - {kind: train}\n",
+                                  r"corpus file .*corpus.csv has no column 'text'.*set corpus_column: to the one"),
     "shipped data not built": ({}, "name: x\ntask: {kind: files, train: data/vader/train.csv}\nsteps: [{kind: train}]\n",
                                r"task.train: .*data/vader/train.csv is not there yet: .* run `cd .* && python -m "
                                r"compress.data.build_vader --out data/vader`, then this command again"),

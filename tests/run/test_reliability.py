@@ -54,25 +54,35 @@ BAD = {
     "yaml python tag": ("name: !!python/object/apply:os.system ['echo hi']\n", {}, r"YAML syntax error"),
     "not a mapping": ("- a\n- b\n", {}, r"a recipe is a YAML mapping"),
     "empty file": ("", {}, r"a recipe is a YAML mapping"),
-    "unknown top-level key": (GOOD + "seeed: 3\n", {}, r"recipe.yaml:11: recipe: unknown key 'seeed' \(did you mean 'seed'\?\); valid keys: name, seed"),
-    "unknown step key": (GOOD.replace("epochs: 1", "epocs: 1"), {}, r"recipe.yaml:9: steps\[0\]: unknown key 'epocs' \(did you mean 'epochs'\?\)"),
-    "unknown task key": (GOOD.replace("n_test: 10", "n_tests: 10"), {}, r"recipe.yaml:6: task: unknown key 'n_tests' \(did you mean 'n_test'\?\)"),
+    "unknown top-level key": (GOOD + "seeed: 3\n", {},
+                              r"recipe.yaml:11: recipe: unknown key 'seeed' \(did you mean 'seed'\?\); "
+                              r"valid keys: name, seed"),
+    "unknown step key": (GOOD.replace("epochs: 1", "epocs: 1"), {},
+                         r"recipe.yaml:9: steps\[0\]: unknown key 'epocs' \(did you mean 'epochs'\?\)"),
+    "unknown task key": (GOOD.replace("n_test: 10", "n_tests: 10"), {},
+                         r"recipe.yaml:6: task: unknown key 'n_tests' \(did you mean 'n_test'\?\)"),
     "unknown teacher key": (GOOD + "teacher: {layers: 3}\n", {}, r"teacher: unknown key 'layers'"),
     "unknown bench key": (GOOD + "bench: {batch: [1]}\n", {}, r"bench: unknown key 'batch' \(did you mean 'batch_sizes'\?\)"),
-    "wrong type": (GOOD.replace("epochs: 1", "epochs: many"), {}, r"recipe.yaml:9: steps\[0\].epochs: Input should be a valid integer"),
+    "wrong type": (GOOD.replace("epochs: 1", "epochs: many"), {},
+                   r"recipe.yaml:9: steps\[0\].epochs: Input should be a valid integer"),
     "wrong type list": (GOOD + "bench: {batch_sizes: 8}\n", {}, r"bench.batch_sizes: Input should be a valid list"),
     "epochs zero": (GOOD.replace("epochs: 1", "epochs: 0"), {}, r"steps\[0\].epochs: Input should be greater than or equal to 1"),
     "negative lr": (GOOD.replace("epochs: 1", "lr: -0.1"), {}, r"steps\[0\].lr: Input should be greater than 0"),
     "dropout above 1": (GOOD + "teacher: {dropout: 1.5}\n", {}, r"teacher.dropout: Input should be less than 1"),
     "bad pooling": (GOOD + "teacher: {pooling: max}\n", {}, r"teacher.pooling: Input should be 'mean' or 'cls'"),
     "bad size": (GOOD + "teacher: {size: huge}\n", {}, r"teacher.size: Input should be 'tiny', 'mini'"),
-    "heads do not divide dim": (GOOD + "teacher: {dim: 30, n_heads: 4}\n", {}, r"dim 30 is not divisible by n_heads 4; set head_dim"),
-    "unknown attention kind": (GOOD + "teacher: {attention: sparse}\n", {}, r"unknown attention kind 'sparse'; choose one of \[.*'full'"),
-    "unknown step kind": (GOOD.replace("kind: export", "kind: exportt"), {}, r"steps\[1\]: Input tag 'exportt' found using 'kind' does not match any of the expected tags"),
+    "heads do not divide dim": (GOOD + "teacher: {dim: 30, n_heads: 4}\n", {},
+                                r"dim 30 is not divisible by n_heads 4; set head_dim"),
+    "unknown attention kind": (GOOD + "teacher: {attention: sparse}\n", {},
+                               r"unknown attention kind 'sparse'; choose one of \[.*'full'"),
+    "unknown step kind": (GOOD.replace("kind: export", "kind: exportt"), {},
+                          r"steps\[1\]: Input tag 'exportt' found using 'kind' does not match any of the expected tags"),
     "unknown task kind": (GOOD.replace("kind: listops", "kind: listopz"), {}, r"task: Input tag 'listopz'"),
-    "step needs a teacher first": (GOOD.replace("  - kind: train\n    epochs: 1\n", ""), {}, r"steps\[0\] \(export\) needs a model: put a `train` step before it"),
+    "step needs a teacher first": (GOOD.replace("  - kind: train\n    epochs: 1\n", ""), {},
+                                   r"steps\[0\] \(export\) needs a model: put a `train` step before it"),
     "duplicate stage names": (GOOD.replace("  - kind: export\n", "  - kind: train\n"), {}, r"stage name 'teacher' is used twice"),
-    "bench longer than positions": (GOOD + "bench: {seq_lens: [4096]}\n", {}, r"bench.seq_lens \[4096\] exceed task.seq_len 128 \(the model's positions\)"),
+    "bench longer than positions": (GOOD + "bench: {seq_lens: [4096]}\n", {},
+                                    r"bench.seq_lens \[4096\] exceed task.seq_len 128 \(the model's positions\)"),
     "missing name": ("\n".join(GOOD.splitlines()[1:]) + "\n", {}, r"name: required field is missing"),
     "missing task": ("name: x\nsteps:\n  - kind: train\n", {}, r"task: required field is missing"),
     "empty steps": ("name: x\ntask: {kind: listops}\nsteps: []\n", {}, r"steps: List should have at least 1 item"),
@@ -80,15 +90,21 @@ BAD = {
     "absolute run name": (GOOD.replace("name: good", "name: /tmp/x"), {}, r"name: String should match pattern"),
     "step name with slash": (GOOD.replace("    epochs: 1", "    name: a/b"), {}, r"steps\[0\].name: String should match pattern"),
     "bad baseline": (GOOD + "report: {baseline: student}\n", {}, r"report.baseline 'student' is not a stage"),
-    "listops lengths": (GOOD.replace("n_test: 10", "n_test: 10\n  min_length: 50\n  max_length: 20"), {}, r"min_length \(50\) > max_length \(20\)"),
-    "export opset too old": (GOOD.replace("  - kind: export\n", "  - kind: export\n    opset: 11\n"), {}, r"steps\[1\].opset: Input should be greater than or equal to 17"),
-    "cuda without a gpu": (GOOD + "device: cuda\n", {}, r"device: cuda, but torch sees no CUDA device" if not torch.cuda.is_available() else r"^$"),
+    "listops lengths": (GOOD.replace("n_test: 10", "n_test: 10\n  min_length: 50\n  max_length: 20"), {},
+                        r"min_length \(50\) > max_length \(20\)"),
+    "export opset too old": (GOOD.replace("  - kind: export\n", "  - kind: export\n    opset: 11\n"), {},
+                             r"steps\[1\].opset: Input should be greater than or equal to 17"),
+    "cuda without a gpu": (GOOD + "device: cuda\n", {},
+                           r"device: cuda, but torch sees no CUDA device" if not torch.cuda.is_available() else r"^$"),
     "missing data file": (files_recipe("nope.csv"), {}, r"nope.csv"),
-    "missing text column": (files_recipe(extra=", text_column: sentence"), {"train.csv": CSV_OK}, r"train.csv has no column 'sentence'; columns found: \['text', 'label'\]; set text_column"),
+    "missing text column": (files_recipe(extra=", text_column: sentence"), {"train.csv": CSV_OK},
+                            r"train.csv has no column 'sentence'; columns found: \['text', 'label'\]; set text_column"),
     "missing label column": (files_recipe(extra=", label_column: y"), {"train.csv": CSV_OK}, r"train.csv.*'y'"),
-    "single class": (files_recipe(), {"train.csv": "text,label\n" + "w x\n".replace("\n", ",a\n") * 30}, r"one class|single class|only 1 class"),
+    "single class": (files_recipe(), {"train.csv": "text,label\n" + "w x\n".replace("\n", ",a\n") * 30},
+                     r"one class|single class|only 1 class"),
     "not utf-8": (files_recipe(), {"train.csv": b"text,label\n\xff\xfe bad,a\n"}, r"train.csv.*UTF-8|UTF-8.*train.csv"),
-    "unseen test label": (files_recipe(extra=", test: test.csv"), {"train.csv": CSV_OK, "test.csv": "text,label\nx y,zzz\n"}, r"zzz"),
+    "unseen test label": (files_recipe(extra=", test: test.csv"), {"train.csv": CSV_OK, "test.csv": "text,label\nx y,zzz\n"},
+                          r"zzz"),
     "empty data file": (files_recipe(), {"train.csv": ""}, r"train.csv"),
 }
 
@@ -123,8 +139,11 @@ def test_bad_input_is_one_clear_error_and_writes_nothing(tmp_path, case, capsys)
 
 
 yaml_scalars = st.one_of(st.none(), st.booleans(), st.integers(-10**6, 10**6), st.floats(allow_nan=True), st.text(max_size=12))
-yaml_keys = st.sampled_from(["name", "seed", "task", "steps", "kind", "teacher", "bench", "epochs", "train", "listops", "export", "lr", "size", "x"])
-yaml_values = st.recursive(yaml_scalars, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(yaml_keys, inner, max_size=5), max_leaves=25)
+yaml_keys = st.sampled_from(["name", "seed", "task", "steps", "kind", "teacher", "bench", "epochs", "train", "listops", "export",
+                             "lr", "size", "x"])
+yaml_values = st.recursive(yaml_scalars,
+                           lambda inner: st.lists(inner, max_size=4) | st.dictionaries(yaml_keys, inner, max_size=5),
+                           max_leaves=25)
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -153,7 +172,8 @@ def test_non_finite_loss_names_the_step_and_the_fix():
     from compress.training.loop import train
 
     model = torch.nn.Linear(2, 2)
-    split = {"input_ids": torch.ones(8, 3, dtype=torch.long), "attention_mask": torch.ones(8, 3, dtype=torch.long), "labels": torch.zeros(8, dtype=torch.long)}
+    split = {"input_ids": torch.ones(8, 3, dtype=torch.long), "attention_mask": torch.ones(8, 3, dtype=torch.long),
+             "labels": torch.zeros(8, dtype=torch.long)}
 
     def nan_loss(model, batch):
         return torch.tensor(float("nan"), requires_grad=True), None

@@ -43,7 +43,8 @@ def write_csv(path: Path, rows: list[tuple[str, str]]) -> None:
 
 RECIPE = """\
 name: ref
-task: {kind: files, train: train.csv, validation: validation.csv, test: test.csv, seq_len: 12, tokenizer: {kind: wordpiece, vocab_size: 120}}
+task: {kind: files, train: train.csv, validation: validation.csv, test: test.csv, seq_len: 12,
+       tokenizer: {kind: wordpiece, vocab_size: 120}}
 teacher: {dim: 32, n_heads: 2, ffn_dim: 64, n_layers: 2}
 steps:
   - {kind: baseline, C: [0.5, 4.0]}
@@ -159,7 +160,8 @@ def test_missing_unlabeled_file_is_an_error_before_anything_runs(task_dir: Path,
 
 RECOVER_RECIPE = """\
 name: rec
-task: {kind: files, train: train.csv, validation: validation.csv, test: test.csv, seq_len: 12, tokenizer: {kind: wordpiece, vocab_size: 120}}
+task: {kind: files, train: train.csv, validation: validation.csv, test: test.csv, seq_len: 12,
+       tokenizer: {kind: wordpiece, vocab_size: 120}}
 teacher: {dim: 32, n_heads: 2, ffn_dim: 64, n_layers: 2}
 steps:
   - {kind: train, max_steps: 3}

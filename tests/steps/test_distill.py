@@ -60,7 +60,8 @@ def test_relation_loss_zero_for_identical_positive_otherwise(relations):
 
 
 def distill_cfg(**losses):
-    return DistillConfig(losses={"logits": 1.0, "hard": 0.5, "hidden": 1.0, "attention": 1.0, **losses}, attention_form="value_relation")
+    return DistillConfig(losses={"logits": 1.0, "hard": 0.5, "hidden": 1.0, "attention": 1.0, **losses},
+                         attention_form="value_relation")
 
 
 def test_all_losses_zero_when_student_equals_teacher():
@@ -121,7 +122,8 @@ def test_init_from_teacher_copies_mapped_layers_and_truncates():
 
 def test_augment_adds_teacher_labelled_copies():
     split = batch()
-    out = augment(split, DistillConfig(augment={"copies": 2, "mask": 0.5, "swap": 0.5}).augment, seed=0, special_ids=[0, 1, 2, 3, 4], mask_id=4)
+    out = augment(split, DistillConfig(augment={"copies": 2, "mask": 0.5, "swap": 0.5}).augment, seed=0,
+                  special_ids=[0, 1, 2, 3, 4], mask_id=4)
     assert out["input_ids"].shape == (12, 10) and (out["labels"][4:] == -1).all()
     assert torch.equal(out["input_ids"][:4], split["input_ids"])
     assert not torch.equal(out["input_ids"][4:8], split["input_ids"])
@@ -141,7 +143,8 @@ def test_capture_hooks_are_removed():
 @pytest.mark.parametrize("cell", ["boe", "gru", "lstm"])
 def test_non_transformer_students_export_with_parity(cell, tmp_path):
     torch.manual_seed(0)
-    model = SlimRNNForSequenceClassification(SlimRNNConfig(vocab_size=60, max_len=24, cell=cell, dim=16, hidden_dim=8, num_labels=3)).eval()
+    model = SlimRNNForSequenceClassification(SlimRNNConfig(vocab_size=60, max_len=24, cell=cell, dim=16, hidden_dim=8,
+                                                           num_labels=3)).eval()
     b = batch()
     parity = export_stage(model, FakeTokenizer(), tmp_path / "onnx", (b["input_ids"], b["attention_mask"]), ExportOptions())
     assert parity["max_abs_diff"] <= 1e-4
@@ -154,18 +157,21 @@ def test_non_transformer_students_export_with_parity(cell, tmp_path):
         mask[0, shape[1] // 2 :] = 0
         got = session.run(["logits"], {"input_ids": ids.numpy(), "attention_mask": mask.numpy()})[0]
         with torch.no_grad():
-            torch.testing.assert_close(torch.from_numpy(got), model(input_ids=ids, attention_mask=mask).logits, atol=1e-4, rtol=1e-4)
+            torch.testing.assert_close(torch.from_numpy(got), model(input_ids=ids, attention_mask=mask).logits, atol=1e-4,
+                                       rtol=1e-4)
     model.save_pretrained(tmp_path / "model")
     from transformers import AutoModelForSequenceClassification
 
     loaded = AutoModelForSequenceClassification.from_pretrained(tmp_path / "model").eval()
     with torch.no_grad():
-        assert torch.equal(loaded(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits, model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits)
+        assert torch.equal(loaded(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits,
+                           model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits)
 
 
 def test_rnn_student_is_blind_to_padding():
     torch.manual_seed(0)
-    model = SlimRNNForSequenceClassification(SlimRNNConfig(vocab_size=60, max_len=24, cell="lstm", dim=16, hidden_dim=8, num_labels=3)).eval()
+    model = SlimRNNForSequenceClassification(SlimRNNConfig(vocab_size=60, max_len=24, cell="lstm", dim=16, hidden_dim=8,
+                                                           num_labels=3)).eval()
     ids = torch.randint(5, 60, (2, 7))
     padded = torch.cat([ids, torch.zeros(2, 5, dtype=torch.long)], 1)
     mask = torch.cat([torch.ones(2, 7), torch.zeros(2, 5)], 1).long()
@@ -193,7 +199,8 @@ def test_augment_takes_special_and_mask_ids_from_the_tokenizer():
     assert (special, mask_id, note) == ([0, 100, 101, 102, 103], 103, None)
     ids = torch.tensor([[101, 7, 8, 9, 10, 11, 102, 0]])
     split = {"input_ids": ids, "attention_mask": (ids != 0).long(), "labels": torch.tensor([1])}
-    out = augment(split, DistillConfig(augment={"copies": 3, "mask": 0.9, "swap": 0.0}).augment, seed=0, special_ids=special, mask_id=mask_id)
+    out = augment(split, DistillConfig(augment={"copies": 3, "mask": 0.9, "swap": 0.0}).augment, seed=0, special_ids=special,
+                  mask_id=mask_id)
     copies = out["input_ids"][1:]
     assert (copies[:, 0] == 101).all() and (copies[:, 6] == 102).all() and (copies[:, 7] == 0).all()
     assert (copies[:, 1:6] == 103).any() and not torch.isin(copies[:, 1:6], torch.tensor([0, 4])).any()

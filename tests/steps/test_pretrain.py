@@ -82,8 +82,8 @@ def test_mlm_loss_falls_in_the_training_loop(attention):
     evaluate = mlm_evaluator(split, special, continues, tok.mask_token_id, 0.15, seed=0)
     before = evaluate(wrapped, type("A", (), {"device": "cpu"})())["val_mlm_loss"]
     cfg = OptimConfig(epochs=8, batch_size=16, lr=5e-3, warmup=0.0, patience=None)
-    wrapped, curve = train(wrapped, split, split, cfg, mlm_loss(special, continues, tok.mask_token_id, 0.15, 0), seed=0, device="cpu",
-                           evaluate=evaluate, monitor="val_mlm_loss", higher_is_better=False)
+    wrapped, curve = train(wrapped, split, split, cfg, mlm_loss(special, continues, tok.mask_token_id, 0.15, 0), seed=0,
+                           device="cpu", evaluate=evaluate, monitor="val_mlm_loss", higher_is_better=False)
     best = min(p["val_mlm_loss"] for p in curve)
     assert best < before - 0.5, (before, curve)  # from uniform over the vocabulary (ln V) towards the corpus statistics
     assert all(0.0 <= p["val_masked_accuracy"] <= 1.0 for p in curve)
@@ -116,7 +116,8 @@ def write_csvs(folder):
 
 RECIPE = (
     "name: pt\n"
-    "task: {kind: files, train: train.csv, validation: validation.csv, test: test.csv, seq_len: 24, tokenizer: {vocab_size: 80}}\n"
+    "task: {kind: files, train: train.csv, validation: validation.csv, test: test.csv, seq_len: 24, "
+    "tokenizer: {vocab_size: 80}}\n"
     "teacher: {dim: 32, n_heads: 2, ffn_dim: 64, n_layers: 2}\n"
     "steps:\n"
     "  - {kind: pretrain, corpus: [more.txt], max_steps: 4, batch_size: 16}\n"
@@ -149,7 +150,8 @@ def test_pretrained_stage_reloads_and_train_fine_tunes_it(tmp_path):
 
     # the train step's cache key includes the pretraining stage's: a changed pretrain retrains the teacher
     assert cli.main(["run", str(recipe), "--runs-dir", str(runs), "steps.pretrain.mask_prob=0.2"]) == 0
-    done = [f"{e['stage']}:{e['kind']}" for e in (json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines())
+    done = [f"{e['stage']}:{e['kind']}"
+            for e in (json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines())
             if e.get("event") == "step_done"]
     assert done == ["pretrained:pretrain", "teacher:train"] * 2
 
@@ -160,11 +162,13 @@ def test_a_variant_pretraining_stays_cached_when_the_trunk_changes(tmp_path):
     write_csvs(tmp_path)
     recipe = tmp_path / "pt.yaml"
     recipe.write_text(RECIPE.split("steps:\n")[0] + "steps:\n  - {kind: train, max_steps: 2}\nvariants:\n  mlm:\n"
-                      "    - {kind: pretrain, corpus: [more.txt], max_steps: 4, batch_size: 16}\n    - {kind: train, max_steps: 2}\n")
+                      "    - {kind: pretrain, corpus: [more.txt], max_steps: 4, batch_size: 16}\n"
+                      "    - {kind: train, max_steps: 2}\n")
     runs = tmp_path / "runs"
     for override in ("steps.teacher.max_steps=2", "steps.teacher.max_steps=3"):
         assert cli.main(["run", str(recipe), "--runs-dir", str(runs), override]) == 0
-    done = [f"{e['stage']}:{e['kind']}" for e in (json.loads(line) for line in (runs / "pt/metrics.jsonl").read_text().splitlines())
+    done = [f"{e['stage']}:{e['kind']}"
+            for e in (json.loads(line) for line in (runs / "pt/metrics.jsonl").read_text().splitlines())
             if e.get("event") == "step_done"]
     assert done == ["teacher:train", "mlm.pretrained:pretrain", "mlm.teacher:train", "teacher:train"]
 
@@ -262,7 +266,8 @@ def test_whole_word_pieces_of_a_byte_level_bpe_vocabulary():
     from tokenizers import Tokenizer, models
     from transformers import PreTrainedTokenizerFast
 
-    vocab = {"<s>": 0, "<pad>": 1, "</s>": 2, "<unk>": 3, "<mask>": 4, "Ġthe": 5, "Ġplay": 6, "ing": 7, "ed": 8, ",": 9, "the": 10}
+    vocab = {"<s>": 0, "<pad>": 1, "</s>": 2, "<unk>": 3, "<mask>": 4, "Ġthe": 5, "Ġplay": 6, "ing": 7, "ed": 8, ",": 9,
+             "the": 10}
     tok = PreTrainedTokenizerFast(tokenizer_object=Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token="<unk>")),
                                   bos_token="<s>", eos_token="</s>", pad_token="<pad>", unk_token="<unk>", mask_token="<mask>")
     continues = continuation_ids(tok)

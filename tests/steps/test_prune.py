@@ -71,7 +71,8 @@ def test_pruning_nothing_is_the_identity():
     assert torch.equal(logits(model, ids, mask), logits(pruned, ids, mask))
     assert pruned.config.n_heads == [4, 4, 4] and pruned.config.ffn_dim == [FFN] * 3
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), pruned.state_dict().values(), strict=True))
-    scores = importance(model, "heads", "taylor", [0, 1, 2], [dict(zip(("input_ids", "attention_mask"), batch(), strict=True), labels=torch.tensor([0, 1, 2, 0]))])
+    scores = importance(model, "heads", "taylor", [0, 1, 2],
+                        [dict(zip(("input_ids", "attention_mask"), batch(), strict=True), labels=torch.tensor([0, 1, 2, 0]))])
     assert plan_removal(scores, 0) == {}
 
 
@@ -84,7 +85,8 @@ def test_pruned_weights_shrink_and_param_count_matches_the_formula():
     assert attn0.q_proj.weight.shape == (3 * HEAD_DIM, DIM) and attn0.out_proj.weight.shape == (DIM, 3 * HEAD_DIM)
     assert attn2.k_proj.bias.shape == (2 * HEAD_DIM,) and attn2.n_heads == 2
     assert model.layers[1].attn is None and model.layers[2].mlp is None
-    assert model.layers[0].mlp.up_proj.weight.shape == (FFN - 10, DIM) and model.layers[0].mlp.down_proj.weight.shape == (DIM, FFN - 10)
+    assert (model.layers[0].mlp.up_proj.weight.shape == (FFN - 10, DIM)
+            and model.layers[0].mlp.down_proj.weight.shape == (DIM, FFN - 10))
     assert model.config.n_heads == [3, 0, 2] and model.config.ffn_dim == [FFN - 10, FFN, 0]
     per_head = 4 * DIM * HEAD_DIM + 3 * HEAD_DIM  # q/k/v rows with their biases + out_proj columns
     per_neuron = 2 * DIM + 1  # up_proj row and bias + down_proj column
@@ -275,31 +277,38 @@ def fake_context(teacher, steps, n=96):
     data = scoring_data(n)
     val = {k: v[: n // 3] for k, v in data.items()}
     recipe = SimpleNamespace(steps=steps, seed=0)
-    return FakeContext(recipe=recipe, steps=steps, encoded={"train": data, "validation": val, "test": val}, teacher=teacher, device="cpu", recorded={}, logged=[])  # steps: the lineage run (RunContext.steps)
+    # steps: the lineage run (RunContext.steps)
+    return FakeContext(recipe=recipe, steps=steps, encoded={"train": data, "validation": val, "test": val}, teacher=teacher,
+                       device="cpu", recorded={}, logged=[])
 
 
 def test_prune_heads_step_rounds_recovery_sweep_and_records():
     teacher = tiny(n_layers=2)
-    cfg = PruneHeadsConfig(name="pruned", amount=0.5, importance="taylor", schedule={"iterations": 2}, score_batches=2, score_batch_size=16,
-                           recover={"epochs": 1, "batch_size": 32}, sweep=True, sweep_fractions=[0.0, 0.5, 1.0])
+    cfg = PruneHeadsConfig(name="pruned", amount=0.5, importance="taylor", schedule={"iterations": 2}, score_batches=2,
+                           score_batch_size=16, recover={"epochs": 1, "batch_size": 32}, sweep=True,
+                           sweep_fractions=[0.0, 0.5, 1.0])
     ctx = fake_context(teacher, [TrainConfig(), cfg])
     pruned = prune_stage(copy.deepcopy(teacher), cfg, ctx)
     assert sum(pruned.config.n_heads) == 4 and pruned.config.n_heads == [n_units(pruned, "heads", i) for i in range(2)]
     rec = ctx.recorded
     assert rec["parent"] == "teacher" and rec["pruning"]["n_removed"] == 4 and rec["pruning"]["fraction_removed"] == 0.5
-    assert [sum(map(len, r["removed"].values())) for r in rec["pruning"]["rounds"]] == [r["n_removed"] for r in rec["pruning"]["rounds"]] == [2, 2]
+    assert ([sum(map(len, r["removed"].values())) for r in rec["pruning"]["rounds"]]
+            == [r["n_removed"] for r in rec["pruning"]["rounds"]] == [2, 2])
     assert sum(map(len, rec["pruning"]["removed"].values())) == sum(rec["pruning"]["n_removed_by_layer"].values()) == 4
     first, second = (r["scores"] for r in rec["head_importance"]["rounds"])
     assert all(v is not None for row in first for v in row)  # round 1 scores every head
     assert sum(v is None for row in second for v in row) == 2  # round 2: the two removed in round 1 are blank
     sweep = rec["sensitivity"]
     assert set(sweep["accuracy"]) == set(IMPORTANCE) and all(len(v) == 3 for v in sweep["accuracy"].values())
-    full = (logits(teacher, *(ctx.encoded["validation"][k] for k in ("input_ids", "attention_mask"))).argmax(-1) == ctx.encoded["validation"]["labels"]).float().mean()
-    assert all(v[0] == pytest.approx(full.item(), abs=1e-5) for v in sweep["accuracy"].values()), "fraction 0 is the unpruned model"
+    full = (logits(teacher, *(ctx.encoded["validation"][k] for k in ("input_ids", "attention_mask"))).argmax(-1)
+            == ctx.encoded["validation"]["labels"]).float().mean()
+    assert all(v[0] == pytest.approx(full.item(), abs=1e-5) for v in sweep["accuracy"].values()), (
+        "fraction 0 is the unpruned model")
     assert len({tuple(v)[-1] for v in sweep["accuracy"].values()}) == 1, "fraction 1 masks every head whatever the method"
     assert sweep["split"] == "test", "scored on validation batches, so the sweep is measured on the test split"
     band = sweep["spread"]["random"]
-    assert band["seeds"] == 5 and all(lo <= mean <= hi for lo, mean, hi in zip(band["min"], sweep["accuracy"]["random"], band["max"], strict=True))
+    assert band["seeds"] == 5 and all(lo <= mean <= hi
+                                      for lo, mean, hi in zip(band["min"], sweep["accuracy"]["random"], band["max"], strict=True))
     assert [p["round"] for p in rec["train_curve"]] == [1, 2] and rec["train_curve"][1]["step"] > rec["train_curve"][0]["step"]
 
 
@@ -336,8 +345,10 @@ def test_report_draws_head_importance_and_sensitivity():
     from eval.report import Row, make_figures
 
     stage = {"name": "pruned", "kind": "prune_heads",
-             "head_importance": {"method": "taylor", "rounds": [{"round": 1, "scores": [[0.2, 0.9], [0.5, 0.1]]}, {"round": 2, "scores": [[None, 1.0], None]}]},
-             "sensitivity": {"unit": "heads", "split": "validation", "n_units": 4, "fractions": [0.0, 0.5], "accuracy": {"taylor": [0.8, 0.7], "random": [0.8, 0.5]},
+             "head_importance": {"method": "taylor", "rounds": [{"round": 1, "scores": [[0.2, 0.9], [0.5, 0.1]]},
+                                                                {"round": 2, "scores": [[None, 1.0], None]}]},
+             "sensitivity": {"unit": "heads", "split": "validation", "n_units": 4, "fractions": [0.0, 0.5],
+                             "accuracy": {"taylor": [0.8, 0.7], "random": [0.8, 0.5]},
                              "spread": {"random": {"seeds": 3, "min": [0.8, 0.4], "max": [0.8, 0.6]}}}}
     names = [name for _, name, png in make_figures([Row("pruned", stage)], None) if png.startswith(b"\x89PNG")]
     assert names == ["head_importance_pruned.png", "sensitivity_pruned.png"]

@@ -77,7 +77,8 @@ def test_predictions_unchanged_on_every_split(task, corpus, kind, tmp_path):
     for split in before:
         old, new = before[split], after[split]
         assert torch.equal(old["attention_mask"], new["attention_mask"]), split
-        diff = (logits(model, old["input_ids"], old["attention_mask"]) - logits(pruned, new["input_ids"], new["attention_mask"])).abs().max()
+        diff = (logits(model, old["input_ids"], old["attention_mask"])
+                - logits(pruned, new["input_ids"], new["attention_mask"])).abs().max()
         assert diff <= 1e-6, f"{kind} {split}: logits differ by {diff:.2e}"
     unseen = smaller("zyzzyva qqq")["input_ids"]  # outside the kept set: the unknown token or kept pieces, never an error
     assert unseen[0] == smaller.cls_token_id and unseen[-1] == smaller.sep_token_id and max(unseen) < len(smaller)
@@ -87,22 +88,26 @@ def test_predictions_unchanged_on_every_split(task, corpus, kind, tmp_path):
 def test_students_without_attention_prune_too(task, corpus, cell):
     tokenizer = tokenizer_of("wordpiece", corpus)
     torch.manual_seed(0)
-    model = SlimRNNForSequenceClassification(SlimRNNConfig(vocab_size=len(tokenizer), max_len=SEQ_LEN, cell=cell, dim=16, hidden_dim=16,
-                                                           num_labels=task.n_classes)).eval()
+    model = SlimRNNForSequenceClassification(SlimRNNConfig(vocab_size=len(tokenizer), max_len=SEQ_LEN, cell=cell, dim=16,
+                                                           hidden_dim=16, num_labels=task.n_classes)).eval()
     texts = [t for split in task.texts.values() for t in split]
     keep = kept_ids(tokenizer, texts, also=(0,))
     pruned = prune_vocab_(copy.deepcopy(model), keep)
-    old, new = encode_task(task, tokenizer, SEQ_LEN)["test"], encode_task(task, rebuild_tokenizer(tokenizer, keep), SEQ_LEN)["test"]
+    old, new = (encode_task(task, tokenizer, SEQ_LEN)["test"],
+                encode_task(task, rebuild_tokenizer(tokenizer, keep), SEQ_LEN)["test"])
     assert pruned.embeddings.weight.shape == (len(keep), 16) and pruned.config.vocab_size == len(keep) < len(tokenizer)
-    diff = (logits(model, old["input_ids"], old["attention_mask"]) - logits(pruned, new["input_ids"], new["attention_mask"])).abs().max()
+    diff = (logits(model, old["input_ids"], old["attention_mask"])
+            - logits(pruned, new["input_ids"], new["attention_mask"])).abs().max()
     assert diff <= 1e-6
 
 
 def wordpiece(words: list[str]) -> PreTrainedTokenizerFast:
-    tok = Tokenizer(models.WordPiece({w: i for i, w in enumerate(["[PAD]", "[UNK]", "[CLS]", "[SEP]", *words])}, unk_token="[UNK]"))
+    tok = Tokenizer(models.WordPiece({w: i for i, w in enumerate(["[PAD]", "[UNK]", "[CLS]", "[SEP]", *words])},
+                                     unk_token="[UNK]"))
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
     tok.post_processor = processors.BertProcessing(("[SEP]", 3), ("[CLS]", 2))
-    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="[PAD]", unk_token="[UNK]", cls_token="[CLS]", sep_token="[SEP]")
+    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="[PAD]", unk_token="[UNK]", cls_token="[CLS]",
+                                   sep_token="[SEP]")
 
 
 def test_wordpiece_keeps_the_pieces_a_failed_word_tried():
@@ -134,15 +139,18 @@ RECIPE = {"name": "r", "task": {"kind": "lookup"}, "teacher": {"dim": 32, "n_hea
 
 def test_training_against_the_teacher_after_prune_vocab_is_refused():
     steps = [{"kind": "train"}, {"kind": "prune_vocab"}]
-    with pytest.raises(RecipeError, match=r"steps\[2\] \(distill 'kd'\) distils from the teacher, after steps\[1\] \(prune_vocab.*original token ids"):
+    with pytest.raises(RecipeError, match=r"steps\[2\] \(distill 'kd'\) distils from the teacher, after steps\[1\] "
+                                          r"\(prune_vocab.*original token ids"):
         validate_recipe(RECIPE | {"steps": [*steps, {"kind": "distill", "name": "kd", "student": {"n_layers": 1}}]})
     with pytest.raises(RecipeError, match=r"prune_heads 'prune_heads'\) recovers by distilling.*recover.distill_from: none"):
         validate_recipe(RECIPE | {"steps": [*steps, {"kind": "prune_heads", "amount": 0.5}]})
     with pytest.raises(RecipeError, match=r"swap_attention 'linformer'\) starts from the teacher's model"):
-        validate_recipe(RECIPE | {"steps": [*steps, {"kind": "swap_attention", "to": "linformer", "source": "teacher", "recover": {"distill_from": "none"}}]})
+        validate_recipe(RECIPE | {"steps": [*steps, {"kind": "swap_attention", "to": "linformer", "source": "teacher",
+                                                     "recover": {"distill_from": "none"}}]})
     with pytest.raises(RecipeError, match=r"steps\[2\] \(train 'again'\) trains the recipe's teacher"):
         validate_recipe(RECIPE | {"steps": [*steps, {"kind": "train", "name": "again"}]})
-    with pytest.raises(RecipeError, match=r"variants.kd\[0\] \(prune_width"):  # a variant continuing from a trunk that pruned its vocabulary
+    # a variant continuing from a trunk that pruned its vocabulary
+    with pytest.raises(RecipeError, match=r"variants.kd\[0\] \(prune_width"):
         validate_recipe(RECIPE | {"steps": steps, "variants": {"kd": [{"kind": "prune_width", "amount": 0.25}]}})
     # allowed: recovery on the labels alone, quantization, and anything before prune_vocab
     validate_recipe(RECIPE | {"steps": [{"kind": "train"}, {"kind": "prune_width", "amount": 0.25}, {"kind": "prune_vocab"},
@@ -150,11 +158,12 @@ def test_training_against_the_teacher_after_prune_vocab_is_refused():
                                         {"kind": "export"}, {"kind": "quantize"}]})
     # a branch whose `parent:` is a stage from before prune_vocab reads the original vocabulary: it may distil, and so
     # may its descendants; a step starting from the pruned stage (or what descends from it) may not
-    branch = [{"kind": "train"}, {"kind": "prune_width", "name": "width", "amount": 0.25}, {"kind": "prune_vocab", "name": "vocab"},
-              {"kind": "export"}, {"kind": "quantize", "name": "int8"},
+    branch = [{"kind": "train"}, {"kind": "prune_width", "name": "width", "amount": 0.25},
+              {"kind": "prune_vocab", "name": "vocab"}, {"kind": "export"}, {"kind": "quantize", "name": "int8"},
               {"kind": "prune_heads", "name": "lean", "parent": "width", "amount": 0.5}, {"kind": "prune_ffn", "amount": 0.5}]
     validate_recipe(RECIPE | {"steps": branch})
-    with pytest.raises(RecipeError, match=r"prune_ffn 'again'\) recovers by distilling.*or start it from a stage before 'vocab' with `parent:`"):
+    with pytest.raises(RecipeError, match=r"prune_ffn 'again'\) recovers by distilling.*"
+                                          r"or start it from a stage before 'vocab' with `parent:`"):
         validate_recipe(RECIPE | {"steps": [*branch, {"kind": "prune_ffn", "name": "again", "parent": "vocab", "amount": 0.5}]})
 
 

@@ -42,7 +42,8 @@ DROP = [1, 2, 5, 11, 17, 20, 26, 31]  # 8 of 32 channels
 def tiny(**overrides) -> SlimformerForSequenceClassification:
     """A dim-32 model with every parameter perturbed (LayerNorms off 1/0), so a misplaced cut shows in the numbers."""
     torch.manual_seed(0)
-    config = {"vocab_size": 60, "max_len": 16, "dim": 32, "n_layers": 2, "n_heads": 2, "ffn_dim": 48, "num_labels": 3, "dropout": 0.0} | overrides
+    config = {"vocab_size": 60, "max_len": 16, "dim": 32, "n_layers": 2, "n_heads": 2, "ffn_dim": 48, "num_labels": 3,
+              "dropout": 0.0} | overrides
     model = SlimformerForSequenceClassification(SlimformerConfig(**config)).eval()
     with torch.no_grad():
         for p in model.parameters():
@@ -151,7 +152,8 @@ def test_pruned_model_reloads_and_exports_with_parity(tmp_path):
     model = tiny(**SHAPES["post_head"])
     ids, mask = padded_batch(4, 12)
     group = residual_group(model, example(ids, mask))
-    scores = channel_scores(model, group, "taylor", [{"input_ids": ids, "attention_mask": mask, "labels": torch.tensor([0, 1, 2, 0])}])
+    scores = channel_scores(model, group, "taylor",
+                            [{"input_ids": ids, "attention_mask": mask, "labels": torch.tensor([0, 1, 2, 0])}])
     assert scores.shape == (32,) and torch.isfinite(scores).all() and all(p.grad is None for p in model.parameters())
     drop = sorted(torch.argsort(scores)[:8].tolist())
     prune_width_(model, drop, example(ids, mask))

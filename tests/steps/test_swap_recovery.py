@@ -19,8 +19,8 @@ LONG = 4096
 
 
 def model_of(attention, dim=32, n_layers=2, n_heads=4, max_len=40, seed=0) -> SlimformerForSequenceClassification:
-    config = SlimformerConfig(vocab_size=60, max_len=max_len, dim=dim, n_layers=n_layers, n_heads=n_heads, head_dim=dim // n_heads,
-                              ffn_dim=2 * dim, num_labels=3, attention=attention, dropout=0.0)
+    config = SlimformerConfig(vocab_size=60, max_len=max_len, dim=dim, n_layers=n_layers, n_heads=n_heads,
+                              head_dim=dim // n_heads, ffn_dim=2 * dim, num_labels=3, attention=attention, dropout=0.0)
     torch.manual_seed(seed)
     return SlimformerForSequenceClassification(config).eval()
 
