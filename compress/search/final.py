@@ -29,7 +29,8 @@ CHOSEN = "chosen"
 def finish(search) -> None:
     """Write everything the search leaves behind (see the module docstring)."""
     cfg, say = search.cfg, search.say
-    full = [e for (n, f), e in search.done.items() if f == "full" and e.get("state") == "complete"] if hasattr(search, "done") else []
+    full = ([e for (n, f), e in search.done.items() if f == "full" and e.get("state") == "complete"]
+            if hasattr(search, "done") else [])
     points = [{**e["result"], "trial": e["number"]} for e in full]
     front = pareto_front(points, cfg.budget.cost)
     chosen, missed = choose(points, cfg.budget, search.teacher_acc)
@@ -160,7 +161,8 @@ def best_recipe(search, steps: list[dict]) -> dict:
 
 def write_best(search, steps: list[dict], fidelity: str) -> None:
     recipe = best_recipe(search, steps)
-    head = ("# The pipeline `slimformer compress` chose, as a plain recipe: `slimformer run best.yaml` rebuilds it from the teacher.\n"
+    head = ("# The pipeline `slimformer compress` chose, as a plain recipe: "
+            "`slimformer run best.yaml` rebuilds it from the teacher.\n"
             if fidelity == "full" else
             "# No candidate reached full recovery before the search stopped: the most promising cheap candidate's pipeline,\n"
             "# at full recovery, not yet run. `slimformer run best.yaml` builds it.\n")
@@ -215,8 +217,8 @@ def search_document(search, front: list[dict], chosen: dict, scored: dict) -> di
         "budget": {"max_drop": b.max_drop, "max_drop_relative": b.relative, "min_val_accuracy": search.floor,
                    "minimize": b.minimize, "max_latency_ms": b.max_latency_ms, "max_mb": b.max_mb,
                    "batch_size": cfg.batch_size, "seq_len": search.seq_len, "threads": cfg.threads, "time_s": cfg.time_s},
-        "protocol": {"cpu": f"{env.get('cpu')} ({env.get('n_cores_usable')} usable cores)", "cpu_features": env.get("cpu_features"),
-                     "versions": env.get("versions"), "threads": cfg.threads},
+        "protocol": {"cpu": f"{env.get('cpu')} ({env.get('n_cores_usable')} usable cores)",
+                     "cpu_features": env.get("cpu_features"), "versions": env.get("versions"), "threads": cfg.threads},
         "phases": [{"name": k, "seconds": v} for k, v in search.phase_seconds.items()],
         "sensitivity": getattr(search, "sensitivity", None),
         "latency_model": latency_summary(search),

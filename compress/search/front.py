@@ -42,7 +42,8 @@ class Budget:
             raise RecipeError("give an accuracy constraint (--max-drop 1.0, or --max-drop 1%) or a hard budget "
                               "(--max-latency-ms, --max-mb) under which accuracy is maximised")
         if self.minimize is None and self.max_latency_ms is None and self.max_mb is None:
-            raise RecipeError("nothing to minimise: add --minimize latency (or size), or a hard budget --max-latency-ms / --max-mb")
+            raise RecipeError("nothing to minimise: add --minimize latency (or size), "
+                              "or a hard budget --max-latency-ms / --max-mb")
 
     @property
     def cost(self) -> str:

@@ -146,7 +146,8 @@ def trunk_recipe(cfg: SearchConfig) -> tuple[dict, Path | None]:
         task, teacher, steps = data["task"], data["teacher"], [
             {k: v for k, v in s.items() if v is not None} for s in data["steps"][: last + 1]]
         if recipe.teacher.imports():
-            teacher = {"from": teacher["from"], **({"pooling": teacher["pooling"]} if "pooling" in recipe.teacher.model_fields_set else {})}
+            teacher = {"from": teacher["from"],
+                       **({"pooling": teacher["pooling"]} if "pooling" in recipe.teacher.model_fields_set else {})}
             task.pop("tokenizer", None)
         for flag, key in (("train", "train"), ("validation", "validation"), ("test", "test")):
             if getattr(cfg, flag) is not None:
@@ -210,7 +211,8 @@ class Trials:
         code = ("import sys; from pathlib import Path; from compress.run.config import load_recipe; "
                 "from compress.run.runner import run_recipe; run_recipe(load_recipe(sys.argv[1])[0], None, Path(sys.argv[2]))")
         args = [sys.executable, "-c", code, str(path), str(self.dir)]
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[2]), os.environ.get("PYTHONPATH", "")])}
+        env = {**os.environ,
+               "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[2]), os.environ.get("PYTHONPATH", "")])}
         with open(log, "w") as out:
             proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env=env, preexec_fn=die_with_parent)
             try:
@@ -465,7 +467,8 @@ class Search:
                 "--deadline-s", str(int(budget)), "--seed", str(self.cfg.seed)]
         self.say(f"[latency model] timing random shapes at batch {self.cfg.batch_size} x {self.seq_len} "
                  f"(at most {budget / 60:.0f} min)")
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[2]), os.environ.get("PYTHONPATH", "")])}
+        env = {**os.environ,
+               "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[2]), os.environ.get("PYTHONPATH", "")])}
         with open(self.dir / "logs" / "latency.log", "w") as log:
             proc = subprocess.run(args, stdout=log, stderr=subprocess.STDOUT, env=env, preexec_fn=die_with_parent)
         if proc.returncode != 0:
@@ -482,7 +485,8 @@ class Search:
                                   "one on this machine") from None
         errors = self.latency_report.get("holdout") or {}
         # the margin a hard budget gets before a candidate is skipped untrained: the model's measured error (15% unmeasured)
-        self.latency_error = max([v for k, v in errors.items() if k in ("fp32", "int8") and isinstance(v, (int, float))] or [0.15])
+        self.latency_error = max([v for k, v in errors.items() if k in ("fp32", "int8") and isinstance(v, (int, float))]
+                                 or [0.15])
 
     # ------------------------------------------------------------------ the study
 
@@ -562,8 +566,8 @@ class Search:
         vocab = json.loads((onnx_dir / "config.json").read_text())["vocab_size"]
         ms = time_artifact(onnx_dir, self.cfg.batch_size, self.seq_len, self.cfg.threads, vocab)
         return {"accuracy": last["validation_accuracy"], "latency_ms": ms, "bytes": (onnx_dir / "model.onnx").stat().st_size,
-                "stage": last["name"], "onnx_dir": str(onnx_dir.relative_to(self.dir)), "seconds": round(time.time() - started, 2),
-                "steps": steps}
+                "stage": last["name"], "onnx_dir": str(onnx_dir.relative_to(self.dir)),
+                "seconds": round(time.time() - started, 2), "steps": steps}
 
     def cheap_phase(self) -> None:
         """Draw and build cheap candidates until this phase's share of the time is spent."""
@@ -644,7 +648,8 @@ class Search:
                     "epochs": {"distill": fidelity.distill_epochs, "recover": fidelity.recover_epochs}}
             self.say(f"[full {number}] {fidelity.distill_epochs} epochs: {'; '.join(entry['steps_described'])}")
             try:
-                full.update(state="complete", result=self.run_candidate(number, c, fidelity, self.full_deadline + STOP_GRACE_S / 2))
+                full.update(state="complete",
+                            result=self.run_candidate(number, c, fidelity, self.full_deadline + STOP_GRACE_S / 2))
             except TrialTimeout as e:
                 full.update(state="timeout", error=str(e))
             except SlimformerError as e:

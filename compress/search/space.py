@@ -169,12 +169,13 @@ def build_candidate(params: dict, teacher: TeacherShape, sensitivity: dict) -> C
     if params["heads_kept"] < 1.0:
         drops = [half_drop(sensitivity["heads"], i) for i in layers]
         heads_plan = allocate(1.0 - params["heads_kept"], heads, drops)
-        heads = [n - round(f * n) for n, f in zip(heads, heads_plan)]
+        heads = [n - round(f * n) for n, f in zip(heads, heads_plan, strict=True)]
     if params["ffn_kept"] < 1.0:
         drops = [half_drop(sensitivity["ffn"], i) for i in layers]
         ffn_plan = allocate(1.0 - params["ffn_kept"], ffn, drops)
-        ffn = [n - round(f * n) for n, f in zip(ffn, ffn_plan)]
-    groups = int8_order(dict(zip(sensitivity["int8"]["groups"], sensitivity["int8"]["drops"])))[: params["int8_groups"]]
+        ffn = [n - round(f * n) for n, f in zip(ffn, ffn_plan, strict=True)]
+    groups = int8_order(dict(zip(sensitivity["int8"]["groups"], sensitivity["int8"]["drops"],
+                                 strict=True)))[: params["int8_groups"]]
     int8 = None if params["int8"] == "none" else params["int8"]
     shape = Shape(n_layers=len(layers), dim=dim, n_heads=tuple(heads), head_dim=head_dim, ffn_dim=tuple(ffn),
                   vocab_size=teacher.pruned_vocab_size if params["vocab"] else teacher.vocab_size,

@@ -71,7 +71,8 @@ def test_a_search_killed_then_resumed_chooses_on_validation_and_best_yaml_rebuil
     import compress.data.files as files
     from compress.search.runner import Search
 
-    args = compress_args(task, "--max-drop", "40", "--minimize", "latency", trials=1)  # one cheap estimate, then its full recovery
+    # one cheap estimate, then its full recovery
+    args = compress_args(task, "--max-drop", "40", "--minimize", "latency", trials=1)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     search_dir = task / "runs" / "s"
     journal = search_dir / "trials.jsonl"

@@ -3,7 +3,7 @@
 import pytest
 
 from compress.errors import RecipeError
-from compress.search.front import Budget, choose, nondominated_ranks, parse_drop, pareto_front, spearman
+from compress.search.front import Budget, choose, nondominated_ranks, pareto_front, parse_drop, spearman
 from compress.search.space import allocate, int8_order, kept_layers
 
 
