@@ -408,12 +408,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=8, help="the batch size latency is measured at (default 8)")
     p.add_argument("--seq-len", type=int, help="input length in tokens (default: the recipe's, else 128)")
     p.add_argument("--time", default="1h", help="time for the whole command: 30m, 2h, 1h30m (default 1h)")
-    p.add_argument("--name", help="the search folder's name (default: compress-<teacher folder>)")
+    p.add_argument("--name", help="the search folder's name (default: compress-<recipe name>, compress-<run>-<stage> "
+                                  "for a stage folder, else compress-<folder>)")
     p.add_argument("--runs-dir", default=os.environ.get("SLIMFORMER_RUNS", "runs"))
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2, help="ONNX Runtime threads latency is measured with (default 2)")
-    p.add_argument("--families", nargs="+", default=["transformer", "boe", "gru", "lstm"],
-                   help="student families in the search space (default: all)")
+    p.add_argument("--families", nargs="+", default=["transformer", "boe"],
+                   help="student families in the search space: transformer, boe, gru, lstm (default: transformer boe)")
     p.add_argument("--latency-fit", type=int, default=16, help=argparse.SUPPRESS)
     p.add_argument("--latency-holdout", type=int, default=20, help=argparse.SUPPRESS)
     p.add_argument("--max-trials", type=int, help=argparse.SUPPRESS)

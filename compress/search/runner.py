@@ -38,6 +38,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -47,7 +48,7 @@ from compress.errors import RecipeError, SlimformerError
 from compress.io import append_jsonl, atomic_write_text
 from compress.search import latency as latency_mod
 from compress.search.front import Budget, nondominated_ranks
-from compress.search.space import FAMILIES, Candidate, Fidelity, TeacherShape, candidate_steps, suggest
+from compress.search.space import DEFAULT_FAMILIES, FAMILIES, Candidate, Fidelity, TeacherShape, candidate_steps, suggest
 
 TRIALS_RUN = "trials"  # the run folder of every trial's recipe, inside the search folder
 PHASES = ("teacher", "sensitivity", "latency model", "cheap estimates", "full recovery", "final scoring")
@@ -77,7 +78,7 @@ class SearchConfig:
     runs_dir: Path = Path("runs")
     seed: int = 0
     threads: int = 2
-    families: tuple[str, ...] = FAMILIES
+    families: tuple[str, ...] = DEFAULT_FAMILIES
     isolate: bool = True  # each trial in a process of its own
     latency_fit: int = 16  # random shapes the latency model is fitted on (cached points count)
     latency_holdout: int = 20  # random shapes held back to measure its error
@@ -166,6 +167,20 @@ def trunk_recipe(cfg: SearchConfig) -> tuple[dict, Path | None]:
     recipe = {"name": TRIALS_RUN, "seed": seed, "task": task, "teacher": teacher, "steps": steps,
               "bench": {"threads": cfg.threads, "batch_sizes": [cfg.batch_size], "interleave": False, "memory": False}}
     return recipe, base
+
+
+def default_name(source: Path) -> str:
+    """`compress-<what was compressed>`: a recipe's own name (quickstart.yaml -> compress-quickstart), a slimformer
+    stage's run and stage (runs/minilm_vader/stages/teacher/model -> compress-minilm_vader-teacher), else the folder's
+    name (models/my-bert -> compress-my-bert)."""
+    from compress.run.config import load_recipe
+
+    if not source.is_dir():
+        return f"compress-{load_recipe(source)[0].name}"  # loads: trunk_recipe has already read it
+    parts = source.resolve().parts
+    if len(parts) >= 4 and parts[-1] in ("model", "onnx") and parts[-3] == "stages":
+        return f"compress-{parts[-4]}-{parts[-2]}"
+    return f"compress-{source.resolve().name}"
 
 
 def blind(recipe: dict) -> dict:
@@ -352,7 +367,7 @@ class Search:
         cfg = self.cfg
         Search.active = self
         recipe, base = trunk_recipe(cfg)
-        name = cfg.name or f"compress-{Path(cfg.teacher).resolve().name}"
+        name = cfg.name or default_name(Path(cfg.teacher))
         self.dir = (cfg.runs_dir / name).resolve()
         self.name = name
         self.trunk = recipe
@@ -497,8 +512,9 @@ class Search:
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         storage = JournalStorage(JournalFileBackend(str(self.dir / "study.journal")))
-        sampler = optuna.samplers.TPESampler(seed=self.cfg.seed, multivariate=True, group=True, constraints_func=constraints,
-                                             n_startup_trials=8)
+        # constraints come with each told trial (Trial.set_constraint, optuna >= 5); `group` is marked experimental
+        warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+        sampler = optuna.samplers.TPESampler(seed=self.cfg.seed, multivariate=True, group=True, n_startup_trials=8)
         self.study = optuna.create_study(study_name="compress", storage=storage, sampler=sampler, load_if_exists=True,
                                          directions=["maximize", "minimize"])
         self.done = self.recorded()
@@ -528,7 +544,9 @@ class Search:
         acc_gap = (self.floor - point["accuracy"]) if self.floor is not None else 0.0
         caps = sum(m["relative"] for m in self.cfg.budget.misses(point, self.teacher_acc) if m["budget"] != "max_drop")
         trial_id = self.study._storage.get_trial_id_from_study_id_trial_number(self.study._study_id, number)
-        optuna.trial.Trial(self.study, trial_id).set_user_attr("constraints", [acc_gap, caps])  # read by `constraints`
+        trial = optuna.trial.Trial(self.study, trial_id)
+        trial.set_constraint("accuracy_floor", acc_gap)  # <= 0: met; the sampler prefers feasible trials
+        trial.set_constraint("hard_caps", caps)
         self.study.tell(number, [point["accuracy"], self.cost(point)])
 
     def predict(self, c: Candidate) -> dict:
@@ -687,11 +705,6 @@ def threading_main() -> bool:
     import threading
 
     return threading.current_thread() is threading.main_thread()
-
-
-def constraints(trial) -> list[float]:
-    """optuna's constraint values (<= 0: met) of a finished trial: the accuracy floor's gap and the hard caps' misses."""
-    return list(trial.user_attrs.get("constraints", [0.0, 0.0]))
 
 
 def public(params: dict) -> dict:

@@ -170,6 +170,16 @@ def test_entry_point_fits_on_cached_points_and_writes_json(teacher, tmp_path, ca
     assert model.predict(held[0], 2, 16) == pytest.approx(float(features(held[0], 2, 16) @ true), rel=0.01)
     assert "median |error|" in capsys.readouterr().out
     assert result["command"][:3] == ["python", "-m", "compress.search.latency"]
+    # what the search writes of it into search.json (key, held-back shapes) matches eval/search_schema.json
+    from types import SimpleNamespace
+
+    from compress.search.final import latency_summary
+    from eval.search_report import SCHEMA_FILE, schema_error
+
+    schema = json.loads(SCHEMA_FILE.read_text())
+    summary = latency_summary(SimpleNamespace(latency_report=result, done={}))
+    assert summary["key"] and summary["holdout"]
+    assert schema_error(summary, schema["properties"]["latency_model"], schema, "latency_model") is None
 
 
 def test_draws_stay_around_the_teacher():
