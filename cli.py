@@ -298,8 +298,9 @@ def cmd_serve(args) -> int:
 def cmd_compress(args) -> int:
     """`slimformer compress MODEL_OR_RECIPE --max-drop ... --minimize ...`: search the compression for a budget
     (compress/search)."""
+    from compress.search.config import SearchConfig, parse_time
     from compress.search.front import Budget, parse_drop
-    from compress.search.runner import SearchConfig, compress_search, parse_time
+    from compress.search.runner import compress_search
 
     max_drop, relative = parse_drop(args.max_drop)
     budget = Budget(max_drop, relative, args.minimize, args.max_latency_ms, args.max_mb)

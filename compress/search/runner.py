@@ -39,247 +39,35 @@ import subprocess
 import sys
 import time
 import warnings
-from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
-
-from compress.errors import RecipeError, SlimformerError
-from compress.io import append_jsonl, atomic_write_text
+from compress.errors import SlimformerError
+from compress.io import append_jsonl
 from compress.search import latency as latency_mod
-from compress.search.front import Budget, nondominated_ranks
-from compress.search.space import DEFAULT_FAMILIES, FAMILIES, Candidate, Fidelity, TeacherShape, candidate_steps, suggest
+from compress.search import timing
+from compress.search.config import SearchConfig
+from compress.search.front import nondominated_ranks
+from compress.search.space import Candidate, Fidelity, TeacherShape, candidate_steps, suggest
+from compress.search.trials import (
+    TRIALS_RUN,
+    Trials,
+    TrialTimeout,
+    die_with_parent,
+    final_stage,
+    public,
+    shape_dict,
+    stage_prefix,
+    student_bytes,
+    time_artifact,
+)
+from compress.search.trunk import blind, default_name, pruned_vocab_size, transfer_size, trunk_recipe
 
-TRIALS_RUN = "trials"  # the run folder of every trial's recipe, inside the search folder
 PHASES = ("teacher", "sensitivity", "latency model", "cheap estimates", "full recovery", "final scoring")
 FINAL_RESERVE = 0.1  # share of the time budget kept for the final phase (test scoring, re-timing, report)
 CHEAP_SHARE = 0.45  # of what the search phases have, the cheap estimates' share; the rest goes to full recovery
 ETA = 3  # successive halving: a third of the cheap candidates go on to full recovery
 MIN_FULL = 8  # ... but at least this many when the time allows (the rank correlation needs points)
 STOP_GRACE_S = 300  # the command ends within --time plus this
-
-
-@dataclass
-class SearchConfig:
-    """What `slimformer compress` was asked: the teacher, the data, the budget and the time."""
-
-    teacher: Path  # a model folder (kept as it is) or a recipe (its steps up to its teacher are run)
-    budget: Budget
-    batch_size: int = 8
-    seq_len: int | None = None  # default: the recipe's, else 128 (the teacher's positions bound it)
-    time_s: float = 3600.0
-    train: Path | None = None
-    validation: Path | None = None
-    test: Path | None = None
-    unlabeled: list[Path] = field(default_factory=list)
-    text_column: str = "text"
-    label_column: str = "label"
-    name: str | None = None
-    runs_dir: Path = Path("runs")
-    seed: int = 0
-    threads: int = 2
-    families: tuple[str, ...] = DEFAULT_FAMILIES
-    isolate: bool = True  # each trial in a process of its own
-    latency_fit: int = 16  # random shapes the latency model is fitted on (cached points count)
-    latency_holdout: int = 20  # random shapes held back to measure its error
-    max_trials: int | None = None  # stop drawing after this many cheap candidates (tests)
-    latency_model: Path | None = None  # a latency_model.json fitted before on this machine, for this protocol: reused
-    full_epochs: int | None = None  # fixes the full recovery's epochs instead of fitting them to the time left (tests)
-    command: str = ""
-
-    def check(self) -> None:
-        if self.batch_size < 1:
-            raise RecipeError(f"--batch-size {self.batch_size}: give a positive batch size")
-        if self.seq_len is not None and self.seq_len < 3:
-            raise RecipeError(f"--seq-len {self.seq_len}: give at least 3 tokens ([CLS], one token, [SEP])")
-        if not self.time_s > 0:
-            raise RecipeError(f"--time {self.time_s}: give a positive duration, e.g. 30m or 2h")
-        if self.threads < 1:
-            raise RecipeError(f"--threads {self.threads}: give at least 1")
-        unknown = [f for f in self.families if f not in FAMILIES]
-        if unknown or not self.families:
-            raise RecipeError(f"--families {list(self.families)}: choose among {list(FAMILIES)}")
-
-
-def parse_time(text: str) -> float:
-    """`90s`, `20m`, `2h`, `1h30m` or plain seconds -> seconds."""
-    import re
-
-    raw = str(text).strip().lower()
-    if re.fullmatch(r"\d+(\.\d+)?", raw):
-        return float(raw)
-    parts = re.findall(r"(\d+(?:\.\d+)?)\s*([hms])", raw)
-    if not parts or "".join(n + u for n, u in parts) != raw.replace(" ", ""):
-        raise RecipeError(f"--time {text!r}: give a duration such as 90s, 20m, 2h or 1h30m")
-    return sum(float(n) * {"h": 3600, "m": 60, "s": 1}[u] for n, u in parts)
-
-
-# --------------------------------------------------------------------------- the trunk recipe
-
-
-def trunk_recipe(cfg: SearchConfig) -> tuple[dict, Path | None]:
-    """The recipe every trial starts with (as a YAML mapping) and the folder its relative paths are relative to.
-
-    A model folder: a `files` task on the given files and the folder kept as it is (`train` with `fit: false`).
-    A recipe: its task and seed, its steps up to its last `train` (the teacher), with the given files laid over."""
-    from compress.run.config import load_recipe
-
-    source = cfg.teacher
-    if source.is_dir():
-        missing = [flag for flag, path in (("--train", cfg.train), ("--validation", cfg.validation), ("--test", cfg.test))
-                   if path is None]
-        if missing:
-            raise RecipeError(f"{source} is a model folder: give the data files too ({', '.join(missing)}): the search "
-                              "chooses on --validation and scores the front on --test once it has chosen")
-        task = {"kind": "files", "train": str(cfg.train.resolve()), "validation": str(cfg.validation.resolve()),
-                "test": str(cfg.test.resolve()), "text_column": cfg.text_column, "label_column": cfg.label_column,
-                "seq_len": cfg.seq_len or 128}
-        teacher = {"from": str(source.resolve())}
-        steps = [{"kind": "train", "fit": False}]
-        seed, base = cfg.seed, None
-    else:
-        recipe, path = load_recipe(source)
-        data = json.loads(recipe.model_dump_json(by_alias=True))
-        last = max((i for i, s in enumerate(recipe.steps) if s.kind == "train"), default=None)
-        if last is None:
-            raise RecipeError(f"{source}: the recipe has no `train` step, so no teacher to compress; add one, or give a "
-                              "model folder")
-        task, teacher, steps = data["task"], data["teacher"], [
-            {k: v for k, v in s.items() if v is not None} for s in data["steps"][: last + 1]]
-        if recipe.teacher.imports():
-            teacher = {"from": teacher["from"],
-                       **({"pooling": teacher["pooling"]} if "pooling" in recipe.teacher.model_fields_set else {})}
-            task.pop("tokenizer", None)
-        for flag, key in (("train", "train"), ("validation", "validation"), ("test", "test")):
-            if getattr(cfg, flag) is not None:
-                if task.get("kind") != "files":
-                    raise RecipeError(f"--{flag}: the recipe's task is {task.get('kind')!r}, not files; leave --{flag} out")
-                task[key] = str(getattr(cfg, flag).resolve())
-        if cfg.seq_len is not None:
-            task["seq_len"] = cfg.seq_len
-        seed, base = recipe.seed, path.parent.resolve()
-        for key in ("train", "validation", "test"):
-            if task.get("kind") == "files" and task.get(key) and not Path(task[key]).is_absolute():
-                task[key] = str((base / task[key]).resolve())
-        if teacher.get("from") and not Path(teacher["from"]).is_absolute():
-            teacher["from"] = str((base / teacher["from"]).resolve())
-    steps += [{"kind": "export"}, {"kind": "evaluate", "split": "validation"}]
-    recipe = {"name": TRIALS_RUN, "seed": seed, "task": task, "teacher": teacher, "steps": steps,
-              "bench": {"threads": cfg.threads, "batch_sizes": [cfg.batch_size], "interleave": False, "memory": False}}
-    return recipe, base
-
-
-def default_name(source: Path) -> str:
-    """`compress-<what was compressed>`: a recipe's own name (quickstart.yaml -> compress-quickstart), a slimformer
-    stage's run and stage (runs/minilm_vader/stages/teacher/model -> compress-minilm_vader-teacher), else the folder's
-    name (models/my-bert -> compress-my-bert)."""
-    from compress.run.config import load_recipe
-
-    if not source.is_dir():
-        return f"compress-{load_recipe(source)[0].name}"  # loads: trunk_recipe has already read it
-    parts = source.resolve().parts
-    if len(parts) >= 4 and parts[-1] in ("model", "onnx") and parts[-3] == "stages":
-        return f"compress-{parts[-4]}-{parts[-2]}"
-    return f"compress-{source.resolve().name}"
-
-
-def blind(recipe: dict) -> dict:
-    """The recipe as trials run it: a `files` task names its validation file as test, so no trial opens the test file."""
-    task = recipe["task"]
-    if task.get("kind") == "files" and task.get("test") and task.get("validation"):
-        return {**recipe, "task": {**task, "test": task["validation"]}}
-    return recipe
-
-
-# --------------------------------------------------------------------------- running recipes
-
-
-class Trials:
-    """Runs trial recipes in the search folder's `trials/` run, in this process or in a process of their own."""
-
-    def __init__(self, search_dir: Path, isolate: bool, say):
-        self.dir, self.isolate, self.say = search_dir, isolate, say
-        (search_dir / "recipes").mkdir(parents=True, exist_ok=True)
-        (search_dir / "logs").mkdir(parents=True, exist_ok=True)
-
-    def run(self, recipe: dict, label: str, deadline: float | None = None) -> dict[str, dict]:
-        """Run `recipe`; returns its stages' recorded fields by name (results.json). Raises SlimformerError on failure."""
-        from compress.run.config import validate_recipe
-
-        path = self.dir / "recipes" / f"{label}.yaml"
-        atomic_write_text(path, yaml.safe_dump(recipe, sort_keys=False))
-        validate_recipe(recipe, str(path))  # a malformed candidate is a bug here, not a failed trial
-        if self.isolate:
-            self.run_process(path, label, deadline)
-        else:
-            from compress.run.config import load_recipe
-            from compress.run.runner import run_recipe
-
-            loaded, _ = load_recipe(path)
-            with open(self.dir / "logs" / f"{label}.log", "w") as log, contextlib.redirect_stdout(log):
-                run_recipe(loaded, None, self.dir)
-        results = json.loads((self.dir / TRIALS_RUN / "results.json").read_text())
-        return {s["name"]: s for s in results["stages"]}
-
-    def run_process(self, path: Path, label: str, deadline: float | None) -> None:
-        log = self.dir / "logs" / f"{label}.log"
-        code = ("import sys; from pathlib import Path; from compress.run.config import load_recipe; "
-                "from compress.run.runner import run_recipe; run_recipe(load_recipe(sys.argv[1])[0], None, Path(sys.argv[2]))")
-        args = [sys.executable, "-c", code, str(path), str(self.dir)]
-        env = {**os.environ,
-               "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[2]), os.environ.get("PYTHONPATH", "")])}
-        with open(log, "w") as out:
-            proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env=env, preexec_fn=die_with_parent)
-            try:
-                timeout = None if deadline is None else max(deadline - time.time(), 1.0)
-                code = proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-                raise TrialTimeout(f"{label} ran past the phase's deadline and was stopped") from None
-            except BaseException:
-                proc.kill()
-                proc.wait()
-                raise
-        if code != 0:
-            tail = log.read_text(errors="replace").strip().splitlines()[-3:]
-            raise SlimformerError(f"{label} failed (exit {code}): {' | '.join(tail)}")
-
-
-class TrialTimeout(SlimformerError):
-    """A trial stopped at its phase's deadline."""
-
-
-def die_with_parent() -> None:
-    """In the child, before exec: be killed when the search process dies (Linux), so a killed search leaves no trial running."""
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass
-
-
-# --------------------------------------------------------------------------- one candidate
-
-
-def stage_prefix(number: int, fidelity: str) -> str:
-    return f"t{number:03d}{fidelity[0]}."
-
-
-def final_stage(stages: dict[str, dict], prefix: str) -> dict | None:
-    """The candidate's last stage with an ONNX artifact."""
-    own = [s for name, s in stages.items() if name.startswith(prefix) and s.get("onnx_dir")]
-    return own[-1] if own else None
-
-
-def time_artifact(onnx_dir: Path, batch: int, seq_len: int, threads: int, vocab_size: int, repeats: int = 20) -> float:
-    """p50 ms of the artifact at (batch, seq_len) with the bench step's timer."""
-    from eval.interleave import interleaved_latency
-
-    timed = interleaved_latency({"x": (onnx_dir / "model.onnx", "")}, [batch], [seq_len], threads, vocab_size,
-                                warmup=3, repeats=repeats)
-    return float(timed["x"][0]["p50_ms"])
 
 
 # --------------------------------------------------------------------------- the search
@@ -476,7 +264,7 @@ class Search:
             return
         config_path = self.teacher_onnx / "config.json"
         budget = max(60.0, 0.12 * self.cfg.time_s)
-        args = [sys.executable, "-m", "compress.search.latency", "--teacher-config", str(config_path),
+        args = [sys.executable, "-m", "compress.search.timing", "--teacher-config", str(config_path),
                 "--batch", str(self.cfg.batch_size), "--seq-len", str(self.seq_len), "--threads", str(self.cfg.threads),
                 "--fit", str(self.cfg.latency_fit), "--holdout", str(self.cfg.latency_holdout), "--out", str(out),
                 "--deadline-s", str(int(budget)), "--seed", str(self.cfg.seed)]
@@ -554,7 +342,7 @@ class Search:
         if c.family == "transformer":
             return {"latency_ms": self.latency.predict(c.shape, self.cfg.batch_size, self.seq_len),
                     "bytes": self.latency.size_bytes(c.shape)}
-        ms = latency_mod.measure_student(c.family, c.params["student_dim"], c.params["student_dim"], 1, True, self.config,
+        ms = timing.measure_student(c.family, c.params["student_dim"], c.params["student_dim"], 1, True, self.config,
                                          self.cfg.batch_size, self.seq_len, self.cfg.threads)
         return {"latency_ms": ms, "bytes": student_bytes(c, self.config)}
 
@@ -705,53 +493,6 @@ def threading_main() -> bool:
     import threading
 
     return threading.current_thread() is threading.main_thread()
-
-
-def public(params: dict) -> dict:
-    return {k: v for k, v in params.items() if not k.startswith("_")}
-
-
-def shape_dict(c: Candidate) -> dict | None:
-    if c.shape is None:
-        return {"family": c.family, "dim": c.params.get("student_dim")}
-    s = c.shape
-    return {"n_layers": s.n_layers, "dim": s.dim, "n_heads": list(s.n_heads), "head_dim": s.head_dim, "ffn_dim": list(s.ffn_dim),
-            "vocab_size": s.vocab_size, "int8": s.int8, "int8_groups": list(s.int8_groups), "layers": c.layers}
-
-
-def student_bytes(c: Candidate, teacher_config) -> int:
-    """fp32 bytes of a specialised student's weights (its ONNX file is that plus a small graph)."""
-    from compress.models import SlimRNNConfig, SlimRNNForSequenceClassification
-
-    dim = c.params["student_dim"]
-    config = SlimRNNConfig(vocab_size=teacher_config.vocab_size, max_len=teacher_config.max_len, cell=c.family, dim=dim,
-                           hidden_dim=dim, n_layers=1, bidirectional=True, num_labels=teacher_config.num_labels)
-    return 4 * sum(p.numel() for p in SlimRNNForSequenceClassification(config).parameters())
-
-
-def pruned_vocab_size(ctx, unlabeled: list[str]) -> int:
-    """About the rows prune_vocab keeps: the distinct ids of the training and validation texts and the transfer files,
-    plus the special tokens (it also keeps a few pieces WordPiece tried; the measured size is what counts)."""
-    import torch
-
-    from compress.data import encode
-    from compress.data.unlabeled import read_unlabeled
-
-    ids = set()
-    for split in ("train", "validation"):
-        ids |= set(torch.unique(ctx.base_encoded[split]["input_ids"]).tolist())
-    for path in unlabeled:
-        texts, _ = read_unlabeled(path, "text", None)
-        ids |= set(torch.unique(encode(ctx.base_tokenizer, texts, ctx.recipe.task.seq_len)["input_ids"]).tolist())
-    ids |= set(ctx.base_tokenizer.all_special_ids)
-    return len(ids)
-
-
-def transfer_size(ctx, unlabeled: list[str]) -> int:
-    """Examples in a candidate's transfer set: the training split, one augmented copy of it, the unlabelled texts."""
-    from compress.data.unlabeled import read_unlabeled
-
-    return 2 * len(ctx.data.labels["train"]) + sum(len(read_unlabeled(p, "text", None)[0]) for p in unlabeled)
 
 
 def compress_search(cfg: SearchConfig, console=None) -> Path:

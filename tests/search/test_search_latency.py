@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from compress.models import SlimformerConfig
-from compress.search import latency
+from compress.search import latency, timing
 from compress.search.latency import (
     FEATURES,
     GROUPS,
@@ -15,18 +15,17 @@ from compress.search.latency import (
     Point,
     Shape,
     arch_of,
-    build_random,
     cache_file,
     cache_key,
     cache_point,
     cached_points,
     features,
     holdout_error,
-    plan,
     quantize_globs,
     shape_of,
     size_bytes,
 )
+from compress.search.timing import build_random, plan
 from compress.select import is_selected
 from eval.bench import count_params
 
@@ -46,7 +45,7 @@ def synthetic_points(teacher, n=40, seed=0) -> list[Point]:
     true = rng.uniform(0.5, 2.0, len(FEATURES)) / scale
     out = []
     for _ in range(n):
-        shape, seq_len = latency.draw_shape(teacher, rng), int(rng.choice([8, 16, 32]))
+        shape, seq_len = timing.draw_shape(teacher, rng), int(rng.choice([8, 16, 32]))
         ms = float(features(shape, 8, seq_len) @ true) * rng.uniform(0.97, 1.03)
         out.append(Point(shape, 8, seq_len, 1, ms))
     return out
@@ -129,7 +128,7 @@ def test_measure_times_real_graphs_sizes_match_and_cache_is_reused(teacher, tmp_
     """One export, two quantizations (fp32 folder reused), tiny repeats; predicted file sizes within 3% of the real ones."""
     shape = shape_of(teacher)
     shapes = [shape, replace(shape, int8="dynamic", int8_groups=ALL), replace(shape, int8="static", int8_groups=("ffn_up",))]
-    points = latency.measure(shapes, teacher, batch=2, seq_len=16, threads=1, warmup=1, repeats=3, cache_dir=tmp_path)
+    points = timing.measure(shapes, teacher, batch=2, seq_len=16, threads=1, warmup=1, repeats=3, cache_dir=tmp_path)
     assert [p.shape for p in points] == shapes and all(p.ms > 0 for p in points)
     assert points[0].fusions.get("Attention") == teacher.n_layers  # the fused graph users get
     for p in points:
@@ -139,13 +138,13 @@ def test_measure_times_real_graphs_sizes_match_and_cache_is_reused(teacher, tmp_
     def never(*args, **kwargs):
         raise AssertionError("a cached point was measured again")
 
-    monkeypatch.setattr(latency, "export_random", never)
-    again = latency.measure(shapes[::-1], teacher, batch=2, seq_len=16, threads=1, cache_dir=tmp_path)
+    monkeypatch.setattr(timing, "export_random", never)
+    again = timing.measure(shapes[::-1], teacher, batch=2, seq_len=16, threads=1, cache_dir=tmp_path)
     assert again == points[::-1]
 
 
 def test_entry_point_fits_on_cached_points_and_writes_json(teacher, tmp_path, capsys):
-    """The command the search runs in a process of its own (`python -m compress.search.latency`), called in-process here:
+    """The command the search runs in a process of its own (`python -m compress.search.timing`), called in-process here:
     a subprocess would add ~8 s of importing torch and transformers. Its shapes are cached beforehand (synthetic points),
     so it measures nothing and fits on what the cache holds."""
     folder = tmp_path / "teacher"
@@ -159,7 +158,7 @@ def test_entry_point_fits_on_cached_points_and_writes_json(teacher, tmp_path, ca
     for shape in fit + held:
         cache_point(key, Point(shape, 2, 16, 1, float(features(shape, 2, 16) @ true)), tmp_path)
     out = tmp_path / "latency.json"
-    code = latency.main(["--teacher-config", str(folder / "config.json"), "--batch", "2", "--seq-len", "16", "--threads", "1",
+    code = timing.main(["--teacher-config", str(folder / "config.json"), "--batch", "2", "--seq-len", "16", "--threads", "1",
                          "--fit", "14", "--holdout", "4", "--seed", "3", "--out", str(out), "--cache-dir", str(tmp_path),
                          "--deadline-s", "60"])
     assert code == 0
@@ -169,7 +168,7 @@ def test_entry_point_fits_on_cached_points_and_writes_json(teacher, tmp_path, ca
     model = LatencyModel.load(out)
     assert model.predict(held[0], 2, 16) == pytest.approx(float(features(held[0], 2, 16) @ true), rel=0.01)
     assert "median |error|" in capsys.readouterr().out
-    assert result["command"][:3] == ["python", "-m", "compress.search.latency"]
+    assert result["command"][:3] == ["python", "-m", "compress.search.timing"]
     # what the search writes of it into search.json (key, held-back shapes) matches eval/search_schema.json
     from types import SimpleNamespace
 
