@@ -47,7 +47,7 @@ from compress.search import latency as latency_mod
 from compress.search import timing
 from compress.search.config import SearchConfig
 from compress.search.front import nondominated_ranks
-from compress.search.space import Candidate, Fidelity, TeacherShape, candidate_steps, suggest
+from compress.search.space import Candidate, Fidelity, TeacherShape, anchors, candidate_steps, suggest
 from compress.search.trials import (
     TRIALS_RUN,
     Trials,
@@ -307,6 +307,9 @@ class Search:
                                          directions=["maximize", "minimize"])
         self.done = self.recorded()
         self.candidates: dict[int, Candidate] = {}
+        if not self.study.trials:  # a new study: rule-based anchors first (space.anchors), then the random start
+            for params in anchors(self.teacher_shape, self.cfg.families):
+                self.study.enqueue_trial(params)
         # trials a killed search left running: their recorded result is told, the others run again with the same choices
         for t in self.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
             entry = self.done.get((t.number, "cheap"))

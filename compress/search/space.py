@@ -162,6 +162,27 @@ def suggest(trial, teacher: TeacherShape, sensitivity: dict, families: tuple[str
     return build_candidate(params, teacher, sensitivity)
 
 
+def anchors(teacher: TeacherShape, families: tuple[str, ...]) -> list[dict]:
+    """The first candidates, enqueued before the sampler's random start (as optuna params), one per region of the space,
+    each a rule rather than a tuned number: half the teacher's depth at full width, the common distilled shape (half of
+    every dimension, the pruned vocabulary, dynamic int8 everywhere: DistilBERT's and TinyBERT's halving), and one
+    layer at half width; then the bag-of-embeddings student at full width. A random start over a conditional space can
+    otherwise spend itself on one family (7 of the MiniLM search's first 8 draws were bag-of-embeddings students)."""
+    out = []
+    if "transformer" in families:
+        half, everywhere = max(1, teacher.n_layers // 2), len(GROUPS)
+        common = {"vocab": True, "int8": "dynamic", "int8_groups": everywhere, "lr": 1e-4}  # lr: the log-range's middle
+        out += [{"n_layers": half, "width": 1.0, "heads_kept": 1.0, "ffn_kept": 1.0, **common},
+                {"n_layers": half, "width": 0.5, "heads_kept": 0.5, "ffn_kept": 0.5, **common},
+                {"n_layers": 1, "width": 0.5, "heads_kept": 0.5, "ffn_kept": 0.5, **common}]
+        out = [{"family": "transformer", **a} for a in out]
+    if "boe" in families:
+        out.append({"family": "boe", "student_width": 1.0, "student_lr": 1e-3})
+    if len(families) == 1:  # the sampler does not draw the family then
+        out = [{k: v for k, v in a.items() if k != "family"} for a in out]
+    return list({tuple(sorted(a.items())): a for a in out}.values())  # a one-layer teacher's anchors coincide
+
+
 def build_candidate(params: dict, teacher: TeacherShape, sensitivity: dict) -> Candidate:
     """The Transformer candidate `params` describe: which layers, per-layer cuts and groups (from sensitivity), its shape."""
     layers = kept_layers(params["n_layers"], sensitivity["layers"])

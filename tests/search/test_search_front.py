@@ -76,3 +76,29 @@ def test_allocate_cuts_more_where_it_costs_less_and_keeps_a_unit_per_layer():
     capped = allocate(0.7, [4, 4], [0.0, 9.9])  # layer 0 may lose at most 3 of 4: the rest goes to layer 1
     assert capped[0] == pytest.approx(0.75) and sum(f * 4 for f in capped) == pytest.approx(5.6)
     assert allocate(1.0, [2, 2], [0.0, 0.0]) == [0.5, 0.5]  # never a layer with no unit
+
+
+def test_anchors_are_points_of_the_space_one_per_region():
+    """The enqueued first candidates: every value one the sampler could draw, the halving anchor builds the common
+    distilled shape, a one-layer teacher's anchors do not repeat, and a single family leaves `family` out."""
+    import optuna
+
+    from compress.search.space import TeacherShape, anchors, build_candidate, suggest
+
+    teacher = TeacherShape(6, 384, (12,) * 6, 32, (1536,) * 6, 30522, 15000)
+    sens = {"layers": [5, 1, 4, 1, 3, 1], "heads": {"fractions": [0.5], "drops": [[1.0]] * 6},
+            "ffn": {"fractions": [0.5], "drops": [[1.0]] * 6},
+            "int8": {"groups": ["attn_in", "attn_out", "ffn_up", "ffn_down", "embeddings"], "drops": [0.0] * 5}}
+    found = anchors(teacher, ("transformer", "boe"))
+    assert [a["family"] for a in found] == ["transformer"] * 3 + ["boe"]
+    for params in found:  # each one the define-by-run space accepts as it is
+        study = optuna.create_study(directions=["maximize", "minimize"])
+        study.enqueue_trial(params)
+        trial = study.ask()
+        c = suggest(trial, teacher, sens, ("transformer", "boe"))
+        assert trial.params == params and c.family == params["family"]
+    halving = build_candidate({**found[1], "family": "transformer"}, teacher, sens)
+    assert halving.layers == [0, 2, 4] and halving.shape.dim == 192 and sum(halving.shape.n_heads) == 18
+    assert halving.shape.vocab_size == 15000 and halving.shape.int8 == "dynamic" and len(halving.int8_groups) == 5
+    one = TeacherShape(1, 64, (4,), 16, (256,), 100, 80)
+    assert len(anchors(one, ("transformer",))) == 2 and all("family" not in a for a in anchors(one, ("transformer",)))
