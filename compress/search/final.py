@@ -136,7 +136,8 @@ def copy_chosen(search, entry: dict) -> None:
 
 
 def best_recipe(search, steps: list[dict]) -> dict:
-    """The chosen pipeline as a plain recipe: the teacher (the real test file), the steps, a test evaluation and a bench."""
+    """The chosen pipeline as a plain recipe: the teacher (the real test file) scored and benchmarked, the steps, a test
+    evaluation and a bench."""
     renamed, out = {}, []
     for step in steps:
         step = json.loads(json.dumps(step))
@@ -154,7 +155,8 @@ def best_recipe(search, steps: list[dict]) -> dict:
     with_test.append({"kind": "bench"})
     trunk = json.loads(json.dumps(search.trunk))
     trunk["name"] = f"{search.name}-best"
-    trunk["steps"] = trunk["steps"] + with_test
+    # the teacher scored on test and benchmarked too, so the run's report and `slimformer bench` compare the two
+    trunk["steps"] = trunk["steps"] + [{"kind": "evaluate", "split": "test"}, {"kind": "bench"}] + with_test
     trunk["bench"] = {"threads": search.cfg.threads, "batch_sizes": [search.cfg.batch_size]}
     return trunk
 
