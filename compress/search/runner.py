@@ -52,6 +52,7 @@ from compress.search.trials import (
     TRIALS_RUN,
     Trials,
     TrialTimeout,
+    child_env,
     die_with_parent,
     final_stage,
     public,
@@ -270,10 +271,8 @@ class Search:
                 "--deadline-s", str(int(budget)), "--seed", str(self.cfg.seed)]
         self.say(f"[latency model] timing random shapes at batch {self.cfg.batch_size} x {self.seq_len} "
                  f"(at most {budget / 60:.0f} min)")
-        env = {**os.environ,
-               "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[2]), os.environ.get("PYTHONPATH", "")])}
         with open(self.dir / "logs" / "latency.log", "w") as log:
-            proc = subprocess.run(args, stdout=log, stderr=subprocess.STDOUT, env=env, preexec_fn=die_with_parent)
+            proc = subprocess.run(args, stdout=log, stderr=subprocess.STDOUT, env=child_env(), preexec_fn=die_with_parent)
         if proc.returncode != 0:
             tail = (self.dir / "logs" / "latency.log").read_text(errors="replace").strip().splitlines()[-3:]
             raise SlimformerError(f"the latency model failed (exit {proc.returncode}): {' | '.join(tail)}")

@@ -52,10 +52,8 @@ class Trials:
         code = ("import sys; from pathlib import Path; from compress.run.config import load_recipe; "
                 "from compress.run.runner import run_recipe; run_recipe(load_recipe(sys.argv[1])[0], None, Path(sys.argv[2]))")
         args = [sys.executable, "-c", code, str(path), str(self.dir)]
-        env = {**os.environ,
-               "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[2]), os.environ.get("PYTHONPATH", "")])}
         with open(log, "w") as out:
-            proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env=env, preexec_fn=die_with_parent)
+            proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env=child_env(), preexec_fn=die_with_parent)
             try:
                 timeout = None if deadline is None else max(deadline - time.time(), 1.0)
                 code = proc.wait(timeout=timeout)
@@ -74,6 +72,12 @@ class Trials:
 
 class TrialTimeout(SlimformerError):
     """A trial stopped at its phase's deadline."""
+
+
+def child_env() -> dict[str, str]:
+    """This process's environment with the repository first on PYTHONPATH: a child imports the same code."""
+    return {**os.environ,
+            "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[2]), os.environ.get("PYTHONPATH", "")])}
 
 
 def die_with_parent() -> None:
