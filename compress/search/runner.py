@@ -12,9 +12,11 @@ Phases, all bounded by the time budget (`--time`):
    multi-objective TPE sampler (accuracy up, cost down, budgets as constraints) through its
    ask/tell interface; each is built by running its recipe (the existing steps through the
    runner) with every training capped at a fraction of an epoch.
-5. *Full recovery*: successive halving (Jamieson & Talwalkar 2016) with a multi-objective rank:
-   the cheap candidates are sorted into non-dominated fronts (Deb et al. 2002) and the best third
-   (at least the budget's minimum) train again at full fidelity, as long as the time allows.
+5. *Full recovery*: successive halving (Jamieson & Talwalkar 2016): a third of the cheap
+   candidates (at least `MIN_FULL`) train again at full fidelity, as long as the time allows.
+   With an accuracy floor and a cost to minimise, they are the cheapest ones whose estimate is
+   within reach of the floor (`reach`), cheapest first; otherwise the best by non-dominated front
+   (Deb et al. 2002), then accuracy.
 6. *Final*: the front and the choice use full-fidelity validation accuracy only; the test split is
    then scored for the front alone, the chosen model's artifacts are copied to `chosen/`, its
    recipe written as `best.yaml` (`slimformer run best.yaml` rebuilds it from the teacher), and the
@@ -46,7 +48,7 @@ from compress.io import append_jsonl
 from compress.search import latency as latency_mod
 from compress.search import timing
 from compress.search.config import SearchConfig
-from compress.search.front import nondominated_ranks
+from compress.search.front import promote, reach
 from compress.search.space import Candidate, Fidelity, TeacherShape, anchors, candidate_steps, suggest
 from compress.search.trials import (
     TRIALS_RUN,
@@ -331,11 +333,12 @@ class Search:
             self.study.tell(number, state=state)
             return
         point = entry["result"]
-        acc_gap = (self.floor - point["accuracy"]) if self.floor is not None else 0.0
+        # <= 0: met. Against the reach, not the floor: a cheap estimate runs below its full one (front.reach)
+        acc_gap = (reach(self.cfg.budget, self.teacher_acc) - point["accuracy"]) if self.floor is not None else 0.0
         caps = sum(m["relative"] for m in self.cfg.budget.misses(point, self.teacher_acc) if m["budget"] != "max_drop")
         trial_id = self.study._storage.get_trial_id_from_study_id_trial_number(self.study._study_id, number)
         trial = optuna.trial.Trial(self.study, trial_id)
-        trial.set_constraint("accuracy_floor", acc_gap)  # <= 0: met; the sampler prefers feasible trials
+        trial.set_constraint("accuracy_floor", acc_gap)  # the sampler prefers feasible trials
         trial.set_constraint("hard_caps", caps)
         self.study.tell(number, [point["accuracy"], self.cost(point)])
 
@@ -415,19 +418,15 @@ class Search:
         self.say(f"[cheap] {n_cheap} candidates estimated; {len(self.study.trials)} drawn")
 
     def promoted(self) -> list[dict]:
-        """Cheap candidates that go on to full recovery, best first: by non-dominated front (accuracy, measured cost),
-        then accuracy; those whose measured latency or size misses a hard budget stay behind (it does not change
-        with training)."""
+        """Cheap candidates that go on to full recovery, in order (`front.promote`); those whose measured latency or size
+        misses a hard budget stay behind (it does not change with training)."""
         cheap = [e for (n, f), e in self.done.items() if f == "cheap" and e.get("state") == "complete"]
         b = self.cfg.budget
         cheap = [e for e in cheap if not [m for m in b.misses(e["result"], self.teacher_acc) if m["budget"] != "max_drop"]]
         if not cheap:
             return []
-        points = [e["result"] for e in cheap]
-        ranks = nondominated_ranks(points, b.cost)
-        order = sorted(range(len(cheap)), key=lambda i: (ranks[i], -points[i]["accuracy"]))
         keep = max(math.ceil(len(cheap) / ETA), min(MIN_FULL, len(cheap)))
-        return [cheap[i] for i in order[:keep]]
+        return [cheap[i] for i in promote([e["result"] for e in cheap], b, self.teacher_acc, keep)]
 
     def full_fidelity(self, entry: dict, n_full: int) -> Fidelity:
         """Epochs that fit this candidate's share of the full-recovery time, from its cheap run's speed (at least 1)."""

@@ -3,7 +3,7 @@
 import pytest
 
 from compress.errors import RecipeError
-from compress.search.front import Budget, choose, nondominated_ranks, pareto_front, parse_drop, spearman
+from compress.search.front import Budget, choose, nondominated_ranks, pareto_front, parse_drop, promote, reach, spearman
 from compress.search.space import allocate, int8_order, kept_layers
 
 
@@ -41,6 +41,16 @@ def test_choice_minimises_the_cost_within_the_accuracy_floor():
     budget = Budget(2.0, False, "latency", None, None)  # teacher 0.90 -> floor 0.88
     chosen, missed = choose([point(0.90, 10), point(0.88, 5), point(0.85, 2)], budget, 0.90)
     assert chosen["latency_ms"] == 5 and missed == []
+
+
+def test_full_recovery_takes_the_cheapest_estimates_within_reach_of_the_floor_cheapest_first():
+    budget = Budget(2.0, False, "latency", None, None)  # teacher 0.90 -> floor 0.88, reach 0.86
+    assert reach(budget, 0.90) == pytest.approx(0.86)
+    points = [point(0.90, 10), point(0.87, 3), point(0.85, 1), point(0.86, 2), point(0.89, 5)]
+    assert promote(points, budget, 0.90, keep=3) == [3, 1, 4]  # 0.85 is out of reach; 0.90 at 10 ms is the 4th cheapest
+    assert promote([point(0.80, 1), point(0.84, 2)], budget, 0.90, keep=1) == [1]  # none within reach: the most accurate
+    capped = Budget(None, False, None, 6.0, None)  # no floor: the non-dominated fronts, then accuracy
+    assert promote(points, capped, 0.90, keep=2) == [0, 4]
 
 
 def test_a_hard_cap_maximises_accuracy_under_it():
