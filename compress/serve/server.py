@@ -9,7 +9,10 @@ served by uvicorn (the reference ASGI server: HTTP/1.1 keep-alive, httptools' C 
 when installed, and a graceful shutdown on SIGINT/SIGTERM: it stops accepting connections, lets
 every request in flight get its answer, up to `shutdown_timeout_s`, then stops the batcher).
 Texts of concurrent requests share model calls (`compress/serve/batcher.py`), which run in a
-worker thread off the event loop.
+worker thread off the event loop. A batch of unrelated texts is sorted by length and cut into the
+groups that compute the fewest padded tokens, given what one call costs beyond its tokens
+(`Artifact.call_overhead_tokens`, timed once at start): on 2 cores a batch of 16 VADER sentences
+padded to its longest cost kd.int8 1.07 ms a text, cut in sorted groups of 4 0.80 ms.
 
 Limits, each a 4xx naming itself and how to get under it: the body's bytes (`max_body_bytes`,
 checked on Content-Length before reading and while reading, 413), texts per request (`max_texts`,
@@ -59,15 +62,21 @@ class RequestError(Exception):
 
 def create_app(artifact: Artifact, cfg: ServeConfig, run_batch: Callable[[list[str]], np.ndarray] | None = None) -> Starlette:
     """The ASGI app; `run_batch(texts) -> (N, C) probabilities` defaults to the artifact's (tests pass a wrapper)."""
-    batcher = Batcher(run_batch or (lambda texts: artifact.probabilities(texts, cfg.max_batch_size)), cfg.max_batch_size,
-                      cfg.max_wait_ms)
+    call_tokens = None
+    if run_batch is None:  # a batch of unrelated texts runs in the length groups that compute the least padding
+        call_tokens = artifact.call_overhead_tokens()
+
+        def run_batch(texts: list[str]) -> np.ndarray:
+            return artifact.probabilities(texts, cfg.max_batch_size, call_tokens)
+
+    batcher = Batcher(run_batch, cfg.max_batch_size, cfg.max_wait_ms)
     limits = {"max_batch_size": cfg.max_batch_size, "max_wait_ms": cfg.max_wait_ms, "max_texts": cfg.max_texts,
               "max_body_bytes": cfg.max_body_bytes, "max_text_chars": artifact.max_text_chars}
 
     async def health(request: Request) -> JSONResponse:
         return JSONResponse({"status": "ok", "model": str(artifact.folder), "labels": artifact.labels,
                              "seq_len": artifact.seq_len, "limits": limits, "batches": batcher.batches, "texts": batcher.texts,
-                             "queued": batcher.queued})
+                             "queued": batcher.queued, "call_overhead_tokens": call_tokens})
 
     async def predict(request: Request) -> JSONResponse:
         with batcher.receiving():

@@ -3,16 +3,33 @@
 import json
 import shutil
 
+import numpy as np
 import pytest
 
 import cli
 from compress.serve import load_artifact
+from compress.serve.artifact import length_groups
 
 
 def test_the_folder_loads(onnx_dir):
     artifact = load_artifact(onnx_dir, threads=1)
     assert artifact.labels == ["negative", "neutral", "positive"] and artifact.seq_len == 16
     assert artifact.server.tokenizer.encode("good " * 40).ids[-1] == 3  # truncated at seq_len, [SEP] kept last
+
+
+def test_length_groups_compute_the_fewest_padded_tokens():
+    lengths = [5, 5, 6, 40, 41]  # sorted
+    assert length_groups(lengths, call_tokens=10, max_size=32) == [range(0, 3), range(3, 5)]  # 10+18 + 10+82 < 10+205
+    assert length_groups(lengths, call_tokens=1000, max_size=32) == [range(0, 5)]  # calls cost more than padding
+    assert length_groups(lengths, call_tokens=0, max_size=2) == [range(0, 2), range(2, 3), range(3, 4), range(4, 5)]  # free calls
+    assert all(len(g) <= 2 for g in length_groups(list(range(1, 12)), call_tokens=1e9, max_size=2))
+
+
+def test_grouped_batches_give_the_sorted_batches_probabilities_in_input_order(onnx_dir, texts):
+    artifact = load_artifact(onnx_dir, threads=1)
+    assert 0 <= artifact.call_overhead_tokens(repeats=3) <= artifact.seq_len
+    np.testing.assert_allclose(artifact.probabilities(texts, 32, call_tokens=0.0), artifact.probabilities(texts, 32),
+                               atol=1e-6)
 
 
 def truncate(path):
