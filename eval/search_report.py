@@ -153,7 +153,7 @@ def reference_error(search: dict) -> str | None:
     """Trial ids that repeat, or that the front, front_test or chosen name but trials lacks (a schema cannot say so)."""
     ids = [t["id"] for t in search["trials"]]
     named = [*(search.get("front") or []), *[f["trial"] for f in search.get("front_test") or []],
-             *([search["chosen"]["trial"]] if search.get("chosen") else [])]
+             *([search["chosen"]["trial"]] if search.get("chosen") and search["chosen"]["trial"] is not None else [])]
     if unknown := sorted({i for i in named if i not in ids}):
         return f"front, front_test or chosen name trial ids {unknown} that are not in trials"
     return "trial ids repeat" if len(set(ids)) < len(ids) else None
@@ -445,7 +445,7 @@ def summary_section(search: dict) -> Section:
     """The budget and which parts of it are met, the chosen candidate against the teacher, and how far to trust it."""
     teacher, chosen = search.get("teacher") or {}, search.get("chosen")
     summary = Section("Summary", [("p", budget_sentence(search["budget"], teacher)), ("table", budgets_table(search))])
-    if chosen:
+    if chosen and chosen.get("trial") is not None:
         trial = next(t for t in search["trials"] if t["id"] == chosen["trial"])
         if chosen.get("missed") or chosen.get("meets_budget") is False:
             summary.blocks.append(("alert", missed_text(chosen.get("missed") or [])))
@@ -456,8 +456,9 @@ def summary_section(search: dict) -> Section:
                      ("best_yaml", "`slimformer run {}` rebuilds it from the teacher")) if chosen.get(key)]
         if artifacts:
             summary.blocks.append(("p", "; ".join(artifacts) + "."))
-    else:
-        summary.blocks.append(("alert", NOTHING_CHOSEN))
+    else:  # chosen is null, or {trial: null, note} (a search stopped before any full recovery)
+        summary.blocks.append(("alert", NOTHING_CHOSEN + (f" {chosen['note'][0].upper()}{chosen['note'][1:]}."
+                                                          if chosen and chosen.get("note") else "")))
     summary.blocks += [("p", spearman_sentence(search.get("spearman"))), ("p", latency_model_sentence(search, short=True)),
                        ("p", "Test split: " + (search.get("test_reads") or "how it was read is not recorded").rstrip(".") + ".")]
     return summary

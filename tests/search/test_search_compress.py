@@ -94,6 +94,19 @@ def test_a_search_killed_then_resumed_chooses_on_validation_and_best_yaml_rebuil
                 if e.get("state") == "complete"}
     assert finished, "no trial finished before the deadline"
 
+    # stopped (Ctrl-C, SIGTERM) before any full recovery: nothing chosen and said so, search.json and the report written
+    full_phase = Search.full_phase
+
+    def interrupted(self):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Search, "full_phase", interrupted)
+    assert cli.main(args) == 0
+    stopped = json.loads((search_dir / "search.json").read_text())
+    assert stopped["chosen"]["trial"] is None and "not yet run" in stopped["chosen"]["note"]
+    assert "nothing is chosen" in (search_dir / "report.md").read_text() and (search_dir / "best.yaml").is_file()
+    monkeypatch.setattr(Search, "full_phase", full_phase)
+
     reads, read_rows = [], files._read_rows
 
     def guarded(path, fmt, role):  # the test file may be opened by the startup checks, then only by the final scoring
