@@ -149,13 +149,20 @@ def promote(points: list[dict], budget: Budget, teacher_accuracy: float, keep: i
     """Which cheap estimates (indices into `points`) go on to full recovery, in the order they train.
 
     With an accuracy floor and a cost to minimise, the answer is the cheapest model over the floor at full fidelity:
-    the `keep` cheapest within reach of it, cheapest first (smaller students also train faster). Otherwise, or when
-    none is within reach, the `keep` best by non-dominated front, then accuracy."""
-    floor = reach(budget, teacher_accuracy)
-    if floor is not None and budget.minimize is not None:
-        within = [i for i, p in enumerate(points) if p["accuracy"] >= floor]
-        if within:
-            return sorted(within, key=lambda i: (cost_of(points[i], budget.minimize), -points[i]["accuracy"]))[:keep]
+    the `keep` cheapest within reach of it, cheapest first (smaller students also train faster), except that the
+    cheapest estimate already over the floor trains second, so that a search whose time runs out after two full
+    recoveries still ends with a model that meets the budget whenever one was estimated. Otherwise, or when none is
+    within reach, the `keep` best by non-dominated front, then accuracy."""
+    lowest = reach(budget, teacher_accuracy)
+    if lowest is not None and budget.minimize is not None:
+        within = [i for i, p in enumerate(points) if p["accuracy"] >= lowest]
+        order = sorted(within, key=lambda i: (cost_of(points[i], budget.minimize), -points[i]["accuracy"]))
+        over = [i for i in order if points[i]["accuracy"] >= budget.floor(teacher_accuracy)]
+        if over and over[0] not in order[:2]:
+            order.remove(over[0])
+            order.insert(1, over[0])
+        if order:
+            return order[:keep]
     ranks = nondominated_ranks(points, budget.cost)
     return sorted(range(len(points)), key=lambda i: (ranks[i], -points[i]["accuracy"]))[:keep]
 

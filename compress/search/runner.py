@@ -15,7 +15,8 @@ Phases, all bounded by the time budget (`--time`):
 5. *Full recovery*: successive halving (Jamieson & Talwalkar 2016): a third of the cheap
    candidates (at least `MIN_FULL`) train again at full fidelity, as long as the time allows.
    With an accuracy floor and a cost to minimise, they are the cheapest ones whose estimate is
-   within reach of the floor (`reach`), cheapest first; otherwise the best by non-dominated front
+   within reach of the floor (`reach`), cheapest first but the cheapest already over the floor
+   second (`front.promote`); otherwise the best by non-dominated front
    (Deb et al. 2002), then accuracy.
 6. *Final*: the front and the choice use full-fidelity validation accuracy only; the test split is
    then scored for the front alone, the chosen model's artifacts are copied to `chosen/`, its

@@ -47,7 +47,8 @@ def test_full_recovery_takes_the_cheapest_estimates_within_reach_of_the_floor_ch
     budget = Budget(2.0, False, "latency", None, None)  # teacher 0.90 -> floor 0.88, reach 0.84
     assert reach(budget, 0.90) == pytest.approx(0.84)
     points = [point(0.90, 10), point(0.87, 3), point(0.83, 1), point(0.85, 2), point(0.89, 5)]
-    assert promote(points, budget, 0.90, keep=3) == [3, 1, 4]  # 0.83 is out of reach; 0.90 at 10 ms is the 4th cheapest
+    assert promote(points, budget, 0.90, keep=3) == [3, 4, 1]  # 0.83 out of reach; the cheapest over the floor second
+    assert promote(points[1:4], budget, 0.90, keep=3) == [2, 0]  # none over the floor: cheapest first
     assert promote([point(0.80, 1), point(0.82, 2)], budget, 0.90, keep=1) == [1]  # none within reach: the most accurate
     capped = Budget(None, False, None, 6.0, None)  # no floor: the non-dominated fronts, then accuracy
     assert promote(points, capped, 0.90, keep=2) == [0, 4]
