@@ -1,7 +1,6 @@
 """Long lookup (multi-token keys, filler): every label equals the reference solver's, lengths and
 needle positions span the window, a bag of words cannot tell the label, bad configs are refused."""
 
-import time
 from collections import Counter
 
 import pytest
@@ -115,11 +114,10 @@ def test_solver_rejects_malformed():
     assert answer_lookup("c 4 x 7 q 1 m 7 ? x") == 7  # the classic form
 
 
-def test_deterministic_and_fast():
+def test_deterministic():
+    # 300 inputs of 4K tokens (about a second quiet; no timing asserted: tests run on loaded machines)
     cfg = LookupConfig(**{**LONG, "min_length": 4000, "max_length": 4096, "n_train": 200, "seq_len": 4098})
-    started = time.perf_counter()
     first = load_task(cfg, seed=3)
-    assert time.perf_counter() - started < 10, "300 inputs of 4K tokens should take about a second"
     again = load_task(cfg, seed=3)
     assert first.texts == again.texts and first.fingerprint == again.fingerprint
     assert load_task(cfg, seed=4).texts["train"] != first.texts["train"]
