@@ -70,10 +70,16 @@ class Server:
 
     def predict_sorted(self, texts: list[str], batch_size: int) -> np.ndarray:
         """Logits (N, C) in the order of `texts`: tokenized in one call, run in length-sorted batches padded to their longest."""
+        return self.predict_grouped(texts, lambda lengths: [range(start, min(start + batch_size, len(lengths)))
+                                                            for start in range(0, len(lengths), batch_size)])
+
+    def predict_grouped(self, texts: list[str], groups: Callable[[list[int]], list[range]]) -> np.ndarray:
+        """Logits (N, C) in the order of `texts`: tokenized in one call, sorted by length, run in the batches
+        `groups(sorted lengths)` cuts (consecutive ranges), each padded to its longest."""
         ids = [e.ids for e in self.tokenizer.encode_batch(texts)]
         order = np.argsort([len(x) for x in ids], kind="stable")  # (N,) shortest first
-        logits = np.concatenate([self.run([ids[i] for i in order[start: start + batch_size]])
-                                 for start in range(0, len(ids), batch_size)])  # (N, C) sorted
+        logits = np.concatenate([self.run([ids[i] for i in order[g.start: g.stop]])
+                                 for g in groups([len(ids[i]) for i in order])])  # (N, C) sorted
         out = np.empty_like(logits)
         out[order] = logits  # back in input order
         return out

@@ -17,6 +17,7 @@ Every way a copied, edited or interrupted folder can be broken (no folder, no or
 """
 
 import json
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -56,12 +57,7 @@ class Artifact:
         if call_tokens is None:
             logits = self.server.predict_sorted(texts, batch_size)  # (N, C)
         else:
-            ids = [e.ids for e in self.server.tokenizer.encode_batch(texts)]
-            order = np.argsort([len(x) for x in ids], kind="stable")  # (N,) shortest first
-            groups = length_groups([len(ids[i]) for i in order], call_tokens, batch_size)
-            parts = [self.server.run([ids[i] for i in order[g.start: g.stop]]) for g in groups]  # each (|g|, C)
-            logits = np.empty((len(ids), parts[0].shape[-1]), dtype=parts[0].dtype)
-            logits[order] = np.concatenate(parts)  # back in input order
+            logits = self.server.predict_grouped(texts, lambda lengths: length_groups(lengths, call_tokens, batch_size))
         probs = np.exp(logits - logits.max(-1, keepdims=True))
         return probs / probs.sum(-1, keepdims=True)
 
@@ -69,8 +65,6 @@ class Artifact:
         """What one model call costs beyond its tokens, in tokens: one text of 4 and of `min(seq_len, 64)` tokens
         timed (medians of `repeats`), cost = a + b x tokens, returns a / b. On a busy machine the fit can come out
         without slope: then seq_len, which keeps batches whole."""
-        import time
-
         lo, hi = min(4, self.seq_len), min(self.seq_len, 64)
         if hi <= lo:
             return float(self.seq_len)
