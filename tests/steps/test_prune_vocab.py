@@ -20,7 +20,7 @@ from compress.errors import RecipeError
 from compress.models import SlimformerConfig, SlimformerForSequenceClassification
 from compress.models.modeling_rnn import SlimRNNConfig, SlimRNNForSequenceClassification
 from compress.run.config import validate_recipe
-from compress.steps.prune_vocab import kept_ids, prune_vocab_, rebuild_tokenizer
+from compress.steps.prune_vocab import frequent_ids, kept_ids, prune_vocab_, rebuild_tokenizer
 from tests.helpers import logits
 
 SEQ_LEN = 24
@@ -134,6 +134,38 @@ def test_bpe_keeps_the_merges_that_build_kept_tokens():
     assert smaller.convert_ids_to_tokens(smaller("abc dd")["input_ids"]) == ["abc", "[UNK]", "[UNK]"]  # d is gone: unk
 
 
+def test_max_size_keeps_the_most_frequent_tokens_and_every_character():
+    """A cap of 14: the 4 specials, the 8 pieces of the texts' characters (a b c x, ##a ##b ##c ##x), then the 2 most
+    used of ab (3 uses), abc (2), ##bc (1), xx (1). 'xbc' and 'xx' then split into kept pieces, not [UNK]; a text whose
+    tokens all stay is tokenized as before."""
+    tok = wordpiece(["a", "b", "c", "x", "##a", "##b", "##c", "##x", "ab", "abc", "##bc", "xx"])
+    texts = ["ab ab ab", "abc abc", "xbc", "xx"]
+    assert tok.convert_ids_to_tokens(tok("xbc xx")["input_ids"]) == ["[CLS]", "x", "##bc", "xx", "[SEP]"]
+    keep = kept_ids(tok, texts)
+    capped = frequent_ids(tok, texts, keep, max_size=14)
+    assert len(capped) == 14 and {tok.convert_ids_to_tokens(i) for i in set(keep) - set(capped)} == {"##bc", "xx"}
+    smaller = rebuild_tokenizer(tok, capped)
+    assert smaller.convert_ids_to_tokens(smaller("xbc xx")["input_ids"]) == ["[CLS]", "x", "##b", "##c", "x", "##x", "[SEP]"]
+    assert smaller.convert_ids_to_tokens(smaller("ab abc x")["input_ids"]) == ["[CLS]", "ab", "abc", "x", "[SEP]"]
+    assert len(frequent_ids(tok, texts, keep, max_size=100)) == 16  # no cap reached: every token, and every character
+    with pytest.raises(RecipeError, match=r"max_size 9 is below the 12 tokens.*at least 12"):
+        frequent_ids(tok, texts, keep, max_size=9)
+
+
+def test_max_size_keeps_a_bpe_token_with_the_parts_that_build_it():
+    """abc (3 uses) needs ab; dd (2 uses) would need nothing more, but a cap of 8 leaves room for one merge's result."""
+    vocab = {"[PAD]": 0, "[UNK]": 1, "a": 2, "b": 3, "c": 4, "d": 5, "ab": 6, "abc": 7, "dd": 8}
+    tok = Tokenizer(models.BPE(vocab, [("a", "b"), ("ab", "c"), ("d", "d")], unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="[PAD]", unk_token="[UNK]")
+    texts = ["abc abc abc", "dd dd"]
+    keep = kept_ids(tok, texts)
+    assert [tok.convert_ids_to_tokens(i) for i in frequent_ids(tok, texts, keep, max_size=8)] == [
+        "[PAD]", "[UNK]", "a", "b", "c", "d", "ab", "abc"]  # abc with its part ab (2 rows) fits; dd then does not
+    assert [tok.convert_ids_to_tokens(i) for i in frequent_ids(tok, texts, keep, max_size=7)] == [
+        "[PAD]", "[UNK]", "a", "b", "c", "d", "dd"]  # abc and ab need 2 rows: only dd fits
+
+
 RECIPE = {"name": "r", "task": {"kind": "lookup"}, "teacher": {"dim": 32, "n_heads": 2, "ffn_dim": 64, "n_layers": 2}}
 
 
@@ -182,6 +214,7 @@ def test_both_steps_through_the_cli_with_variants(tmp_path):
         "variants:\n"
         "  v: [{kind: prune_vocab, name: vocab}, {kind: export}, {kind: evaluate}, {kind: quantize}, {kind: evaluate}]\n"
         "  w: [{kind: prune_ffn, name: ffn, amount: 0.5, importance: magnitude, recover: {epochs: 0}}]\n"
+        "  u: [{kind: prune_vocab, name: capped, max_size: 200}, {kind: export}, {kind: evaluate}]\n"
         "bench: {batch_sizes: [1], repeats: 3, warmup: 1, memory: false, interleave: false, threads: 1}\n"
     )
     assert cli.main(["run", str(recipe), "steps.teacher.max_steps=4", "steps.narrow.recover.max_steps=2",
@@ -202,4 +235,8 @@ def test_both_steps_through_the_cli_with_variants(tmp_path):
     # not one prediction changed: the pruned stage's ONNX logits equal the trunk stage's torch logits on the same examples
     narrow, pruned = (np.load(run_dir / f"stages/{s}/test_logits.npy") for s in ("narrow", "v.vocab"))
     assert np.abs(narrow - pruned).max() <= 1e-4 and stages["v.vocab"]["accuracy"] == stages["narrow"]["accuracy_torch"]
+    capped = stages["u.capped"]["vocab"]  # a size budget: 200 rows, and the texts that used a dropped token counted
+    assert capped["vocab_size_after"] == 200 < capped["tokens_used"] == vocab["vocab_size_after"] and capped["max_size"] == 200
+    assert capped["retokenized"]["test"] > 0 and capped["max_abs_logit_diff"] <= 1e-6
+    assert len(AutoTokenizer.from_pretrained(run_dir / "stages/u.capped/onnx")) == 200
     assert stages["v.int8"]["accuracy"] is not None and stages["v.int8"]["quantization"]["check"]["argmax_agreement"] > 0.5
