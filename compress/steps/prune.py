@@ -382,12 +382,14 @@ def prune_stage(model: nn.Module, cfg: PruneConfig, ctx) -> nn.Module:
                           f"with {unit} left")
     seed = ctx.recipe.seed if cfg.seed is None else cfg.seed
     batches = scoring_batches(ctx.encoded[cfg.score_split], cfg.score_batches, cfg.score_batch_size, seed)
-    val = ctx.encoded["validation"]
+    val, teacher_val = ctx.encoded["validation"], ctx.base_encoded["validation"]
+    # the teacher reads the run's tokenizer: each split's texts in its ids (the model's differ after prune_vocab)
+    teacher_splits = {id(ctx.encoded[s]): ctx.base_encoded[s] for s in ctx.encoded}
     ctx.record("parent", parent)
     teacher, key = ctx.teacher, score_key(ctx.teacher)  # embedding mode: the mean cosine with the teacher, not accuracy
 
     def score(m, split):
-        return val_score(teacher, m, split)
+        return val_score(teacher, m, split, teacher_splits.get(id(split)))
 
     if cfg.sweep:  # on the split the scores did not see
         sweep_split = "test" if cfg.score_split == "validation" else "validation"
@@ -415,7 +417,8 @@ def prune_stage(model: nn.Module, cfg: PruneConfig, ctx) -> nn.Module:
             entry["removed"] = {str(i): hs for i, hs in removed.items()}
         if cfg.recover.epochs:
             model, points = train(model, split, val, cfg.recover, loss, seed=seed + r - 1, device=ctx.device, log=ctx.log,
-                                  desc=f"recover {cfg.name} {r}/{cfg.schedule.iterations}", **validation(teacher, val))
+                                  desc=f"recover {cfg.name} {r}/{cfg.schedule.iterations}",
+                                  **validation(teacher, val, teacher_val))
             offset = curve[-1]["step"] if curve else 0
             curve += [{**p, "step": p["step"] + offset, "round": r} for p in points]
             entry[key] = max(p[key] for p in points)

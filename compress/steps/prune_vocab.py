@@ -23,7 +23,10 @@ are kept too, so some tokens that never appear in the output are kept as well:
 The step then checks that every text's new ids are exactly the old ids renumbered, for every
 split, and that the validation logits are unchanged; either failing is an error, never a silent
 change. Token ids change, so later stages of this lineage use this stage's tokenizer (RunContext
-carries it), and no later step may train against the teacher, which reads the original ids.
+carries it), and no later step may train against the teacher on inputs it would read in the new ids
+(distill, a recovery with augment/unlabeled copies or attention outputs): a plain recovery after a
+later cut distils the teacher's outputs on the task's texts, computed from the run's own ids, row for
+row, so it may follow (and relearn what a `max_size` cap changed).
 
 `max_size` is a size budget instead: the table keeps at most that many rows, the ones the texts
 use most (Zipf: WordNet's 94k training texts use 22.7k of MiniLM's 30.5k tokens, and the 15k most
@@ -97,7 +100,8 @@ class PruneVocabConfig(StepConfig):
                     f"steps[{j}] ({step.kind} {step.name!r}) {reason}, after steps[{index}] (prune_vocab {self.name!r}) "
                     "renumbered the vocabulary: the teacher reads the original token ids, not the pruned ones. Put prune_vocab "
                     "after every step that trains against the teacher (late, just before quantize)"
-                    + (", or set its recover.distill_from: none" if getattr(step, "recover", None) is not None else "")
+                    + (", or drop its recover's augment/unlabeled/attention_output"
+                       if getattr(step, "recover", None) is not None else "")
                     + (f", or start it from a stage before {self.name!r} with `parent:`" if hasattr(step, "parent") else ""))
             if STEPS[step.kind].makes_stage:
                 if source in descendants:
@@ -115,8 +119,12 @@ def teacher_use(step) -> str | None:
     if getattr(step, "source", None) == "teacher":
         return "starts from the teacher's model"
     recover = getattr(step, "recover", None)
-    if recover is not None and recover.epochs > 0 and recover.distill_from == "teacher":
-        return "recovers by distilling from the teacher"
+    # a plain recovery reads the teacher's outputs on the task's own texts, computed from the run's ids (recover.py);
+    # extra copies or texts, and attention states, would feed the teacher this stage's ids
+    if (recover is not None and recover.epochs > 0 and recover.distill_from == "teacher"
+            and (recover.adds() or getattr(recover, "attention_output", 0))):
+        return ("recovers by distilling from the teacher on inputs it would read in the pruned ids (augment/unlabeled "
+                "copies or attention_output)")
     return None
 
 

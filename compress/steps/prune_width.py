@@ -298,22 +298,22 @@ def prune_width(model, cfg: PruneWidthConfig, ctx):
     seed = ctx.recipe.seed if cfg.seed is None else cfg.seed
     batches = scoring_batches(ctx.encoded[cfg.score_split], cfg.score_batches, cfg.score_batch_size, seed)
     example = {"input_ids": batches[0]["input_ids"][:2], "attention_mask": batches[0]["attention_mask"][:2]}
-    val = ctx.encoded["validation"]
+    val, teacher_val = ctx.encoded["validation"], ctx.base_encoded["validation"]  # the teacher reads the run's tokenizer
     teacher, key = ctx.teacher, score_key(ctx.teacher)  # embedding mode: the mean cosine with the teacher, not accuracy
-    unpruned = val_score(teacher, model, val)
+    unpruned = val_score(teacher, model, val, teacher_val)
     model.add_projection_()  # an embedding model keeps its width: an identity projection, whose input side the cut narrows
     scores = channel_scores(model, residual_group(model, example), cfg.importance, batches)
     drop = sorted(torch.argsort(scores, stable=True)[: dim - width].tolist())  # the lowest scores
     prune_width_(model, drop, example)
     check_reload(model, example["input_ids"], example["attention_mask"])
-    before = val_score(teacher, model, val)
+    before = val_score(teacher, model, val, teacher_val)
     ctx.record("parent", parent)
     ctx.log(event="prune_width", dim=width, **{f"{key}_before_recovery": before})
     after = before
     if cfg.recover.epochs:
         split, loss = recovery(ctx, cfg.recover)
         model, curve = train(model, split, val, cfg.recover, loss, seed=seed, device=ctx.device, log=ctx.log,
-                             desc=f"recover {cfg.name}", **validation(teacher, val))
+                             desc=f"recover {cfg.name}", **validation(teacher, val, teacher_val))
         ctx.record("train_curve", curve)
         after = max(p[key] for p in curve)
     ctx.record("width", {

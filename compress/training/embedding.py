@@ -97,12 +97,13 @@ def teacher_embeddings(teacher: torch.nn.Module, split: dict) -> torch.Tensor:
     return cache[key]
 
 
-def validation(teacher: torch.nn.Module | None, split: dict) -> dict:
+def validation(teacher: torch.nn.Module | None, split: dict, teacher_split: dict | None = None) -> dict:
     """Keyword arguments for the training loop: in embedding mode, evaluate by the mean cosine with the teacher's
-    embeddings of `split` and keep the best epoch by it; {} for a classifier teacher (accuracy, the loop's default)."""
+    embeddings of `split` and keep the best epoch by it; {} for a classifier teacher (accuracy, the loop's default).
+    `teacher_split`: the same texts encoded with the teacher's tokenizer, where the model's differs (after prune_vocab)."""
     if teacher is None or not is_embedding(teacher):
         return {}
-    target = teacher_embeddings(teacher, split)
+    target = teacher_embeddings(teacher, split if teacher_split is None else teacher_split)
 
     def evaluate(model, accelerator):
         return {VAL_COSINE: mean_cosine(predict(model, split, device=accelerator.device), target)}
@@ -115,10 +116,12 @@ def score_key(teacher) -> str:
     return VAL_COSINE if teacher is not None and is_embedding(teacher) else "val_accuracy"
 
 
-def val_score(teacher, model: torch.nn.Module, split: dict) -> float:
-    """The model's validation score: mean cosine with the teacher (embedding mode) or accuracy."""
+def val_score(teacher, model: torch.nn.Module, split: dict, teacher_split: dict | None = None) -> float:
+    """The model's validation score: mean cosine with the teacher (embedding mode; the teacher reads `teacher_split`,
+    the same texts in its own tokenizer's ids, when given) or accuracy."""
     if teacher is not None and is_embedding(teacher):
-        return round(mean_cosine(predict(model, split), teacher_embeddings(teacher, split)), 5)
+        target = teacher_embeddings(teacher, split if teacher_split is None else teacher_split)
+        return round(mean_cosine(predict(model, split), target), 5)
     return round((predict(model, split).argmax(-1) == split["labels"]).float().mean().item(), 5)
 
 

@@ -145,7 +145,9 @@ def recovery(ctx, cfg: RecoverConfig, model: nn.Module | None = None, attention_
         ctx.record("recover_set", details)
     else:
         split = dict(ctx.encoded["train"])
-        split["teacher_logits"] = predict(ctx.teacher, split)  # once, not every epoch
+        # once, not every epoch; the teacher reads the run's tokenizer: after prune_vocab the model's ids differ, the
+        # texts (rows, in the same order) do not
+        split["teacher_logits"] = predict(ctx.teacher, ctx.base_encoded["train"])
     if embedding:
         return split, embedding_distillation_loss(ctx.teacher, cfg.embedding)
     return split, distillation_loss(ctx.teacher, cfg.temperature, cfg.alpha, attention_output, model)

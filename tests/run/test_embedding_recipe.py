@@ -24,19 +24,39 @@ RECIPE = ROOT / "recipes" / "minilm_embed.yaml"
 SHRINK = [  # the shipped recipe on a tiny teacher and 160 synsets: its smoke run (tests/run/test_pipeline.py leaves it here)
     "task.seq_len=16", "task.max_synsets=160", "task.test_fraction=0.25", "task.validation_fraction=0.1",
     "task.max_train_synsets=null",
-    "task.corpus=all", "variants.kd.student.student.n_layers=1", "variants.kd.width.dim=16",
-    *[f"variants.kd.{name}.recover.max_steps=1" for name in ("width", "heads", "ffn")],
+    "task.corpus=all", "variants.kd.student.student.n_layers=1", "variants.kd.vocab.max_size=null",
+    *[f"variants.kd.{name}.recover.max_steps=1" for name in ("heads", "ffn")],
     "variants.kd.student.max_steps=2", "variants.static.boe.max_steps=2", "steps.baseline.ngram_max=1",
     "bench.batch_sizes=[1]", "bench.seq_lens=null", "bench.repeats=3", "bench.warmup=1", "bench.traffic_texts=8",
     "bench.interleave=false", "bench.threads=1",
 ]
 
 
+def with_test_branches(recipe: dict) -> dict:
+    """The shipped recipe plus what its steps do not cover: kd.heads again from the student, before the vocabulary cut
+    (its recovery must match the one after it), and a `narrow` variant cutting the width (a projection), then the
+    vocabulary to 60 tokens (a `max_size` cap that splits texts anew), then heads with recovery after that cut."""
+    kd = recipe["variants"]["kd"]
+    heads = next(step for step in kd if step.get("name") == "heads")
+    kd.append({**heads, "name": "heads_before_vocab", "parent": "student"})
+    recover = {"epochs": 1, "max_steps": 1, "lr": 2.0e-4, "batch_size": 8, "embedding": {"mse": 1.0, "cosine": 1.0}}
+    recipe["variants"]["narrow"] = [
+        {"kind": "prune_width", "name": "width", "dim": 16, "recover": recover},
+        {"kind": "prune_vocab", "name": "vocab", "splits": ["train", "validation"], "max_size": 60},
+        {"kind": "prune_heads", "name": "heads", "amount": 0.5, "recover": recover},
+    ]
+    return recipe
+
+
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
+    import yaml
+
     root = tmp_path_factory.mktemp("embed")
     ckpt = tiny_sentence_transformer(root / "ckpt")
-    assert cli.main(["run", str(RECIPE), f"teacher.from={ckpt}", *SHRINK, "--runs-dir", str(root / "runs")]) == 0
+    recipe = root / "minilm_embed.yaml"
+    recipe.write_text(yaml.safe_dump(with_test_branches(yaml.safe_load(RECIPE.read_text())), sort_keys=False))
+    assert cli.main(["run", str(recipe), f"teacher.from={ckpt}", *SHRINK, "--runs-dir", str(root / "runs")]) == 0
     return root / "runs" / "minilm_embed"
 
 
@@ -69,7 +89,7 @@ def test_the_onnx_output_is_the_sentence_embedding_and_matches_torch(run, stages
 
     from compress.models import SlimformerForSequenceClassification
 
-    folder = run / "stages" / "kd.vocab"
+    folder = run / "stages" / "kd.ffn"
     session = ort.InferenceSession(str(folder / "onnx" / "model.onnx"), providers=["CPUExecutionProvider"])
     assert [o.name for o in session.get_outputs()] == ["sentence_embedding"]
     model = SlimformerForSequenceClassification.from_pretrained(folder / "model").eval()
@@ -79,7 +99,7 @@ def test_the_onnx_output_is_the_sentence_embedding_and_matches_torch(run, stages
     with torch.no_grad():
         expected = model(input_ids=ids, attention_mask=mask).logits.numpy()
     assert got.shape == (2, 32) and np.abs(got - expected).max() <= 1e-5
-    assert stages["kd.vocab"]["parity"]["max_abs_diff"] <= 1e-5
+    assert stages["kd.ffn"]["parity"]["max_abs_diff"] <= 1e-5
 
 
 def test_distill_learns_the_teachers_embeddings(run, stages):
@@ -88,26 +108,39 @@ def test_distill_learns_the_teachers_embeddings(run, stages):
     assert config_of(run, "kd.student")["embedding_dim"] == 32 and config_of(run, "kd.student")["normalize"] is True
 
 
-@pytest.mark.parametrize("stage, field", [("kd.heads", "n_heads"), ("kd.ffn", "ffn_dim")])
-def test_head_and_ffn_pruning_recover_on_the_embedding_loss(run, stages, stage, field):
-    assert config_of(run, stage)[field] == ([2] if field == "n_heads" else [24])  # of 4 heads, 48 neurons
+@pytest.mark.parametrize("stage, field, before", [("kd.heads", "n_heads", 4), ("kd.ffn", "ffn_dim", 48)])
+def test_head_and_ffn_pruning_recover_on_the_embedding_loss(run, stages, stage, field, before):
+    assert 0 < config_of(run, stage)[field][0] < before  # of 4 heads, 48 neurons
     assert {"val_cosine", "val_cosine_before_recovery"} <= set(stages[stage]) and stages[stage]["train_curve"]
 
 
 def test_width_pruning_keeps_the_embedding_width_with_a_projection(run, stages):
-    config = config_of(run, "kd.width")
+    config = config_of(run, "narrow.width")
     assert config["dim"] == 16 and config["embedding_dim"] == 32
-    assert stages["kd.width"]["val_cosine"] > 0 and stages["kd.width"]["width"]["val_cosine_unpruned"] > 0
+    assert stages["narrow.width"]["val_cosine"] > 0 and stages["narrow.width"]["width"]["val_cosine_unpruned"] > 0
 
 
 def test_vocabulary_pruning_keeps_only_the_training_texts_tokens(stages):
     vocab = stages["kd.vocab"]["vocab"]
     assert vocab["splits"] == ["train", "validation"] and vocab["vocab_size_after"] < vocab["vocab_size_before"]
+    capped = stages["narrow.vocab"]["vocab"]
+    assert capped["vocab_size_after"] == 60 < capped["tokens_used"] and capped["retokenized"]["train"] > 0
+
+
+def test_recovery_after_the_vocabulary_cut_distils_the_teacher_on_its_own_ids(stages):
+    """The teacher reads the run's ids, the student the pruned ones: with every used token kept, the head cut and its
+    recovery after prune_vocab match the same cut before it (a teacher fed the pruned ids would be far off)."""
+    after, before = stages["kd.heads"], stages["kd.heads_before_vocab"]
+    for key in ("val_cosine_before_recovery", "val_cosine"):
+        assert after[key] == pytest.approx(before[key], abs=1e-5), key
+    assert [p["train_loss"] for p in after["train_curve"]] == pytest.approx(
+        [p["train_loss"] for p in before["train_curve"]], abs=1e-5)
+    assert stages["narrow.heads"]["val_cosine"] > 0 and stages["narrow.heads"]["train_curve"]
 
 
 def test_int8_and_the_static_student_are_measured_against_the_teacher(stages):
     assert stages["static.boe"]["distill"]["student"] == "boe" and stages["static.boe"]["val_cosine"] > 0
-    for name, runtime in (("kd.vocab", "onnxruntime"), ("kd.int8", "onnxruntime"), ("static.boe", "onnxruntime")):
+    for name, runtime in (("kd.ffn", "onnxruntime"), ("kd.int8", "onnxruntime"), ("static.boe", "onnxruntime")):
         record = stages[name]["embedding_eval"]
         assert record["runtime"] == runtime and -1 <= record["fidelity"]["cosine"]["mean"] <= 1
         assert record["retrieval_delta"]["recall@10"]["baseline"] == "teacher"
@@ -126,7 +159,7 @@ def test_sentence_transformers_loads_a_pruned_stage_with_equal_embeddings(run):
 
     from compress.models import SlimformerForSequenceClassification
 
-    folder = run / "stages" / "kd.vocab" / "model"  # heads, FFN, width and vocabulary cut: a 2_Dense projection
+    folder = run / "stages" / "narrow.heads" / "model"  # width, vocabulary (capped) and heads cut: a 2_Dense projection
     texts = ["the movie was good", "a very bad day", "fine"]
     st = SentenceTransformer(str(folder), trust_remote_code=True, device="cpu")
     assert [type(m).__name__ for m in st] == ["Transformer", "Pooling", "Dense", "Normalize"]

@@ -174,8 +174,12 @@ def test_training_against_the_teacher_after_prune_vocab_is_refused():
     with pytest.raises(RecipeError, match=r"steps\[2\] \(distill 'kd'\) distils from the teacher, after steps\[1\] "
                                           r"\(prune_vocab.*original token ids"):
         validate_recipe(RECIPE | {"steps": [*steps, {"kind": "distill", "name": "kd", "student": {"n_layers": 1}}]})
-    with pytest.raises(RecipeError, match=r"prune_heads 'prune_heads'\) recovers by distilling.*recover.distill_from: none"):
-        validate_recipe(RECIPE | {"steps": [*steps, {"kind": "prune_heads", "amount": 0.5}]})
+    with pytest.raises(RecipeError, match=r"prune_heads 'prune_heads'\) recovers by distilling.*augment/unlabeled.*"
+                                          r"drop its recover's augment/unlabeled/attention_output"):
+        validate_recipe(RECIPE | {"steps": [*steps, {"kind": "prune_heads", "amount": 0.5,
+                                                     "recover": {"augment": {"copies": 1}}}]})
+    # a plain recovery distils the teacher's outputs computed from the run's own ids: allowed
+    validate_recipe(RECIPE | {"steps": [*steps, {"kind": "prune_heads", "amount": 0.5}]})
     with pytest.raises(RecipeError, match=r"swap_attention 'linformer'\) starts from the teacher's model"):
         validate_recipe(RECIPE | {"steps": [*steps, {"kind": "swap_attention", "to": "linformer", "source": "teacher",
                                                      "recover": {"distill_from": "none"}}]})
@@ -183,7 +187,8 @@ def test_training_against_the_teacher_after_prune_vocab_is_refused():
         validate_recipe(RECIPE | {"steps": [*steps, {"kind": "train", "name": "again"}]})
     # a variant continuing from a trunk that pruned its vocabulary
     with pytest.raises(RecipeError, match=r"variants.kd\[0\] \(prune_width"):
-        validate_recipe(RECIPE | {"steps": steps, "variants": {"kd": [{"kind": "prune_width", "amount": 0.25}]}})
+        validate_recipe(RECIPE | {"steps": steps, "variants": {"kd": [{"kind": "prune_width", "amount": 0.25,
+                                                                        "recover": {"augment": {"copies": 1}}}]}})
     # allowed: recovery on the labels alone, quantization, and anything before prune_vocab
     validate_recipe(RECIPE | {"steps": [{"kind": "train"}, {"kind": "prune_width", "amount": 0.25}, {"kind": "prune_vocab"},
                                         {"kind": "prune_ffn", "amount": 0.5, "recover": {"distill_from": "none"}},
@@ -196,7 +201,8 @@ def test_training_against_the_teacher_after_prune_vocab_is_refused():
     validate_recipe(RECIPE | {"steps": branch})
     with pytest.raises(RecipeError, match=r"prune_ffn 'again'\) recovers by distilling.*"
                                           r"or start it from a stage before 'vocab' with `parent:`"):
-        validate_recipe(RECIPE | {"steps": [*branch, {"kind": "prune_ffn", "name": "again", "parent": "vocab", "amount": 0.5}]})
+        validate_recipe(RECIPE | {"steps": [*branch, {"kind": "prune_ffn", "name": "again", "parent": "vocab", "amount": 0.5,
+                                                      "recover": {"augment": {"copies": 1}}}]})
 
 
 def test_both_steps_through_the_cli_with_variants(tmp_path):
