@@ -49,7 +49,7 @@ from compress.io import append_jsonl
 from compress.search import latency as latency_mod
 from compress.search import timing
 from compress.search.config import SearchConfig
-from compress.search.front import promote, reach
+from compress.search.front import family_out_of_reach, promote, reach
 from compress.search.space import Candidate, Fidelity, TeacherShape, anchors, candidate_steps, suggest
 from compress.search.trials import (
     TRIALS_RUN,
@@ -388,13 +388,28 @@ class Search:
         self.full_deadline = self.deadline - FINAL_RESERVE * self.cfg.time_s
         fidelity = self.cheap_fidelity()
         n_cheap = sum(1 for (_, f), e in self.done.items() if f == "cheap")
+        dead_families: set[str] = set()
         while time.time() < self.cheap_deadline and (self.cfg.max_trials is None or n_cheap < self.cfg.max_trials):
             trial = self.study.ask()
             c = suggest(trial, self.teacher_shape, self.sensitivity, self.cfg.families)
             self.candidates[trial.number] = c
             entry = {"event": "trial", "number": trial.number, "fidelity": "cheap", "family": c.family,
                      "params": public(c.params), "shape": shape_dict(c), "steps_described": c.describe()}
+            dead = None if c.family == "transformer" else family_out_of_reach(
+                [e["result"]["accuracy"] for (_, f), e in self.done.items()
+                 if f == "cheap" and e.get("family") == c.family and e.get("state") == "complete"],
+                self.cfg.budget, self.teacher_acc)
             try:
+                if dead is not None:  # not worth a prediction either (a student family's is a timing)
+                    entry.update(state="skipped", skipped=f"{c.family} students: {dead}")
+                    self.record(entry)
+                    self.done[(trial.number, "cheap")] = entry
+                    self.tell(trial.number, entry)
+                    dead_families.add(c.family)
+                    if dead_families >= set(self.cfg.families):  # nothing left worth drawing
+                        self.say(f"[cheap] every family is out of reach: {dead}")
+                        break
+                    continue
                 entry["predicted"] = self.predict(c)
                 why = self.infeasible(entry["predicted"])
                 if why is not None:

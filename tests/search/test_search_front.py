@@ -3,7 +3,17 @@
 import pytest
 
 from compress.errors import RecipeError
-from compress.search.front import Budget, choose, nondominated_ranks, pareto_front, parse_drop, promote, reach, spearman
+from compress.search.front import (
+    Budget,
+    choose,
+    family_out_of_reach,
+    nondominated_ranks,
+    pareto_front,
+    parse_drop,
+    promote,
+    reach,
+    spearman,
+)
 from compress.search.space import allocate, int8_order, kept_layers
 
 
@@ -52,6 +62,15 @@ def test_full_recovery_takes_the_cheapest_estimates_within_reach_of_the_floor_ch
     assert promote([point(0.80, 1), point(0.82, 2)], budget, 0.90, keep=1) == [1]  # none within reach: the most accurate
     capped = Budget(None, False, None, 6.0, None)  # no floor: the non-dominated fronts, then accuracy
     assert promote(points, capped, 0.90, keep=2) == [0, 4]
+
+
+def test_a_student_family_far_under_the_reach_is_no_longer_drawn():
+    budget = Budget(2.0, False, "latency", None, None)  # teacher 0.90 -> reach 0.84: out of reach under 0.79
+    assert family_out_of_reach([0.70], budget, 0.90) is None  # one estimate is not enough to judge a family
+    assert family_out_of_reach([0.70, 0.80], budget, 0.90) is None  # its best is within 5 points of the reach
+    why = family_out_of_reach([0.56, 0.72, 0.60], budget, 0.90)
+    assert why == "its 3 cheap estimates reach 72.0% at best, more than 5 points under the reach 84.0%"
+    assert family_out_of_reach([0.1, 0.2], Budget(None, False, None, 6.0, None), 0.90) is None  # no floor, no reach
 
 
 def test_a_hard_cap_maximises_accuracy_under_it():
