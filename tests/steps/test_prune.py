@@ -277,9 +277,10 @@ def fake_context(teacher, steps, n=96):
     data = scoring_data(n)
     val = {k: v[: n // 3] for k, v in data.items()}
     recipe = SimpleNamespace(steps=steps, seed=0)
-    # steps: the lineage run (RunContext.steps)
-    return FakeContext(recipe=recipe, steps=steps, encoded={"train": data, "validation": val, "test": val}, teacher=teacher,
-                       device="cpu", recorded={}, logged=[])
+    # steps: the lineage run (RunContext.steps); no prune_vocab: the stage's ids are the run's (base_encoded)
+    encoded = {"train": data, "validation": val, "test": val}
+    return FakeContext(recipe=recipe, steps=steps, encoded=encoded, base_encoded=encoded, teacher=teacher, device="cpu",
+                       recorded={}, logged=[])
 
 
 def test_prune_heads_step_rounds_recovery_sweep_and_records():
