@@ -402,24 +402,19 @@ class Search:
             try:
                 if dead is not None:  # not worth a prediction either (a student family's is a timing)
                     entry.update(state="skipped", skipped=f"{c.family} students: {dead}")
-                    self.record(entry)
-                    self.done[(trial.number, "cheap")] = entry
-                    self.tell(trial.number, entry)
                     dead_families.add(c.family)
-                    if dead_families >= set(self.cfg.families):  # nothing left worth drawing
-                        self.say(f"[cheap] every family is out of reach: {dead}")
-                        break
-                    continue
-                entry["predicted"] = self.predict(c)
-                why = self.infeasible(entry["predicted"])
-                if why is not None:
-                    entry.update(state="skipped", skipped=why)
-                elif c.family == "transformer" and not c.describe():
-                    entry.update(state="skipped", skipped="the teacher itself")
                 else:
-                    self.say(f"[cheap {trial.number}] {'; '.join(c.describe())}")
-                    entry.update(state="complete", result=self.run_candidate(trial.number, c, fidelity, self.cheap_deadline))
-                    n_cheap += 1
+                    entry["predicted"] = self.predict(c)
+                    why = self.infeasible(entry["predicted"])
+                    if why is not None:
+                        entry.update(state="skipped", skipped=why)
+                    elif c.family == "transformer" and not c.describe():
+                        entry.update(state="skipped", skipped="the teacher itself")
+                    else:
+                        self.say(f"[cheap {trial.number}] {'; '.join(c.describe())}")
+                        result = self.run_candidate(trial.number, c, fidelity, self.cheap_deadline)
+                        entry.update(state="complete", result=result)
+                        n_cheap += 1
             except TrialTimeout as e:
                 entry.update(state="timeout", error=str(e))
             except SlimformerError as e:
@@ -430,6 +425,9 @@ class Search:
             self.tell(trial.number, entry)
             self.show()
             if entry["state"] == "timeout":
+                break
+            if dead_families >= set(self.cfg.families):  # nothing left worth drawing
+                self.say(f"[cheap] every family is out of reach: {dead}")
                 break
         self.say(f"[cheap] {n_cheap} candidates estimated; {len(self.study.trials)} drawn")
 
